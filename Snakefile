@@ -1,0 +1,21 @@
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        all_targets,
+    default_target: True
+
+
+include: "workflow/rules/neural.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/dg.smk"

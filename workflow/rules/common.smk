@@ -1,0 +1,81 @@
+"""Config validation, shared paths and input functions."""
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+
+validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
+for _section in ("synthetic", "allen", "neural", "models", "compare", "dg", "resources"):
+    if (SCHEMAS / f"{_section}.schema.yaml").exists():
+        config.setdefault(_section, {})
+        validate(config[_section], schema=str(SCHEMAS / f"{_section}.schema.yaml"))
+
+RESULTS = config["results_dir"].rstrip("/")
+LOGS = config["logs_dir"].rstrip("/")
+
+# Each stage file appends a zero-argument function returning its final targets.
+TARGETS = []
+
+
+def all_targets(wildcards):
+    out = []
+    for fn in TARGETS:
+        out.extend(fn())
+    return out
+
+
+def res(rule_name, key, default):
+    """Per-rule resource from config['resources'][rule_name][key], else default."""
+    return config.get("resources", {}).get(rule_name, {}).get(key, default)
+
+
+# ---------------------------------------------------------------- neural data sources
+
+SOURCE = config["source"]
+
+
+def workflow_path(p):
+    """A config path relative to the workflow directory, made absolute."""
+    return p if os.path.isabs(p) else str(Path(workflow.basedir) / p)
+
+
+if SOURCE == "synthetic":
+    RAW = f"{RESULTS}/synthetic/ophys_experiment_data"
+else:
+    RAW = f"{config['allen']['cache_dir'].rstrip('/')}/ophys_experiment_data"
+
+MANIFEST = f"{RESULTS}/manifest.tsv"
+
+
+def synthetic_table():
+    from mice2machines.synthetic import experiment_table
+
+    return experiment_table(config["synthetic"])
+
+
+def experiment_ids(wildcards=None):
+    """Experiment ids of the run: static for synthetic data, from discovery for Allen data."""
+    if SOURCE == "synthetic":
+        return [int(e) for e in synthetic_table().experiment_id]
+    from mice2machines.allen import read_manifest
+
+    manifest = checkpoints.allen_manifest.get().output.manifest
+    return [r["experiment_id"] for r in read_manifest(manifest)]
+
+
+def experiment_stores(wildcards):
+    return expand(
+        f"{RESULTS}/neural/experiments/{{eid}}.zarr", eid=experiment_ids(wildcards)
+    )
+
+
+def first_experiment_nwb(wildcards):
+    return f"{RAW}/{experiment_ids(wildcards)[0]}.nwb"

@@ -1,0 +1,1 @@
+# Stage rules: see CONTRIBUTING.md. Targets are added to STAGE_TARGETS in common.smk.

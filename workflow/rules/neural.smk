@@ -1,0 +1,158 @@
+"""Neural data: synthetic or Allen sessions -> NWB -> per-experiment zarr -> population."""
+
+
+wildcard_constraints:
+    eid=r"\d+",
+
+
+localrules:
+    allen_manifest,
+    allen_download,
+
+
+TARGETS.append(
+    lambda: [f"{RESULTS}/neural/population.zarr", f"{RESULTS}/stimuli.zarr", MANIFEST]
+)
+
+
+if SOURCE == "synthetic":
+
+    rule synthetic_stimuli:
+        output:
+            f"{RESULTS}/synthetic/natural_scenes_template.npy",
+        params:
+            cfg=config["synthetic"],
+        log:
+            f"{LOGS}/synthetic_stimuli.log",
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        script:
+            "../scripts/synthetic_stimuli.py"
+
+    rule synthetic_manifest:
+        output:
+            manifest=MANIFEST,
+        params:
+            cfg=config["synthetic"],
+        log:
+            f"{LOGS}/synthetic_manifest.log",
+        resources:
+            mem_mb=500,
+            runtime=5,
+        script:
+            "../scripts/synthetic_manifest.py"
+
+    rule synthetic_session:
+        input:
+            template=rules.synthetic_stimuli.output[0],
+            manifest=MANIFEST,
+        output:
+            nwb=f"{RAW}/{{eid}}.nwb",
+            cells=f"{RESULTS}/synthetic/planted/{{eid}}_cells.tsv",
+        params:
+            cfg=config["synthetic"],
+        log:
+            f"{LOGS}/synthetic_session/{{eid}}.log",
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/synthetic_session.py"
+
+else:
+
+    checkpoint allen_manifest:
+        output:
+            manifest=MANIFEST,
+        params:
+            python=workflow_path(config["allen"]["python"]),
+            src=SRC,
+            manifest_file=f"{config['allen']['cache_dir']}/manifest.json",
+            areas=" ".join(config["allen"]["areas"]),
+            cre=(
+                "--cre-lines " + " ".join(config["allen"]["cre_lines"])
+                if config["allen"]["cre_lines"]
+                else ""
+            ),
+            depths=(
+                "--imaging-depths "
+                + " ".join(str(d) for d in config["allen"]["imaging_depths"])
+                if config["allen"]["imaging_depths"]
+                else ""
+            ),
+            limit=(
+                f"--max-experiments {config['allen']['max_experiments']}"
+                if config["allen"]["max_experiments"]
+                else ""
+            ),
+        log:
+            f"{LOGS}/allen_manifest.log",
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        shell:
+            "PYTHONPATH={params.src} {params.python} -m mice2machines.allen discover"
+            " --manifest-file {params.manifest_file} --out {output.manifest}"
+            " --areas {params.areas} {params.cre} {params.depths} {params.limit}"
+            " > {log} 2>&1"
+
+    rule allen_download:
+        output:
+            nwb=f"{RAW}/{{eid}}.nwb",
+        params:
+            url=config["allen"]["url_template"],
+        log:
+            f"{LOGS}/allen_download/{{eid}}.log",
+        resources:
+            mem_mb=500,
+            runtime=120,
+        retries: 2
+        script:
+            "../scripts/allen_download.py"
+
+
+rule nwb_to_zarr:
+    input:
+        nwb=f"{RAW}/{{eid}}.nwb",
+    output:
+        store=directory(f"{RESULTS}/neural/experiments/{{eid}}.zarr"),
+    params:
+        cfg=config["neural"],
+    log:
+        f"{LOGS}/nwb_to_zarr/{{eid}}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/nwb_to_zarr.py"
+
+
+rule stimuli:
+    input:
+        nwb=first_experiment_nwb,
+    output:
+        store=directory(f"{RESULTS}/stimuli.zarr"),
+    log:
+        f"{LOGS}/stimuli.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/stimuli.py"
+
+
+rule population:
+    input:
+        stores=experiment_stores,
+    output:
+        store=directory(f"{RESULTS}/neural/population.zarr"),
+    params:
+        cfg=config["neural"],
+    log:
+        f"{LOGS}/population.log",
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/population.py"
