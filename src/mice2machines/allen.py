@@ -166,6 +166,7 @@ def download(
     retries: int = 3,
     timeout: float = 60.0,
     chunk: int = 1 << 20,
+    backoff_s: float = 2.0,
     log=print,
 ) -> Path:
     """Fetch `url` to `dest` via a `.part` file, check size and HDF5 integrity, rename.
@@ -202,7 +203,7 @@ def download(
             if part.exists():
                 part.unlink()
             if attempt < retries:
-                time.sleep(min(2**attempt, 30))
+                time.sleep(min(backoff_s * 2 ** (attempt - 1), 60))
     raise DownloadError(f"{url} -> {dest}: download failed after {retries} attempts: {last}")
 
 

@@ -1,0 +1,133 @@
+"""Neural side of the comparison, computed once: trial means, groups, ceilings, neuron maps."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .. import receptive_fields as rf
+from .. import similarity as sim
+from . import settings
+
+log = logging.getLogger("mice2machines")
+
+CELL_COORDS = ("experiment_id", "area", "cre_line", "ei_class", "imaging_depth")
+REPRESENTATION_METRICS = ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased")
+
+
+def neural_groups(cells: pd.DataFrame, group_by, min_cells: int = 1) -> pd.DataFrame:
+    """Table of neural groups: name ('all', 'area:VISp', ...), group_by, value, positions.
+
+    One group per value of each column in `group_by`, plus 'all'; groups with fewer than
+    `min_cells` cells are left out.
+    """
+    rows = [{"group": "all", "group_by": "all", "value": "all",
+             "positions": np.arange(len(cells))}]
+    for col in group_by:
+        if col not in cells:
+            raise ValueError(f"compare.groups: no cell coordinate {col!r}; have {list(cells)}")
+        for value in sorted(pd.unique(cells[col].astype(str))):
+            pos = np.flatnonzero(cells[col].astype(str).to_numpy() == value)
+            rows.append({"group": f"{col}:{value}", "group_by": col, "value": value,
+                         "positions": pos})
+    table = pd.DataFrame(rows)
+    keep = table["positions"].map(len) >= min_cells
+    return table[keep].reset_index(drop=True)
+
+
+def cell_table(ds: xr.Dataset) -> pd.DataFrame:
+    """The per-cell coordinates of a neural store as a DataFrame (index = position)."""
+    cols = {"cell": ds["cell"].values}
+    for c in CELL_COORDS:
+        if c in ds.coords or c in ds:
+            cols[c] = ds[c].values
+    return pd.DataFrame(cols)
+
+
+def prepare_neural(population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None = None
+                   ) -> xr.Dataset:
+    """The neural store of the comparison (see compare.smk: compare_prepare)."""
+    cfg = settings(cfg)
+    pop = population
+    if cfg["min_reliability"] is not None and "reliability" in pop:
+        keep = (pop["reliability"] >= cfg["min_reliability"]).values
+        pop = pop.isel(cell=np.flatnonzero(keep))
+    if pop.sizes["cell"] == 0:
+        raise ValueError("compare: no cells left (check compare.min_reliability)")
+    responses = np.asarray(pop["responses"].values, dtype=np.float64)  # (cell, image, repeat)
+    images = stimuli["images"]
+    if "image" in images.coords and "image" in pop.coords:
+        images = images.sel(image=pop["image"].values)
+    images = np.asarray(images.values, dtype=np.float64)
+    means = rf.trial_average(responses)
+    means = np.where(np.isfinite(means), means, np.nanmean(means, 1, keepdims=True))
+    cells = cell_table(pop)
+    groups = neural_groups(cells, cfg["groups"], int(cfg["min_cells"]))
+    log.info("compare: %d cells, %d images, %d groups", len(cells), means.shape[1], len(groups))
+
+    size = tuple(cfg["map_size"]) if cfg["map_size"] else images.shape[1:]
+    F = rf.stimulus_matrix(images, size)
+    maps = rf.response_maps(means, F, cfg["map_center"], cfg["map_normalize"])
+    log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
+
+    positions = dict(zip(groups["group"], groups["positions"], strict=True))
+    ceil = sim.group_ceilings(responses, positions, int(cfg["n_splits"]), int(cfg["seed"]))
+    if "reliability" in pop:
+        reliability = np.asarray(pop["reliability"].values, dtype=np.float64)
+    else:
+        reliability = sim.cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
+    log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
+
+    membership = np.zeros((len(groups), len(cells)), dtype=bool)
+    for i, pos in enumerate(groups["positions"]):
+        membership[i, pos] = True
+    coords = {"cell": cells["cell"].to_numpy()}
+    for c in CELL_COORDS:
+        if c in cells:
+            v = cells[c].to_numpy()
+            coords[c] = ("cell", v.astype(str) if v.dtype == object else v)
+    coords.update({
+        "image": np.arange(means.shape[1]),
+        "group": groups["group"].to_numpy().astype(str),
+        "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
+        "group_value": ("group", groups["value"].to_numpy().astype(str)),
+        "metric": list(REPRESENTATION_METRICS),
+        "y_map": np.arange(size[0]),
+        "x_map": np.arange(size[1]),
+    })
+    ds = xr.Dataset(
+        {
+            "responses": (("cell", "image"), means.astype(np.float32),
+                          {"long_name": "trial-averaged response"}),
+            "reliability": (("cell",), reliability.astype(np.float32),
+                            {"long_name": "split-half reliability (Spearman-Brown)"}),
+            "maps": (("cell", "y_map", "x_map"),
+                     maps.reshape(len(cells), *size).astype(np.float32),
+                     {"long_name": "receptive-field map N = T'F_S",
+                      "center": int(bool(cfg["map_center"])),
+                      "normalize": cfg["map_normalize"]}),
+            "stimulus_matrix": (("image", "y_map", "x_map"),
+                                F.reshape(len(F), *size).astype(np.float32),
+                                {"long_name": "F_S: resized stimuli, 0..1"}),
+            "membership": (("group", "cell"), membership),
+            "ceiling": (("metric", "group"),
+                        np.stack([ceil[m] for m in REPRESENTATION_METRICS]),
+                        {"long_name": "split-half noise ceiling (Spearman-Brown)"}),
+        },
+        coords=coords,
+    )
+    return ds
+
+
+def read_selected(path, neural: xr.Dataset) -> np.ndarray:
+    """Positions (in the neural store) of the selected cells of a selection table."""
+    table = pd.read_csv(path, sep="\t")
+    chosen = table.loc[table["selected"].astype(bool), "cell"].to_numpy()
+    index = pd.Index(neural["cell"].values)
+    pos = index.get_indexer(chosen)
+    if (pos < 0).any():
+        raise ValueError(f"{path}: {int((pos < 0).sum())} selected cells are not in the store")
+    return np.sort(pos)

@@ -1,0 +1,90 @@
+"""Shared fixtures: small synthetic sessions in the real Allen NWB layout, tool paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+from mice2machines import synthetic  # noqa: E402
+
+SMALL = {
+    "seed": 3,
+    "image_height": 24,
+    "image_width": 30,
+    "n_repeats": 12,
+    "areas": ["VISp", "VISal"],
+    "cre_lines": ["Cux2-CreERT2", "Sst-IRES-Cre"],
+    "experiments_per_combination": 1,
+    "cells_per_experiment": 10,
+}
+
+
+def real_fixtures() -> Path | None:
+    """The real Allen metadata folder (shared/data/allen) or None."""
+    env = os.environ.get("M2M_REAL_FIXTURES")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "data" / "allen")
+    for c in candidates:
+        if (c / "brain_observatory_cache" / "experiment_containers.json").exists():
+            return c
+    return None
+
+
+def allensdk_python() -> Path | None:
+    p = Path(os.environ.get("M2M_ALLENSDK_PYTHON", ROOT / ".venv-allensdk" / "bin" / "python"))
+    return p if p.exists() else None
+
+
+@pytest.fixture(scope="session")
+def small_cfg() -> dict:
+    return dict(SMALL)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory, small_cfg) -> Path:
+    """Template, manifest and two NWB sessions (one excitatory, one inhibitory)."""
+    d = tmp_path_factory.mktemp("synthetic")
+    synthetic.write_template(d / "template.npy", small_cfg)
+    table = synthetic.write_manifest(d / "manifest.tsv", small_cfg)
+    for eid in table.experiment_id[[0, 1]]:
+        synthetic.write_session(
+            d / "template.npy", d / "manifest.tsv", int(eid),
+            d / f"{eid}.nwb", d / f"{eid}_cells.tsv", small_cfg,
+        )
+    return d
+
+
+@pytest.fixture(scope="session")
+def nwb_paths(synthetic_dir) -> list[Path]:
+    return sorted(synthetic_dir.glob("*.nwb"))
+
+
+@pytest.fixture
+def nwb_copy(nwb_paths, tmp_path) -> Path:
+    """A private copy of one synthetic NWB file, free to corrupt."""
+    dst = tmp_path / nwb_paths[0].name
+    shutil.copy(nwb_paths[0], dst)
+    return dst
+
+
+def require_or_skip(condition: bool, env: str, reason: str) -> None:
+    """Skip when `condition` fails, unless env var `env`=1 demands it (then fail)."""
+    if condition:
+        return
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{reason} (required by {env}=1)")
+    pytest.skip(reason)
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)

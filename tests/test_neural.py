@@ -1,0 +1,118 @@
+"""Responses, trials, reliability and the population store."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from mice2machines import neural, synthetic
+from mice2machines.nwb import read_session
+
+
+def test_window_mean_matches_loop():
+    rng = np.random.default_rng(0)
+    dff = rng.normal(size=(3, 200)).astype(np.float32)
+    starts = np.array([0, 5, 30, 100, 190])
+    got = neural.window_mean(dff, starts, -28, 28)
+    for j, s in enumerate(starts):
+        if s - 28 < 0:
+            assert np.isnan(got[:, j]).all()
+        else:
+            np.testing.assert_allclose(got[:, j], dff[:, s - 28 : s].mean(1), rtol=1e-6)
+    got = neural.window_mean(dff, starts, 0, 14)
+    assert np.isnan(got[:, -1]).all()  # 190 + 14 > 200
+    np.testing.assert_allclose(got[:, 2], dff[:, 30:44].mean(1), rtol=1e-6)
+
+
+def test_responses_and_trials_by_hand():
+    rng = np.random.default_rng(1)
+    dff = rng.normal(size=(2, 400)).astype(np.float32)
+    starts = np.array([40, 47, 55, 300])
+    cfg = neural.settings({})
+    r = neural.presentation_responses(dff, starts, cfg)
+    expect = 100 * (dff[:, 47:61].mean(1) - dff[:, 19:47].mean(1))
+    np.testing.assert_allclose(r[:, 1], expect, rtol=1e-5)
+    tr = neural.trial_windows(dff, starts, (-30, 45))
+    assert tr.shape == (2, 4, 75)
+    np.testing.assert_array_equal(tr[:, 0, :], dff[:, 10:85])
+
+
+def test_repeat_numbers():
+    np.testing.assert_array_equal(
+        neural.repeat_numbers(np.array([3, -1, 3, 5, 3, -1])), [0, 0, 1, 0, 2, 1]
+    )
+
+
+def test_reliability_is_spearman_brown_of_split_halves():
+    rng = np.random.default_rng(2)
+    tuning = rng.normal(size=(4, 30, 1))
+    data = tuning + rng.normal(size=(4, 30, 10)) * np.array([0.1, 1, 3, 30])[:, None, None]
+    da = xr.DataArray(data, dims=("cell", "image", "repeat"))
+    rel = neural.split_half_reliability(da).values
+    for c in range(4):
+        a, b = data[c, :, 0::2].mean(1), data[c, :, 1::2].mean(1)
+        r = np.corrcoef(a, b)[0, 1]
+        assert rel[c] == pytest.approx(2 * r / (1 + r), rel=1e-5)
+    assert rel[0] > 0.95 and rel[0] > rel[1] > rel[2]
+    rnd = neural.split_half_reliability(da, split="random", seed=1).values
+    assert rnd.shape == (4,) and rnd[0] > 0.95
+
+
+def test_convert_session_blocks_agree_and_label(nwb_paths, tmp_path):
+    s = read_session(nwb_paths[0])
+    one = tmp_path / "one.zarr"
+    many = tmp_path / "many.zarr"
+    neural.convert_session(s, one, {"cell_block": 1000})
+    neural.convert_session(s, many, {"cell_block": 3})
+    a = xr.open_zarr(one, consolidated=False).load()
+    b = xr.open_zarr(many, consolidated=False).load()
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    assert a.responses.dims == ("cell", "image", "repeat")
+    assert a.trials.dims == ("cell", "presentation", "time")
+    assert a.responses.attrs["units"] == "percent dF/F"
+    assert set(a.area.values) == {"VISp"} and set(a.ei_class.values) == {"excitatory"}
+    assert a.cell.values.tolist() == s.cell_specimen_ids.tolist()
+    assert a.sizes["repeat"] == 12 and a.sizes["blank"] == 12
+    assert not np.isnan(a.responses.values).any()
+    # the response of presentation k equals the trial snippet's windows
+    k = 50
+    img, rep = int(a.presentation_image[k]), int(a.presentation_repeat[k])
+    snippet = a.trials.isel(presentation=k).values.astype(np.float64)  # time -30..44
+    expect = 100 * (snippet[:, 30:44].mean(1) - snippet[:, 2:30].mean(1))
+    np.testing.assert_allclose(a.responses.sel(image=img, repeat=rep).values, expect, rtol=1e-4,
+                               atol=1e-4)
+    prov = a.attrs["provenance"]
+    assert '"code_version"' in prov and str(nwb_paths[0]) in prov
+
+
+def test_responses_recover_planted_tuning(nwb_paths, synthetic_dir, tmp_path):
+    s = read_session(nwb_paths[0])
+    neural.convert_session(s, tmp_path / "e.zarr", {})
+    ds = xr.open_zarr(tmp_path / "e.zarr", consolidated=False)
+    cells = pd.read_csv(synthetic_dir / f"{s.experiment_id}_cells.tsv", sep="\t")
+    images = np.load(synthetic_dir / "template.npy")
+    rates = synthetic.firing_rates(cells, images)
+    mean = ds.responses.mean("repeat").values
+    r = [np.corrcoef(mean[i], rates[i])[0, 1] for i in range(len(cells))]
+    assert np.median(r) > 0.6
+
+
+def test_population_concatenates_and_filters(nwb_paths, tmp_path):
+    stores = []
+    for p in nwb_paths:
+        out = tmp_path / f"{p.stem}.zarr"
+        neural.convert_session(read_session(p), out, {})
+        stores.append(out)
+    pop_path = tmp_path / "population.zarr"
+    summary = neural.write_population(stores, pop_path, {})
+    pop = xr.open_zarr(pop_path, consolidated=False)
+    n = sum(xr.open_zarr(s, consolidated=False).sizes["cell"] for s in stores)
+    assert summary["cells"] == pop.sizes["cell"] == n
+    assert set(pop.ei_class.values) == {"excitatory", "inhibitory"}
+    assert pop.cell.to_index().is_unique
+    assert pop.reliability.dims == ("cell",)
+    assert float(pop.reliability.min()) > -1 and float(pop.reliability.max()) <= 1
+    filtered = neural.population_dataset(stores, {"cre_lines": ["Sst-IRES-Cre"],
+                                                  "min_reliability": 0.2})
+    assert set(filtered.cre_line.values) == {"Sst-IRES-Cre"}
+    assert (filtered.reliability >= 0.2).all()

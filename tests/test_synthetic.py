@@ -1,0 +1,93 @@
+"""The synthetic generator writes the real Allen layout and plants recoverable tuning."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from mice2machines import synthetic
+from mice2machines.nwb import read_session
+
+P = "processing/brain_observatory_pipeline"
+
+
+def test_layout_matches_allen(nwb_paths, small_cfg):
+    with h5py.File(nwb_paths[0], "r") as f:
+        n_cells, n_frames = f[f"{P}/DfOverF/imaging_plane_1/data"].shape
+        assert f[f"{P}/DfOverF/imaging_plane_1/data"].dtype == np.float32
+        assert f[f"{P}/DfOverF/imaging_plane_1/timestamps"].shape == (n_frames,)
+        assert f[f"{P}/ImageSegmentation/cell_specimen_ids"].shape == (n_cells,)
+        grp = f["stimulus/presentation/natural_scenes_stimulus"]
+        data = grp["data"][()]
+        fd = grp["frame_duration"][()]
+        assert data.dtype == np.int64
+        assert len(data) == small_cfg["n_repeats"] * 119
+        assert set(np.unique(data)) == set(range(-1, 118))
+        counts = np.bincount(data + 1)
+        assert np.all(counts == small_cfg["n_repeats"])
+        assert np.all(fd[:, 1] - fd[:, 0] == 7)
+        assert set(np.diff(fd[:, 0]).astype(int)) <= {7, 8}
+        assert isinstance(grp.get("indexed_timeseries", getlink=True), h5py.SoftLink)
+        tmpl = f["stimulus/templates/natural_scenes_image_stack/data"]
+        assert tmpl.shape == (118, small_cfg["image_height"], small_cfg["image_width"])
+        assert 0 <= tmpl[()].min() and tmpl[()].max() <= 255
+        for key in ("general/subject/genotype", "general/session_type",
+                    "general/optophysiology/imaging_plane_1/imaging depth"):
+            assert f[key].dtype.kind == "S", f"{key} must be a fixed-length byte string"
+        assert f["general/session_type"][()] == b"three_session_B"
+        t = f[f"{P}/DfOverF/imaging_plane_1/timestamps"][()]
+        assert np.median(np.diff(t)) == pytest.approx(1 / 30, rel=0.01)
+
+
+def test_planted_cells_written(synthetic_dir, nwb_paths):
+    session = read_session(nwb_paths[0])
+    cells = pd.read_csv(synthetic_dir / f"{session.experiment_id}_cells.tsv", sep="\t")
+    assert cells.cell_specimen_id.tolist() == session.cell_specimen_ids.tolist()
+    assert set(cells.rf_type) == {"gabor"}
+    inh = read_session(nwb_paths[1])
+    inh_cells = pd.read_csv(synthetic_dir / f"{inh.experiment_id}_cells.tsv", sep="\t")
+    assert set(inh_cells.rf_type) == {"dog"}
+    # inhibitory fields are broader and less selective than excitatory ones
+    assert inh_cells.sigma.median() > cells.sigma.median()
+    assert inh_cells.selectivity.max() < cells.selectivity.min()
+
+
+def test_rf_map_is_unit_norm_and_centred():
+    cell = {"rf_type": "gabor", "x0": 20.0, "y0": 10.0, "sigma": 3.0, "theta": 0.3,
+            "wavelength": 8.0, "phase": 0.0}
+    m = synthetic.rf_map(cell, 24, 40)
+    assert np.linalg.norm(m) == pytest.approx(1.0)
+    y, x = np.unravel_index(np.abs(m).argmax(), m.shape)
+    assert abs(x - 20) <= 3 and abs(y - 10) <= 3
+
+
+def test_firing_rates_follow_rf():
+    images = synthetic.make_stimuli(24, 30, seed=1)
+    exp = synthetic.Experiment(1, 1, "VISp", "Cux2-CreERT2", 175, 20, seed=5)
+    cells = synthetic.plant_cells(exp, 24, 30)
+    rates = synthetic.firing_rates(cells, images)
+    assert rates.shape == (20, 118)
+    z = (images - images.mean()) / images.std()
+    drive = synthetic.rf_maps(cells, 24, 30).reshape(20, -1) @ z.reshape(118, -1).T
+    r = [np.corrcoef(drive[i], rates[i])[0, 1] for i in range(20)]
+    assert np.median(r) > 0.8
+
+
+def test_stimuli_are_natural_like():
+    images = synthetic.make_stimuli(32, 40, seed=0)
+    assert images.shape == (118, 32, 40) and images.dtype == np.float32
+    # distinct images, spatially correlated (not white noise)
+    assert np.unique(images.reshape(118, -1), axis=0).shape[0] == 118
+    a, b = images[:, :, :-1].ravel(), images[:, :, 1:].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.7
+
+
+def test_experiment_table_ids_and_classes(small_cfg):
+    t = synthetic.experiment_table(small_cfg)
+    assert len(t) == 4
+    assert t.experiment_id.is_unique
+    assert dict(zip(t.cre_line, t.ei_class, strict=True)) == {
+        "Cux2-CreERT2": "excitatory", "Sst-IRES-Cre": "inhibitory"
+    }
+    with pytest.raises(ValueError, match="VISx"):
+        synthetic.experiment_table({**small_cfg, "areas": ["VISx"]})
