@@ -88,3 +88,33 @@ def require_or_skip(condition: bool, env: str, reason: str) -> None:
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def snakemake_cmd(workdir: Path, *args: str, timeout_s: int = 1200) -> list[str]:
+    """A snakemake call on the project's Snakefile in `workdir`, under a hard timeout."""
+    exe = Path(sys.executable).with_name("snakemake")
+    return [
+        "timeout", "-k", "30", str(timeout_s), str(exe), "-s", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), *args,
+    ]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The embedded default (config/config.yaml) run end to end once; returns the workdir.
+
+    Stage tests read its results instead of running the workflow again.
+    """
+    import subprocess
+
+    work = tmp_path_factory.mktemp("demo")
+    (work / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", work / "config" / "config.yaml")
+    for extra in (ROOT / "config").glob("*.tsv"):
+        shutil.copy(extra, work / "config" / extra.name)
+    proc = subprocess.run(
+        snakemake_cmd(work, "--cores", "2"), capture_output=True, text=True
+    )
+    (work / "snakemake.stderr").write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return work

@@ -164,8 +164,8 @@ def rsa(rdm_a, rdm_b, method: str = "spearman"):
     """Similarity of RDMs on the upper triangle: a float, or an (A, B) matrix for stacks.
 
     Inputs: square RDMs (n, n), stacks (k, n, n), vectors (pairs,) or stacks (k, pairs).
-    method: spearman | pearson (alias corr) | rho-a | cosine. Pairs that are NaN in any
-    RDM are dropped from all.
+    method: spearman | pearson (alias corr) | rho-a | cosine. Pairs that are NaN in either
+    RDM of a comparison are dropped from that comparison.
     """
     if method not in RDM_COMPARATORS:
         raise ValueError(f"unknown RSA method {method!r}; known: {sorted(RDM_COMPARATORS)}")
@@ -173,10 +173,17 @@ def rsa(rdm_a, rdm_b, method: str = "spearman"):
     b, single_b = _rdm_vectors(rdm_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"RDMs differ in size: {a.shape[1]} vs {b.shape[1]} pairs")
-    ok = np.isfinite(a).all(0) & np.isfinite(b).all(0)
-    if not ok.all():
-        a, b = a[:, ok], b[:, ok]
-    out = RDM_COMPARATORS[method](a, b)
+    fn = RDM_COMPARATORS[method]
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    if fa.all() and fb.all():
+        out = fn(a, b)
+    else:  # pairs that are NaN in either RDM of a comparison are dropped from that comparison
+        out = np.full((len(a), len(b)), np.nan)
+        for i in range(len(a)):
+            for j in range(len(b)):
+                ok = fa[i] & fb[j]
+                if ok.sum() > 2:
+                    out[i, j] = fn(a[i:i + 1, ok], b[j:j + 1, ok])[0, 0]
     if single_a and single_b:
         return float(out[0, 0])
     return out

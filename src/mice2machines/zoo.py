@@ -246,8 +246,7 @@ def _build_torchvision(arch, pretrained, spec, weights_dir):
     from . import weights as W
 
     if pretrained is None:
-        kwargs = {"aux_logits": False, "init_weights": True} if arch == "inception_v3" else {}
-        return models.get_model(arch, weights=None, **kwargs)
+        return models.get_model(arch, weights=None, **RANDOM_TWIN_KWARGS.get(arch, {}))
     enum = W.torchvision_weights(arch, pretrained)
     W.verify(W.torchvision_file(arch, pretrained, weights_dir), model=spec.name)
     with W.hub_dir(weights_dir):
@@ -277,6 +276,13 @@ def _build_digits(arch, pretrained, spec, weights_dir):
         raise ZooError(f"{spec.name}: digits models need mice2machines.networks ({err})") from err
     return networks.build(arch, neurn=spec.neurn_settings())
 
+
+# Random twins get the constructor settings torchvision applies with pretrained weights, so that
+# both twins have the same modules and input transform.
+RANDOM_TWIN_KWARGS = {
+    "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": True},
+    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": True},
+}
 
 BUILDERS: dict[str, Builder] = {
     "torchvision": Builder(_build_torchvision),
@@ -333,6 +339,14 @@ def build_model(spec: ModelSpec, weights_dir: str | os.PathLike = "resources/wei
         W.verify(spec.weights_path, model=spec.name)
         model.load_state_dict(load_state_file(spec.weights_path), strict=True)
     return model.eval()
+
+
+def build_architecture(spec: ModelSpec):
+    """The row's network on the meta device: structure only (no memory, no weights)."""
+    import torch
+
+    with torch.device("meta"):
+        return BUILDERS[spec.source].fn(spec.arch, None, spec, None)
 
 
 def state_sha256(model) -> str:

@@ -13,10 +13,21 @@ if SRC not in sys.path:
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
 validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
-for _section in ("synthetic", "allen", "neural", "models", "compare", "dg", "resources"):
+for _section in (
+    "synthetic",
+    "allen",
+    "neural",
+    "models",
+    "compare",
+    "dg",
+    "resources",
+):
     if (SCHEMAS / f"{_section}.schema.yaml").exists():
         config.setdefault(_section, {})
         validate(config[_section], schema=str(SCHEMAS / f"{_section}.schema.yaml"))
+
+MAIN_ENV = "../../envs/main.yaml"
+ALLENSDK_ENV = "../../envs/allensdk.yaml"
 
 RESULTS = config["results_dir"].rstrip("/")
 LOGS = config["logs_dir"].rstrip("/")

@@ -5,11 +5,6 @@ wildcard_constraints:
     eid=r"\d+",
 
 
-localrules:
-    allen_manifest,
-    allen_download,
-
-
 TARGETS.append(
     lambda: [f"{RESULTS}/neural/population.zarr", f"{RESULTS}/stimuli.zarr", MANIFEST]
 )
@@ -20,26 +15,30 @@ if SOURCE == "synthetic":
     rule synthetic_stimuli:
         output:
             f"{RESULTS}/synthetic/natural_scenes_template.npy",
-        params:
-            cfg=config["synthetic"],
         log:
             f"{LOGS}/synthetic_stimuli.log",
+        conda:
+            MAIN_ENV
         resources:
             mem_mb=1000,
             runtime=10,
+        params:
+            cfg=config["synthetic"],
         script:
             "../scripts/synthetic_stimuli.py"
 
     rule synthetic_manifest:
         output:
             manifest=MANIFEST,
-        params:
-            cfg=config["synthetic"],
         log:
             f"{LOGS}/synthetic_manifest.log",
+        conda:
+            MAIN_ENV
         resources:
             mem_mb=500,
             runtime=5,
+        params:
+            cfg=config["synthetic"],
         script:
             "../scripts/synthetic_manifest.py"
 
@@ -50,21 +49,34 @@ if SOURCE == "synthetic":
         output:
             nwb=f"{RAW}/{{eid}}.nwb",
             cells=f"{RESULTS}/synthetic/planted/{{eid}}_cells.tsv",
-        params:
-            cfg=config["synthetic"],
         log:
             f"{LOGS}/synthetic_session/{{eid}}.log",
+        conda:
+            MAIN_ENV
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            cfg=config["synthetic"],
         script:
             "../scripts/synthetic_session.py"
 
 else:
 
+    localrules:
+        allen_manifest,
+        allen_download,
+
     checkpoint allen_manifest:
         output:
             manifest=MANIFEST,
+        log:
+            f"{LOGS}/allen_manifest.log",
+        conda:
+            ALLENSDK_ENV
+        resources:
+            mem_mb=2000,
+            runtime=30,
         params:
             python=workflow_path(config["allen"]["python"]),
             src=SRC,
@@ -86,11 +98,6 @@ else:
                 if config["allen"]["max_experiments"]
                 else ""
             ),
-        log:
-            f"{LOGS}/allen_manifest.log",
-        resources:
-            mem_mb=2000,
-            runtime=30,
         shell:
             "PYTHONPATH={params.src} {params.python} -m mice2machines.allen discover"
             " --manifest-file {params.manifest_file} --out {output.manifest}"
@@ -100,14 +107,16 @@ else:
     rule allen_download:
         output:
             nwb=f"{RAW}/{{eid}}.nwb",
-        params:
-            url=config["allen"]["url_template"],
         log:
             f"{LOGS}/allen_download/{{eid}}.log",
+        retries: 2
+        conda:
+            MAIN_ENV
         resources:
             mem_mb=500,
             runtime=120,
-        retries: 2
+        params:
+            url=config["allen"]["url_template"],
         script:
             "../scripts/allen_download.py"
 
@@ -117,13 +126,15 @@ rule nwb_to_zarr:
         nwb=f"{RAW}/{{eid}}.nwb",
     output:
         store=directory(f"{RESULTS}/neural/experiments/{{eid}}.zarr"),
-    params:
-        cfg=config["neural"],
     log:
         f"{LOGS}/nwb_to_zarr/{{eid}}.log",
+    conda:
+        MAIN_ENV
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        cfg=config["neural"],
     script:
         "../scripts/nwb_to_zarr.py"
 
@@ -135,6 +146,8 @@ rule stimuli:
         store=directory(f"{RESULTS}/stimuli.zarr"),
     log:
         f"{LOGS}/stimuli.log",
+    conda:
+        MAIN_ENV
     resources:
         mem_mb=2000,
         runtime=10,
@@ -147,12 +160,14 @@ rule population:
         stores=experiment_stores,
     output:
         store=directory(f"{RESULTS}/neural/population.zarr"),
-    params:
-        cfg=config["neural"],
     log:
         f"{LOGS}/population.log",
+    conda:
+        MAIN_ENV
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        cfg=config["neural"],
     script:
         "../scripts/population.py"

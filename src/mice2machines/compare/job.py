@@ -119,7 +119,10 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     dtype = np.dtype(cfg["dtype"])
     seed = int(cfg["seed"])
     list_layers, open_layer = activation_api()
-    layers = list(list_layers(activations_path)["name"])
+    table = list_layers(activations_path)
+    layers = [str(v) for v in table["name" if "name" in table else "layer"]]
+    dup_of = (table["duplicate_of"].fillna("").astype(str).tolist()
+              if "duplicate_of" in table else [""] * len(layers))
     model = model or str(activations_path)
 
     R = np.asarray(neural["responses"].values, dtype=np.float64)  # (cell, image)
@@ -151,8 +154,21 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     match_unit = np.full((L, len(folds), n_cells), -1, dtype=np.int64)
     preds = {"ridge": np.full((L, n_cells, n), np.nan), "match": np.full((L, n_cells, n), np.nan)}
 
+    done: dict[str, int] = {}
     for li, name in enumerate(layers):
         t0 = time.perf_counter()
+        if dup_of[li] in done:  # a byte-identical copy of an earlier layer: reuse its results
+            src = done[dup_of[li]]
+            grams.append(grams[src])
+            rdms.append(rdms[src])
+            n_units.append(n_units[src])
+            kinds.append(kinds[src])
+            for arr in (*per_cell.values(), *units.values(), match_unit, *preds.values()):
+                arr[li] = arr[src]
+            log.info("model %s layer %s (%d/%d): duplicate of %s", model, name, li + 1, L,
+                     dup_of[li])
+            continue
+        done[name] = li
         da = open_layer(activations_path, name)
         if "image" in da.coords and "image" in neural.coords:
             da = da.sel(image=neural["image"].values)
@@ -256,7 +272,8 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     for c in ("area", "cre_line", "ei_class", "experiment_id"):
         if c in neural.coords:
             cell_coords[c] = ("cell", neural[c].values[cell_pos])
-    depth = np.arange(L) / max(L - 1, 1)
+    depth = (table["depth"].to_numpy(dtype=np.float64) if "depth" in table
+             else np.arange(L) / max(L - 1, 1))
     ds = xr.Dataset(
         {
             "score": (("metric", "group", "layer"), score),

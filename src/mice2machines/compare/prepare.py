@@ -55,9 +55,18 @@ def prepare_neural(population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None
     if cfg["min_reliability"] is not None and "reliability" in pop:
         keep = (pop["reliability"] >= cfg["min_reliability"]).values
         pop = pop.isel(cell=np.flatnonzero(keep))
+    responses = np.asarray(pop["responses"].values, dtype=np.float64)  # (cell, image, repeat)
+    with np.errstate(invalid="ignore"):
+        flat = rf.trial_average(responses)
+        usable = np.isfinite(flat).sum(1) >= 3
+        usable &= np.nanstd(np.where(np.isfinite(flat), flat, np.nan), axis=1) > 0
+    if not usable.all():
+        log.warning("compare: dropping %d cells without usable responses (all NaN or constant)",
+                    int((~usable).sum()))
+        pop = pop.isel(cell=np.flatnonzero(usable))
+        responses = responses[usable]
     if pop.sizes["cell"] == 0:
         raise ValueError("compare: no cells left (check compare.min_reliability)")
-    responses = np.asarray(pop["responses"].values, dtype=np.float64)  # (cell, image, repeat)
     images = stimuli["images"]
     if "image" in images.coords and "image" in pop.coords:
         images = images.sel(image=pop["image"].values)
