@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,12 @@ class ExtractSettings:
             raise ValueError(f"compressor must be one of {COMPRESSORS}")
         if self.batch_size < 1 or self.probe_images < 1 or self.writers < 1:
             raise ValueError("batch_size, probe_images and writers must be >= 1")
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> ExtractSettings:
+        """The settings found in a config section (other keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in names})
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

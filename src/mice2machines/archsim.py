@@ -217,3 +217,18 @@ def plot_similarity(sim: pd.DataFrame, path=None, title: str | None = None, clus
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig
+
+
+def zoo_sequences(specs) -> dict[str, str]:
+    """Layer strings of the distinct architectures of zoo rows (``zoo.ModelSpec``), built on
+    the meta device. Twins share one entry, labelled by architecture (``+neurn`` when the
+    network itself holds NeuRN)."""
+    from . import zoo
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        owns = zoo.BUILDERS[spec.source].owns_neurn and spec.neurn_settings() is not None
+        label = spec.arch + ("+neurn" if owns else "")
+        if label not in out:
+            out[label] = layer_sequence(zoo.build_architecture(spec))
+    return out

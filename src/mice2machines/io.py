@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def open_zarr(path: str | os.PathLike, **kwargs):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: zarr store does not exist")
-    return xr.open_zarr(path, consolidated=False, **kwargs)
+    with warnings.catch_warnings():
+        # Snakemake marks directory outputs with a .snakemake_timestamp file
+        warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp")
+        return xr.open_zarr(path, consolidated=False, **kwargs)
 
 
 def script_logger(log_path: str | os.PathLike | None, name: str = "mice2machines") -> logging.Logger:

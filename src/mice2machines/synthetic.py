@@ -240,8 +240,14 @@ def calcium_kernel(tau_rise_s=0.05, tau_decay_s=0.3, length_s=2.0, amplitude=0.1
     return amplitude * k / k.max()
 
 
-def simulate_session(exp: Experiment, images: np.ndarray, n_repeats: int) -> dict:
-    """All arrays of one session: traces, stimulus table, timestamps, planted cells."""
+def simulate_session(
+    exp: Experiment, images: np.ndarray, n_repeats: int, tail_frames: int = 120
+) -> dict:
+    """All arrays of one session: traces, stimulus table, timestamps, planted cells.
+
+    `tail_frames` of spontaneous activity follow the last presentation (a real three_session_B
+    recording holds ~115,000 frames, most of them other stimuli).
+    """
     rng = np.random.default_rng(exp.seed + 1)
     h, w = images.shape[1:]
     cells = plant_cells(exp, h, w)
@@ -251,7 +257,7 @@ def simulate_session(exp: Experiment, images: np.ndarray, n_repeats: int) -> dic
     lead = 120
     starts = lead + np.floor(np.arange(len(seq)) * PRESENTATION_PERIOD_FRAMES).astype(np.int64)
     ends = starts + FRAMES_PER_PRESENTATION
-    n_frames = int(ends[-1] + 120)
+    n_frames = int(ends[-1] + tail_frames)
 
     base = cells["baseline_rate_hz"].to_numpy()
     rate_frames = np.repeat(base[:, None], n_frames, axis=1)

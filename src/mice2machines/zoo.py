@@ -324,6 +324,24 @@ def weights_file(spec: ModelSpec, weights_dir: str | os.PathLike) -> Path | None
     return W.torchvision_file(spec.arch, spec.weights, weights_dir)
 
 
+def fetch_weights(spec: ModelSpec, weights_dir: str | os.PathLike, progress: bool = False) -> dict:
+    """Make a row's weights available offline (download torchvision weights into the cache,
+    verify package/file/ckpt files); return a manifest record (path, sha256)."""
+    from . import weights as W
+
+    if spec.weights_kind == "torchvision":
+        path = W.fetch_torchvision(spec.arch, spec.weights, weights_dir, progress=progress)
+    else:
+        path = weights_file(spec, weights_dir)
+    return {
+        "model": spec.name,
+        "weights": spec.weights,
+        "kind": spec.weights_kind,
+        "path": str(path) if path is not None else None,
+        "sha256": W.verify(path, model=spec.name) if path is not None else None,
+    }
+
+
 def build_model(spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0):
     """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
     import torch

@@ -54,8 +54,10 @@ SOURCE = config["source"]
 
 
 def workflow_path(p):
-    """A config path relative to the workflow directory, made absolute."""
-    return p if os.path.isabs(p) else str(Path(workflow.basedir) / p)
+    """A config path relative to the workflow directory, made absolute; bare names stay."""
+    if os.path.isabs(p) or "/" not in p:
+        return p
+    return str(Path(workflow.basedir) / p)
 
 
 if SOURCE == "synthetic":

@@ -1,1 +1,169 @@
-# Stage rules: see CONTRIBUTING.md. Targets are added to STAGE_TARGETS in common.smk.
+"""Comparison: neural groups and maps -> neuron selection -> one metric job per model ->
+aggregated store, tidy CSV and report figures (mice2machines.compare)."""
+
+from mice2machines.compare import settings as compare_settings
+
+COMPARE = compare_settings(config.get("compare"))
+CMP = f"{RESULTS}/compare"
+
+
+def compare_models():
+    """Models of the comparison: compare.models, else the zoo's (extract.smk MODEL_NAMES)."""
+    if COMPARE["models"]:
+        return list(COMPARE["models"])
+    if "MODEL_NAMES" in globals():
+        return list(MODEL_NAMES)
+    from mice2machines.zoo import read_zoo
+
+    return [s.name for s in read_zoo(workflow_path(config["models"]["table"]))]
+
+
+def compare_figures():
+    figs = [f"{CMP}/figures/heatmap_{m}.png" for m in COMPARE["metrics"]]
+    return figs + [
+        f"{CMP}/figures/{n}.png"
+        for n in ("best_layer", "ei", "rmse_area", "rmse_cre_line")
+    ]
+
+
+def compare_gpu():
+    n = int(COMPARE["gpu"])
+    return {"gpu": n} if n else {}
+
+
+TARGETS.append(
+    lambda: [f"{CMP}/scores.zarr", f"{CMP}/scores.csv", f"{CMP}/cells.csv"]
+    + compare_figures()
+)
+
+
+rule compare_prepare:
+    input:
+        population=f"{RESULTS}/neural/population.zarr",
+        stimuli=f"{RESULTS}/stimuli.zarr",
+    output:
+        store=directory(f"{CMP}/neural.zarr"),
+    params:
+        cfg=COMPARE,
+    log:
+        f"{LOGS}/compare/prepare.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("compare_prepare", "mem_mb", 8000),
+        runtime=res("compare_prepare", "runtime", 60),
+    script:
+        "../scripts/compare_prepare.py"
+
+
+rule compare_select:
+    input:
+        neural=rules.compare_prepare.output.store,
+    output:
+        table=f"{CMP}/selected_neurons.tsv",
+    params:
+        cfg=COMPARE,
+    log:
+        f"{LOGS}/compare/select.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("compare_select", "mem_mb", 4000),
+        runtime=res("compare_select", "runtime", 30),
+    script:
+        "../scripts/compare_select.py"
+
+
+rule compare_model:
+    input:
+        neural=rules.compare_prepare.output.store,
+        selected=rules.compare_select.output.table,
+        activations=f"{RESULTS}/activations/{{model}}.zarr",
+    output:
+        store=directory(f"{CMP}/models/{{model}}.zarr"),
+    params:
+        cfg=COMPARE,
+    log:
+        f"{LOGS}/compare/model/{{model}}.log",
+    threads: res("compare_model", "threads", 2)
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("compare_model", "mem_mb", 8000),
+        runtime=res("compare_model", "runtime", 120),
+        **compare_gpu(),
+    script:
+        "../scripts/compare_model.py"
+
+
+rule compare_aggregate:
+    input:
+        stores=expand(f"{CMP}/models/{{model}}.zarr", model=compare_models()),
+    output:
+        store=directory(f"{CMP}/scores.zarr"),
+        csv=f"{CMP}/scores.csv",
+        cells=f"{CMP}/cells.csv",
+    params:
+        models=compare_models(),
+        cfg=COMPARE,
+        dask=config.get("dask", {}),
+    log:
+        f"{LOGS}/compare/aggregate.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("compare_aggregate", "mem_mb", 4000),
+        runtime=res("compare_aggregate", "runtime", 30),
+    script:
+        "../scripts/compare_aggregate.py"
+
+
+rule compare_figures:
+    input:
+        store=rules.compare_aggregate.output.store,
+        csv=rules.compare_aggregate.output.csv,
+    output:
+        heatmaps=[
+            report(
+                f,
+                caption="../report/compare_heatmap.rst",
+                category="Comparison",
+                subcategory="Metric heatmaps",
+            )
+            for f in compare_figures()[: len(COMPARE["metrics"])]
+        ],
+        best_layer=report(
+            f"{CMP}/figures/best_layer.png",
+            caption="../report/compare_best_layer.rst",
+            category="Comparison",
+            subcategory="Summaries",
+        ),
+        ei=report(
+            f"{CMP}/figures/ei.png",
+            caption="../report/compare_ei.rst",
+            category="Comparison",
+            subcategory="Summaries",
+        ),
+        rmse_area=report(
+            f"{CMP}/figures/rmse_area.png",
+            caption="../report/compare_rmse.rst",
+            category="Comparison",
+            subcategory="Receptive-field RMSE (paper)",
+        ),
+        rmse_cre_line=report(
+            f"{CMP}/figures/rmse_cre_line.png",
+            caption="../report/compare_rmse.rst",
+            category="Comparison",
+            subcategory="Receptive-field RMSE (paper)",
+        ),
+    params:
+        metrics=COMPARE["metrics"],
+    log:
+        f"{LOGS}/compare/figures.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("compare_figures", "mem_mb", 2000),
+        runtime=res("compare_figures", "runtime", 15),
+    script:
+        "../scripts/compare_figures.py"

@@ -1,1 +1,127 @@
-# Stage rules: see CONTRIBUTING.md. Targets are added to STAGE_TARGETS in common.smk.
+"""Model zoo -> weights (login node) -> one activation store per model; architecture similarity."""
+
+import re
+
+from mice2machines.zoo import read_zoo
+
+MODELS_CFG = config["models"]
+ZOO_TABLE = (
+    MODELS_CFG["table"]
+    if os.path.exists(MODELS_CFG["table"])
+    else workflow_path(MODELS_CFG["table"])
+)
+ZOO = {spec.name: spec for spec in read_zoo(ZOO_TABLE)}
+_unknown = sorted(set(MODELS_CFG["only"]) - set(ZOO))
+if _unknown:
+    raise ValueError(f"models.only names models not in {ZOO_TABLE}: {_unknown}")
+MODEL_NAMES = [n for n in ZOO if not MODELS_CFG["only"] or n in MODELS_CFG["only"]]
+ARCHSIM = f"{RESULTS}/archsim"
+EXTRACT_SETTINGS = {
+    k: MODELS_CFG[k]
+    for k in (
+        "batch_size",
+        "precision",
+        "store_dtype",
+        "compressor",
+        "chunk_mb",
+        "max_store_gb",
+        "max_memory_gb",
+        "device",
+        "writers",
+        "probe_images",
+    )
+}
+
+
+wildcard_constraints:
+    model="|".join(re.escape(n) for n in ZOO),
+
+
+TARGETS.append(
+    lambda: expand(f"{RESULTS}/activations/{{model}}.zarr", model=MODEL_NAMES)
+    + [f"{ARCHSIM}/similarity.tsv", f"{ARCHSIM}/similarity.png"]
+)
+
+
+def model_spec(wildcards):
+    return ZOO[wildcards.model].to_dict()
+
+
+def local_weights(wildcards):
+    """file:/ckpt: weights are inputs, so a checkpoint from this project's training is upstream."""
+    path = ZOO[wildcards.model].weights_path
+    return [str(path)] if path is not None else []
+
+
+def gpu_resources():
+    n = MODELS_CFG["gpu"]
+    return {"gpu": n} if n else {}
+
+
+localrules:
+    fetch_weights,
+
+
+rule fetch_weights:
+    output:
+        f"{RESULTS}/weights/{{model}}.json",
+    log:
+        f"{LOGS}/fetch_weights/{{model}}.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        spec=model_spec,
+        weights_dir=MODELS_CFG["weights_dir"],
+    script:
+        "../scripts/extract_fetch_weights.py"
+
+
+rule extract_activations:
+    input:
+        stimuli=f"{RESULTS}/stimuli.zarr",
+        weights=rules.fetch_weights.output[0],
+        local=local_weights,
+    output:
+        store=directory(f"{RESULTS}/activations/{{model}}.zarr"),
+    log:
+        f"{LOGS}/extract/{{model}}.log",
+    threads: MODELS_CFG["threads"]
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res(
+            "extract_activations", "mem_mb", int(MODELS_CFG["max_memory_gb"] * 1024) + 4000
+        ),
+        runtime=res("extract_activations", "runtime", 120),
+        **gpu_resources(),
+    params:
+        spec=model_spec,
+        settings=EXTRACT_SETTINGS,
+        weights_dir=MODELS_CFG["weights_dir"],
+        layer_types=MODELS_CFG["layer_types"],
+        seed=MODELS_CFG["seed"],
+    script:
+        "../scripts/extract_activations.py"
+
+
+rule architecture_similarity:
+    output:
+        similarity=f"{ARCHSIM}/similarity.tsv",
+        heatmap=f"{ARCHSIM}/similarity.png",
+        sequences=f"{ARCHSIM}/sequences.tsv",
+        shortlist=f"{ARCHSIM}/shortlist.tsv",
+    log:
+        f"{LOGS}/architecture_similarity.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        specs=[ZOO[n].to_dict() for n in MODEL_NAMES],
+        cfg=MODELS_CFG["archsim"],
+    script:
+        "../scripts/extract_archsim.py"

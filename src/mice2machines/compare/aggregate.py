@@ -17,7 +17,8 @@ CELL_VARS = {"ridge_r": ("ridge", False), "match_r": ("match", False),
              "rf_rmse": ("rf_rmse", True), "rf_rmse_neurn": ("rf_rmse_neurn", True)}
 
 
-def _open(path) -> xr.Dataset:
+def open_store(path) -> xr.Dataset:
+    """A result store (per model or aggregated), lazily."""
     return xr.open_zarr(str(path), consolidated=False)
 
 
@@ -31,7 +32,7 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
                                                        for p in paths]
     parts = []
     for name, p in zip(models, paths, strict=True):
-        ds = _open(p)
+        ds = open_store(p)
         ds = ds.reset_coords([c for c in LAYER_VARS if c in ds.coords])
         ds.attrs = {}
         parts.append(ds.expand_dims(model=[name]))

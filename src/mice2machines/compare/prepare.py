@@ -140,3 +140,19 @@ def read_selected(path, neural: xr.Dataset) -> np.ndarray:
     if (pos < 0).any():
         raise ValueError(f"{path}: {int((pos < 0).sum())} selected cells are not in the store")
     return np.sort(pos)
+
+
+def input_hashes(inputs) -> dict:
+    """sha256 of each input file, or of a zarr store's root zarr.json (for provenance)."""
+    from pathlib import Path
+
+    from ..io import sha256_file
+
+    items = inputs.items() if hasattr(inputs, "items") else enumerate(inputs)
+    out = {}
+    for _, p in items:
+        for path in [p] if isinstance(p, str) else list(p):
+            path = Path(path)
+            target = path / "zarr.json" if path.is_dir() else path
+            out[str(path)] = sha256_file(target) if target.exists() else None
+    return out

@@ -1,0 +1,263 @@
+"""The similarity engine against reference implementations (rsatoolbox, scikit-learn, direct
+float64 formulas) and planted structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mice2machines import similarity as S
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def hsic_song(K, L):
+    """Unbiased HSIC, Song et al. 2012 eq. 5, written out in float64."""
+    n = K.shape[0]
+    K = K.astype(np.float64).copy()
+    L = L.astype(np.float64).copy()
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    one = np.ones(n)
+    return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
+
+
+def cka_direct(X, Y, unbiased=True):
+    K, L = X @ X.T, Y @ Y.T
+    if unbiased:
+        return hsic_song(K, L) / np.sqrt(hsic_song(K, K) * hsic_song(L, L))
+    n = len(X)
+    H = np.eye(n) - 1.0 / n
+    hs = lambda a, b: np.trace(a @ H @ b @ H)  # noqa: E731
+    return hs(K, L) / np.sqrt(hs(K, K) * hs(L, L))
+
+
+# ------------------------------------------------------------------ RDM / RSA vs rsatoolbox
+
+
+@pytest.fixture(scope="module")
+def rsatoolbox_refs():
+    pytest.importorskip("rsatoolbox")
+    from rsatoolbox.data import Dataset
+    from rsatoolbox.rdm import calc_rdm, compare
+
+    g = rng(1)
+    n = 30
+    datasets = [g.normal(size=(n, p)) + g.normal(size=(1, p)) * 3 for p in (20, 57, 300)]
+    datasets.append(np.maximum(g.normal(size=(n, 1000)), 0) + 5.0)  # ReLU-like, large mean
+    rdms = calc_rdm([Dataset(x) for x in datasets], method="correlation")
+    return datasets, rdms, compare
+
+
+def test_rdm_equals_rsatoolbox(rsatoolbox_refs):
+    datasets, ref, _ = rsatoolbox_refs
+    for x, v in zip(datasets, ref.get_vectors(), strict=True):
+        r = S.rdm(x)
+        assert r.shape == (len(x), len(x))
+        np.testing.assert_allclose(S.upper_tri(r), v, atol=1e-10)
+        np.testing.assert_allclose(np.diag(r), 0)
+        # streamed Gram statistics: any chunking, float64 exact, float32 within 1e-6
+        for chunk, dtype, tol in ((7, np.float64, 1e-10), (64, np.float32, 1e-6)):
+            _, rs = S.gram_stats(x, dtype=dtype, chunk=chunk)
+            np.testing.assert_allclose(S.upper_tri(rs), v, atol=tol)
+
+
+def test_rsa_equals_rsatoolbox(rsatoolbox_refs):
+    datasets, ref, compare = rsatoolbox_refs
+    mine = np.stack([S.rdm(x) for x in datasets])
+    for method, theirs in (("spearman", "spearman"), ("pearson", "corr"), ("rho-a", "rho-a"),
+                           ("cosine", "cosine")):
+        expected = compare(ref, ref, method=theirs)
+        got = S.rsa(mine, mine, method=method)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert S.rsa(mine[0], mine[1], method=method) == pytest.approx(expected[0, 1], abs=1e-6)
+    # vectors and squares mix
+    assert S.rsa(S.upper_tri(mine[0]), mine[2]) == pytest.approx(S.rsa(mine[0], mine[2]))
+    with pytest.raises(ValueError):
+        S.rsa(mine[0], mine[1], method="nope")
+
+
+def test_rsa_nan_pairs_dropped_per_comparison():
+    g = rng(2)
+    a, b, c = (S.rdm(g.normal(size=(12, 40))) for _ in range(3))
+    c_nan = c.copy()
+    c_nan[0, 1] = c_nan[1, 0] = np.nan
+    out = S.rsa(np.stack([a, c_nan]), np.stack([b]))
+    assert out[0, 0] == pytest.approx(S.rsa(a, b))  # untouched by c's NaN
+    keep = np.ones(66, bool)
+    keep[0] = False
+    assert out[1, 0] == pytest.approx(S.rsa(S.upper_tri(c)[keep], S.upper_tri(b)[keep]))
+
+
+def test_square_roundtrip():
+    r = S.rdm(rng(3).normal(size=(9, 5)))
+    np.testing.assert_allclose(S.square(S.upper_tri(r)), r, atol=1e-12)
+
+
+# ------------------------------------------------------------------ CKA
+
+
+def test_cka_unbiased_equals_direct_float64():
+    g = rng(4)
+    for n, p, q in ((20, 5, 300), (50, 200, 40)):
+        X = g.normal(size=(n, p))
+        Y = X[:, :3] @ g.normal(size=(3, q)) + g.normal(size=(n, q))
+        assert S.cka(X, Y) == pytest.approx(cka_direct(X, Y), rel=1e-9)
+        assert S.cka(X, Y, unbiased=False) == pytest.approx(cka_direct(X, Y, False), rel=1e-9)
+        K, L = X @ X.T, Y @ Y.T
+        assert S.hsic(K, L) == pytest.approx(hsic_song(K, L), rel=1e-9)
+    # invariances: isotropic scaling, orthogonal rotation, feature offsets
+    Q, _ = np.linalg.qr(g.normal(size=(p, p)))
+    assert S.cka(3.0 * X @ Q + 7.0, Y) == pytest.approx(S.cka(X, Y), rel=1e-9)
+    assert S.cka(X, X) == pytest.approx(1.0)
+
+
+def test_cka_batched_and_streamed_grams():
+    g = rng(5)
+    Xs = [g.normal(size=(25, p)) for p in (10, 500, 33)]
+    reps = S.Representations.from_arrays(Xs, dtype=np.float32, chunk=64)
+    table = S.cka_from_grams(reps.grams, reps.grams)
+    for i, x in enumerate(Xs):
+        for j, y in enumerate(Xs):
+            assert table[i, j] == pytest.approx(cka_direct(x - x.mean(0), y - y.mean(0)),
+                                                abs=1e-6)
+
+
+# ------------------------------------------------------------------ ridge vs scikit-learn
+
+
+def test_ridge_equals_sklearn():
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    g = rng(6)
+    n, p, c = 60, 300, 8
+    X = g.normal(size=(n, p)) + 2.0
+    Y = X[:, :10] @ g.normal(size=(10, c)) + 3.0 * g.normal(size=(n, c)) + 1.0
+    alphas = 10.0 ** np.arange(-2, 6)
+    folds = S.kfold(n, 5, seed=1)
+    Xc = X - X.mean(0)
+    pred, chosen = S.ridge_cv(Xc @ Xc.T, Y, alphas, folds, cell_block=3)
+    expected = np.zeros_like(pred)
+    for f, (tr, te) in enumerate(folds):
+        model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X[tr], Y[tr])
+        np.testing.assert_array_equal(alphas[chosen[f]], model.alpha_)
+        expected[te] = model.predict(X[te])
+        # one alpha, plain Ridge
+        one = Ridge(alpha=alphas[3]).fit(X[tr], Y[tr]).predict(X[te])
+        p1, _ = S.ridge_cv(Xc @ Xc.T, Y, alphas[3:4], [(tr, te)])
+        np.testing.assert_allclose(p1[te], one, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(pred, expected, rtol=1e-7, atol=1e-8)
+    r = S.ridge_predictivity(X, Y, alphas, n_folds=5, seed=1)
+    np.testing.assert_allclose(r, S.pearson_rows(pred.T, Y.T))
+
+
+def test_kfold_partitions():
+    folds = S.kfold(23, 4, seed=0)
+    tests = np.concatenate([te for _, te in folds])
+    assert sorted(tests) == list(range(23))
+    for tr, te in folds:
+        assert not set(tr) & set(te)
+
+
+# ------------------------------------------------------------------ one-to-one matching
+
+
+def test_match_units_finds_planted_units_any_chunking():
+    g = rng(7)
+    n, units = 80, 3000
+    U = g.normal(size=(n, units)).astype(np.float32)
+    U[:, 5] = 0.0  # a dead unit must never win
+    planted = np.array([3, 1500, 2999, 42])
+    Y = U[:, planted] * 2.0 + 1.0 + 0.3 * g.normal(size=(n, len(planted)))
+    a = S.match_units(Y, U, n_folds=4, chunk=256)
+    b = S.match_units(Y, U, n_folds=4, chunk=4096)
+    assert (a["best_unit"] == planted[None]).all()
+    np.testing.assert_allclose(a["train_r"], b["train_r"], rtol=1e-5)
+    np.testing.assert_allclose(a["prediction"], b["prediction"], rtol=1e-4, atol=1e-4)
+    assert (a["r"] > 0.9).all()
+    # train r equals numpy's correlation on the training images
+    tr, _ = S.kfold(n, 4, 0)[0]
+    ref = [np.corrcoef(Y[tr, i], U[tr, planted[i]])[0, 1] for i in range(len(planted))]
+    np.testing.assert_allclose(a["train_r"][0], ref, rtol=1e-5)
+
+
+@pytest.mark.skipif(S.resolve_device("auto") == "cpu", reason="needs a CUDA device")
+def test_gpu_paths_equal_cpu():
+    g = rng(8)
+    X = g.normal(size=(40, 5000)).astype(np.float32)
+    Y = X[:, [10, 20]] + 0.2 * g.normal(size=(40, 2))
+    k_cpu, r_cpu = S.gram_stats(X, device="cpu", chunk=1000)
+    k_gpu, r_gpu = S.gram_stats(X, device="cuda", chunk=1000)
+    np.testing.assert_allclose(r_gpu, r_cpu, atol=1e-5)
+    np.testing.assert_allclose(k_gpu, k_cpu, rtol=1e-4, atol=1e-2)
+    a = S.match_units(Y, X, device="cpu", chunk=1000)
+    b = S.match_units(Y, X, device="cuda", chunk=1000)
+    np.testing.assert_array_equal(a["best_unit"], b["best_unit"])
+
+
+# ------------------------------------------------------------------ ceilings and bootstrap
+
+
+def test_spearman_brown_and_ceilings():
+    assert S.spearman_brown(0.5) == pytest.approx(2 / 3)
+    g = rng(9)
+    signal = g.normal(size=(40, 50))  # cells x stimuli
+    quiet = signal[:, :, None] + 0.1 * g.normal(size=(40, 50, 16))
+    noisy = signal[:, :, None] + 3.0 * g.normal(size=(40, 50, 16))
+    noisy[:, :, 0] = np.nan  # missing repeats are ignored
+    groups = {"all": np.arange(40), "half": np.arange(20)}
+    cq = S.group_ceilings(quiet, groups, n_splits=3)
+    cn = S.group_ceilings(noisy, groups, n_splits=3)
+    for m in ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased"):
+        assert cq[m].shape == (2,)
+        assert (cq[m] > 0.95).all() and (cn[m] < cq[m]).all()
+    rel = S.cell_reliability(quiet, n_splits=3)
+    assert rel.shape == (40,) and (rel > 0.95).all()
+
+
+def test_bootstrap_cell_r_equals_direct():
+    g = rng(10)
+    pred, obs = g.normal(size=(6, 30)), g.normal(size=(6, 30))
+    obs += pred
+    idx = S.bootstrap_indices(30, 20, seed=3)
+    r = S.bootstrap_cell_r(pred, obs, idx)
+    for b, ix in enumerate(idx):
+        np.testing.assert_allclose(r[b], S.pearson_rows(pred[:, ix], obs[:, ix]), atol=1e-10)
+    lo, hi = S.percentile_ci(r)
+    assert (lo <= hi).all()
+
+
+def test_bootstrap_representation_equals_direct():
+    g = rng(11)
+    A = [g.normal(size=(15, 30)) for _ in range(2)]
+    B = [g.normal(size=(15, 200)) for _ in range(3)]
+    ra = S.Representations.from_arrays(A, dtype=np.float64)
+    rb = S.Representations.from_arrays(B, dtype=np.float64)
+    idx = S.bootstrap_indices(15, 4, seed=0)
+    out = S.bootstrap_representation(ra, rb, ["rsa_spearman", "cka_unbiased"], idx)
+    for b, ix in enumerate(idx):
+        i, j = np.triu_indices(15, 1)
+        keep = ix[i] != ix[j]
+        va = [S.rdm(x[ix])[i[keep], j[keep]] for x in A]
+        vb = [S.rdm(y[ix])[i[keep], j[keep]] for y in B]
+        np.testing.assert_allclose(out["rsa_spearman"][b], S.rsa(np.stack(va), np.stack(vb)),
+                                   atol=1e-10)
+        for p, x in enumerate(A):
+            for q, y in enumerate(B):
+                assert out["cka_unbiased"][b, p, q] == pytest.approx(S.cka(x[ix], y[ix]))
+
+
+def test_metric_registry():
+    assert set(S.METRICS) >= {"rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased",
+                              "ridge", "match", "rf_rmse", "rf_rmse_neurn"}
+    assert not S.get_metric("rf_rmse").higher_is_better
+    with pytest.raises(ValueError):
+        S.get_metric("nope")
+    with pytest.raises(ValueError):
+        S.register_metric(S.METRICS["ridge"])
+    g = rng(12)
+    a = S.Representations.from_arrays([g.normal(size=(10, 8))], dtype=np.float64)
+    assert S.METRICS["cka_unbiased"].fn(a, a)[0, 0] == pytest.approx(1.0)

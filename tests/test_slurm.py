@@ -1,0 +1,273 @@
+"""profiles/slurm on a live SLURM (profiles/slurm/localcluster.sh) and dask on SLURM.
+
+Skipped unless the local cluster answers; with CI=true and M2M_REQUIRE_SLURM=1 a missing
+cluster fails instead. Every snakemake call runs under `timeout -k 30 N`: a hung status poll
+fails the test instead of CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "profiles" / "slurm" / "localcluster.sh"
+FIXTURE = ROOT / "tests" / "data" / "slurm_wf"
+REQUIRED = os.environ.get("CI") == "true" and os.environ.get("M2M_REQUIRE_SLURM") == "1"
+ACCOUNT = os.environ.get("M2M_SLURM_ACCOUNT", "m2m")
+# first status poll after 5 s (the profile's 20 s suits real clusters); then +10 s per poll
+POLL = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "1"]
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+SBATCH = re.compile(r"^sbatch call: (sbatch .*)$", re.M)
+
+pytestmark = pytest.mark.slurm
+
+
+def _unavailable() -> str | None:
+    """Why the local SLURM cannot be used here, or None."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return "not root"
+    if not Path("/etc/debian_version").exists():
+        return "not Debian"
+    if shutil.which("srun") is None:
+        return "SLURM is not installed (bash profiles/slurm/localcluster.sh start)"
+    try:
+        r = subprocess.run(
+            ["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=90
+        )
+    except subprocess.TimeoutExpired:
+        return "localcluster.sh status timed out"
+    if r.returncode:
+        return f"local SLURM is not running (localcluster.sh start):\n{r.stderr[-1000:]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """Environment for SLURM clients; skips (or fails under required CI) without a cluster."""
+    why = _unavailable()
+    if why:
+        if REQUIRED:
+            pytest.fail(f"CI=true and M2M_REQUIRE_SLURM=1 but {why}")
+        pytest.skip(why)
+    conf = (
+        subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .split("=", 1)[1]
+    )
+    env = dict(os.environ, SLURM_CONF=conf, M2M_SLURM_ACCOUNT=ACCOUNT)
+    env.pop("SNAKEMAKE_SLURM_PARTITIONS", None)
+    return env
+
+
+class Run:
+    """One finished snakemake call: exit code, output, parsed submissions."""
+
+    def __init__(self, proc: subprocess.CompletedProcess, log: Path):
+        self.rc = proc.returncode
+        self.out = proc.stdout + proc.stderr
+        log.write_text(self.out)
+        self.log = log
+        self.sbatch = SBATCH.findall(self.out)
+        self.submitted = SUBMITTED.findall(self.out)
+
+    def jobs(self) -> list[str]:
+        """Submitted jobs as rule[wildcards] from the --comment of each sbatch call."""
+        out = []
+        for call in self.sbatch:
+            comment = re.search(r"--comment (\S+)", call).group(1).strip("'")
+            rule, _, wc = comment.removeprefix("rule_").partition("_wildcards_")
+            out.append(f"{rule}[{wc}]" if wc else rule)
+        return sorted(out)
+
+    def calls(self, rule: str) -> list[str]:
+        return [c for c in self.sbatch if re.search(rf"--comment '?rule_{rule}(_wildcards|'| )", c)]
+
+
+def snakemake(wd: Path, env: dict, *args: str, slurm: bool = True, limit: int = 300) -> Run:
+    """Run snakemake in wd under a hard timeout; slurm=True uses --profile profiles/slurm."""
+    cmd = ["timeout", "-k", "30", str(limit), sys.executable, "-m", "snakemake"]
+    cmd += ["--profile", "profiles/slurm", *POLL, "--verbose"] if slurm else ["--cores", "2"]
+    proc = subprocess.run([*cmd, *args], cwd=wd, env=env, capture_output=True, text=True)
+    n = len(list(wd.glob("run*.log")))
+    run = Run(proc, wd / f"run{n}.log")
+    assert run.rc != 124, f"snakemake hung (timeout {limit} s); log: {run.log}"
+    return run
+
+
+def dag_jobs(wd: Path, env: dict, *args: str) -> list[str]:
+    """Rules of all jobs a run would execute (a dry run's job list)."""
+    run = snakemake(wd, env, "--dry-run", *args)
+    assert run.rc == 0, run.out[-3000:]
+    return sorted(re.findall(r"^(?:local)?rule (\w+):$", run.out, re.M))
+
+
+def executed(run: Run) -> tuple[list[str], list[str]]:
+    """Rules a real run executed on SLURM (`rule X:`) and locally (`localrule X:`)."""
+    remote = re.findall(r"^rule (\w+):$", run.out, re.M)
+    return sorted(remote), sorted(re.findall(r"^localrule (\w+):$", run.out, re.M))
+
+
+def copy_workflow(src: Path, dest: Path) -> Path:
+    """The fixture workflow plus this repository's profiles (profiles/default is auto-loaded)."""
+    shutil.copytree(src, dest)
+    shutil.copytree(ROOT / "profiles", dest / "profiles")
+    return dest
+
+
+def read_outputs(wd: Path) -> dict[str, str]:
+    return {str(p.relative_to(wd)): p.read_text() for p in sorted((wd / "results").rglob("*.txt"))}
+
+
+def mtimes(wd: Path) -> dict[str, int]:
+    return {str(p.relative_to(wd)): p.stat().st_mtime_ns for p in (wd / "results").rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def wf(slurm_env, tmp_path_factory) -> SimpleNamespace:
+    """The fixture workflow, run once to completion on SLURM (checked in the first test)."""
+    wd = copy_workflow(FIXTURE, tmp_path_factory.mktemp("slurm") / "wf")
+    expected = dag_jobs(wd, slurm_env)
+    return SimpleNamespace(dir=wd, expected=expected, first=snakemake(wd, slurm_env))
+
+
+def test_profile_runs_workflow_like_local(wf, slurm_env, tmp_path):
+    wd = wf.dir
+    run = wf.first
+    assert run.rc == 0, run.out[-4000:]
+    # every DAG job ran; one sbatch per non-local job; localrules (download, all) stay local
+    remote, local_rules = executed(run)
+    assert sorted(remote + local_rules) == wf.expected and local_rules == ["all", "download"]
+    assert len(run.sbatch) == len(run.submitted) == len(remote) == 5
+    assert sorted(j.split("[")[0] for j in run.jobs()) == remote
+    assert all(f"-A {ACCOUNT}" in c for c in run.sbatch)
+    assert all(re.search(r" -t \d+", c) and re.search(r" --mem \d+", c) for c in run.sbatch)
+    assert any("--cpus-per-task=2" in c for c in run.calls("summary"))  # threads: 2
+    local = copy_workflow(FIXTURE, tmp_path / "local")
+    assert snakemake(local, slurm_env, slurm=False).rc == 0
+    assert read_outputs(wd) == read_outputs(local)
+
+
+def test_gpu_rule_gets_gpu(wf, slurm_env):
+    wd = wf.dir
+    run = wf.first
+    gpu_calls = run.calls("per_model")
+    assert len(gpu_calls) == 2
+    assert all("--gpus=1" in c and " -p gpu" in c for c in gpu_calls)
+    cpu_calls = [c for c in run.sbatch if c not in gpu_calls]
+    assert cpu_calls and all("--gpus" not in c and " -p cpu" in c for c in cpu_calls)
+    for model in ("m1", "m2"):
+        log = (wd / "logs" / "per_model" / f"{model}.log").read_text()
+        gpus, job = re.fullmatch(r"gpus=(\S*) job=(\d+)\n", log).groups()
+        assert gpus == "0"  # CUDA_VISIBLE_DEVICES of the fake gres
+        acct = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", job, "-o", "Partition,AllocTRES,State"],
+            capture_output=True,
+            text=True,
+            env=slurm_env,
+            check=True,
+        ).stdout
+        assert acct.startswith("gpu|") and "gres/gpu=1" in acct and "COMPLETED" in acct
+
+
+def test_unchanged_rerun_submits_nothing(wf, slurm_env):
+    wd = wf.dir
+    before = mtimes(wd)
+    run = snakemake(wd, slurm_env)
+    assert run.rc == 0, run.out[-3000:]
+    assert run.sbatch == [] and "Nothing to be done" in run.out
+    assert mtimes(wd) == before
+
+
+def test_touched_input_reruns_only_downstream(wf, slurm_env):
+    wd = wf.dir
+    before = mtimes(wd)
+    t = os.stat(wd / "data" / "e1.txt").st_mtime + 5
+    os.utime(wd / "data" / "e1.txt", (t, t))
+    run = snakemake(wd, slurm_env)
+    assert run.rc == 0, run.out[-3000:]
+    assert run.jobs() == ["per_experiment[e1]", "summary"]
+    after = mtimes(wd)
+    changed = {k for k in before if after[k] != before[k]}
+    assert changed == {"results/exp/e1.txt", "results/summary.txt"}
+
+
+def test_changed_param_reruns_its_rule(wf, slurm_env):
+    wd = wf.dir
+    run = snakemake(wd, slurm_env, "--config", "label=total")
+    assert run.rc == 0, run.out[-3000:]
+    assert run.jobs() == ["summary"]
+    assert (wd / "results" / "summary.txt").read_text().startswith("total\n")
+    run = snakemake(wd, slurm_env, "--config", "label=sum")  # back, for the next tests
+    assert run.rc == 0 and run.jobs() == ["summary"]
+
+
+def test_failure_names_slurm_log_and_rerun_completes(wf, slurm_env):
+    wd = wf.dir
+    data = wd / "data" / "e2.txt"
+    good = data.read_text()
+    keep = ["results/exp/e1.txt", "results/model/m1.txt", "results/model/m2.txt"]
+    before = {k: ((wd / k).read_text(), (wd / k).stat().st_mtime_ns) for k in keep}
+    data.write_text(good + "not a number\n")
+    run = snakemake(wd, slurm_env)
+    assert run.rc == 1, run.out[-3000:]
+    logs = re.findall(r"(\S*\.snakemake/slurm_logs/rule_per_experiment/e2/(\d+)\.log)", run.out)
+    assert logs, run.out[-3000:]
+    path, _ = logs[-1]
+    assert "corrupt input: data/e2.txt" in Path(path).read_text()
+    assert "Error in rule per_experiment" in run.out
+    assert not (wd / "results" / "exp" / "e2.txt").exists()
+    after = {k: ((wd / k).read_text(), (wd / k).stat().st_mtime_ns) for k in keep}
+    assert after == before  # other jobs' outputs intact
+
+    data.write_text(good)
+    run = snakemake(wd, slurm_env)
+    assert run.rc == 0, run.out[-3000:]
+    assert run.jobs() == ["per_experiment[e2]", "summary"]
+    assert "Nothing to be done" in snakemake(wd, slurm_env, "--dry-run").out
+
+
+def _aggregate(client_cfg: dict) -> tuple[float, np.ndarray, set]:
+    """A population-style reduction (per-cell mean and grand mean) on the configured cluster."""
+    import dask.array as da
+
+    from mice2machines.cluster import dask_client
+
+    rng = np.random.default_rng(0)
+    x = da.from_array(rng.normal(size=(400, 118, 4)), chunks=(50, 118, 4))
+    with dask_client(client_cfg) as client:
+        cell_mean, grand = da.compute(x.mean(axis=(1, 2)), x.mean())
+        jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
+    return float(grand), np.asarray(cell_mean), jobs
+
+
+def test_dask_on_slurm_cluster_equals_local(slurm_env, monkeypatch, tmp_path):
+    for key in ("SLURM_CONF", "M2M_SLURM_ACCOUNT"):
+        monkeypatch.setenv(key, slurm_env[key])
+    monkeypatch.syspath_prepend(str(ROOT / "src"))
+    common = {"n_workers": 2, "cores": 1, "memory": "1GB", "timeout": 120}
+    slurm = {
+        "dask": {
+            **common,
+            "cluster": "slurm",
+            "queue": "cpu",
+            "account": ACCOUNT,
+            "walltime": "00:10:00",
+            "interface": "lo",
+            "log_directory": str(tmp_path / "dask-logs"),
+        }
+    }
+    g_slurm, m_slurm, jobs = _aggregate(slurm)
+    g_local, m_local, local_jobs = _aggregate({"dask": {**common, "cluster": "local"}})
+    assert len(jobs) == 2 and None not in jobs  # two workers, each its own SLURM job
+    assert local_jobs == {None}
+    assert g_slurm == pytest.approx(g_local, rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(m_slurm, m_local, rtol=1e-12)

@@ -1,0 +1,16 @@
+"""compare_aggregate: all model stores into one labelled store (dask) and tidy CSV tables."""
+
+from mice2machines.cluster import dask_client
+from mice2machines.compare import aggregate
+from mice2machines.io import provenance, script_logger, write_zarr_atomic
+
+log = script_logger(snakemake.log[0])
+with dask_client(snakemake.params.dask):
+    ds = aggregate.aggregate(list(snakemake.input.stores), snakemake.params.models)
+    ds.attrs["provenance"] = provenance(config=snakemake.params.cfg)
+    write_zarr_atomic(ds, snakemake.output.store)
+log.info("wrote %s", snakemake.output.store)
+ds = aggregate.open_store(snakemake.output.store)
+aggregate.tidy(ds).to_csv(snakemake.output.csv, index=False)
+aggregate.bottom_up(ds).to_csv(snakemake.output.cells, index=False)
+log.info("wrote %s and %s", snakemake.output.csv, snakemake.output.cells)

@@ -1,0 +1,14 @@
+"""compare_prepare: trial means, neural groups, split-half ceilings, neuron maps."""
+
+from mice2machines.compare import prepare, settings
+from mice2machines.io import open_zarr, provenance, script_logger, write_zarr_atomic
+
+log = script_logger(snakemake.log[0])
+cfg = settings(snakemake.params.cfg)
+ds = prepare.prepare_neural(
+    open_zarr(snakemake.input.population), open_zarr(snakemake.input.stimuli), cfg
+)
+ds.attrs["provenance"] = provenance(config=cfg, inputs=prepare.input_hashes(snakemake.input))
+write_zarr_atomic(ds, snakemake.output.store)
+log.info("wrote %s: %d cells, %d groups", snakemake.output.store, ds.sizes["cell"],
+         ds.sizes["group"])

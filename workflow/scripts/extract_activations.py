@@ -1,0 +1,21 @@
+"""Rule extract_activations: one zoo model's layer activations for the stimuli, to zarr."""
+
+import torch
+
+from mice2machines import zoo
+from mice2machines.activations import ExtractSettings, extract_model
+from mice2machines.io import script_logger
+
+log = script_logger(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+p = snakemake.params
+extract_model(
+    zoo.ModelSpec(**p.spec),
+    snakemake.input.stimuli,
+    snakemake.output.store,
+    ExtractSettings.from_config(p.settings),
+    weights_dir=p.weights_dir,
+    layer_types=p.layer_types,
+    seed=p.seed,
+    logger=log,
+)

@@ -1,0 +1,13 @@
+"""Local rule fetch_weights: make one zoo model's weights available offline, write a manifest."""
+
+import json
+
+from mice2machines import zoo
+from mice2machines.io import script_logger
+
+log = script_logger(snakemake.log[0])
+spec = zoo.ModelSpec(**snakemake.params.spec)
+record = zoo.fetch_weights(spec, snakemake.params.weights_dir)
+log.info("%s: %s weights %s -> %s", spec.name, record["kind"], spec.weights, record["path"])
+with open(snakemake.output[0], "w") as f:
+    json.dump(record, f, indent=1)
