@@ -76,6 +76,7 @@ def rdm(X, dtype=np.float64) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         Z = Xc / norm[:, None]
     out = 1.0 - (Z @ Z.T).astype(np.float64)
+    out = (out + out.T) / 2  # exactly symmetric
     np.fill_diagonal(out, np.where(norm > 0, 0.0, np.nan))
     return out
 
@@ -268,6 +269,7 @@ def rdm_from_gram(Kc: np.ndarray, row_sum: np.ndarray, cross: np.ndarray,
     d = np.sqrt(np.clip(np.diagonal(R), 0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
         out = 1.0 - R / np.multiply.outer(d, d)
+    out = (out + out.T) / 2  # exactly symmetric
     np.fill_diagonal(out, np.where(d > 0, 0.0, np.nan))
     return out
 
@@ -534,7 +536,8 @@ def bootstrap_representation(neural: Representations, model: Representations,
     for b, idx in enumerate(indices):
         i, j = np.triu_indices(len(idx), k=1)
         keep = idx[i] != idx[j]
-        ii, jj = idx[i[keep]], idx[j[keep]]
+        a, b_ = idx[i[keep]], idx[j[keep]]
+        ii, jj = np.minimum(a, b_), np.maximum(a, b_)  # the upper-triangle entry
         vec = None
         for m in metrics:
             if m.startswith("rsa_"):

@@ -17,6 +17,7 @@ for _section in (
     "synthetic",
     "allen",
     "neural",
+    "dask",
     "models",
     "compare",
     "dg",

@@ -169,5 +169,6 @@ rule population:
         runtime=60,
     params:
         cfg=config["neural"],
+        dask=config.get("dask", {}),
     script:
         "../scripts/population.py"
