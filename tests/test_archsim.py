@@ -37,7 +37,8 @@ def test_nw_hand_worked(a, b, params, expected):
     # the alignment is consistent with its score
     assert ra.replace("-", "") == a and rb.replace("-", "") == b and len(ra) == len(rb)
     rescored = sum(
-        gap if "-" in (x, y) else (match if x == y else mismatch) for x, y in zip(ra, rb, strict=True)
+        gap if "-" in (x, y) else (match if x == y else mismatch)
+        for x, y in zip(ra, rb, strict=True)
     )
     assert rescored == expected
 
@@ -99,7 +100,12 @@ def test_similarity_matrix_and_normalisation():
 def test_shortlist_picks_one_per_family():
     names = ["a1", "a2", "b1", "b2", "c1"]
     fam = [n[0] for n in names]
-    vals = np.array([[1.0 if i == j else (0.9 if fam[i] == fam[j] else 0.1) for j in range(5)] for i in range(5)])
+    vals = np.array(
+        [
+            [1.0 if i == j else (0.9 if fam[i] == fam[j] else 0.1) for j in range(5)]
+            for i in range(5)
+        ]
+    )
     vals[4, :4] = vals[:4, 4] = 0.05  # c1 is the most distinct
     sim = pd.DataFrame(vals, index=names, columns=names)
     picked = archsim.shortlist(sim, 3)
@@ -123,11 +129,18 @@ def test_torchvision_families_are_more_alike():
     from mice2machines.zoo import ModelSpec, build_architecture
 
     seqs = {
-        arch: archsim.layer_sequence(build_architecture(ModelSpec(arch, f"torchvision:{arch}", "random", 64)))
+        arch: archsim.layer_sequence(
+            build_architecture(ModelSpec(arch, f"torchvision:{arch}", "random", 64))
+        )
         for arch in ("resnet18", "resnet34", "vgg11", "vgg13")
     }
     assert all(set(s) <= set(archsim.LETTERS.values()) | {"X"} for s in seqs.values())
     sim = archsim.similarity_matrix(seqs)
     assert sim.loc["resnet18", "resnet34"] > sim.loc["resnet18", "vgg11"]
     assert sim.loc["vgg11", "vgg13"] > sim.loc["vgg13", "resnet34"]
-    assert torch.device("meta") == next(build_architecture(ModelSpec("r", "torchvision:resnet18", "random", 64)).parameters()).device
+    assert (
+        torch.device("meta")
+        == next(
+            build_architecture(ModelSpec("r", "torchvision:resnet18", "random", 64)).parameters()
+        ).device
+    )

@@ -66,7 +66,11 @@ def test_torchvision_names_resolve_offline(tmp_path):
     assert W.torchvision_weights("resnet50", "DEFAULT") is full
     path = W.torchvision_file("resnet50", "IMAGENET1K_V2", tmp_path)
     assert path == tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
-    for arch, name in [("resnet50", "VGG19_Weights.IMAGENET1K_V1"), ("resnet50", "NOPE"), ("nonet", "DEFAULT")]:
+    for arch, name in [
+        ("resnet50", "VGG19_Weights.IMAGENET1K_V1"),
+        ("resnet50", "NOPE"),
+        ("nonet", "DEFAULT"),
+    ]:
         with pytest.raises(W.WeightsError):
             W.torchvision_weights(arch, name)
 

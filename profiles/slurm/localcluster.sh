@@ -67,9 +67,8 @@ stop_daemon() {  # stop_daemon NAME: TERM (then KILL) the pid in $RUN/NAME.pid
     if pid_alive "$name"; then
         pid=$(tr -dc 0-9 <"$f")
         kill -TERM "$pid" 2>/dev/null || true
-        local i
-        for i in $(seq 1 50); do
-            [[ -d /proc/$pid ]] || break
+        local deadline=$((SECONDS + 10))
+        while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do
             sleep 0.2
         done
         if [[ -d /proc/$pid ]]; then
@@ -234,7 +233,12 @@ start_mariadb() {
             --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=128M \
             --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
             </dev/null >>"$LOG/mariadb.log" 2>&1 &
-        wait_for 30 db -e "SELECT 1" || die "mariadbd does not answer" "$LOG/mariadb.log"
+        local pid=$! deadline=$((SECONDS + 30))
+        until db -e "SELECT 1" >/dev/null 2>&1; do
+            [[ -d /proc/$pid ]] || die "mariadbd exited" "$LOG/mariadb.log"
+            ((SECONDS < deadline)) || die "mariadbd does not answer" "$LOG/mariadb.log"
+            sleep 0.2
+        done
         wait_for 5 pid_alive mariadbd || die "mariadbd wrote no pid file" "$LOG/mariadb.log"
         say "started mariadbd (port $DB_PORT)"
     fi
@@ -308,10 +312,10 @@ cmd_status() {
             ok=1
         fi
     done
-    command -v srun >/dev/null && [[ -f $SLURM_CONF ]] && srun_ok || {
+    if ! { command -v srun >/dev/null && [[ -f $SLURM_CONF ]] && srun_ok; }; then
         say "srun: FAILS"
         return 1
-    }
+    fi
     say "srun: ok"
     return $ok
 }

@@ -19,21 +19,45 @@ import numpy as np
 import pandas as pd
 
 LETTERS: dict[str, str] = {
-    **dict.fromkeys(["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"], "C"),
+    **dict.fromkeys(
+        ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"], "C"
+    ),
     **dict.fromkeys(["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "RReLU"], "R"),
     **dict.fromkeys(
-        ["GELU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh", "Mish", "Softplus",
-         "Swish", "MemoryEfficientSwish", "Hardtanh"],
+        [
+            "GELU",
+            "SiLU",
+            "Hardswish",
+            "Hardsigmoid",
+            "Sigmoid",
+            "Tanh",
+            "Mish",
+            "Softplus",
+            "Swish",
+            "MemoryEfficientSwish",
+            "Hardtanh",
+        ],
         "A",
     ),  # fmt: skip
-    **dict.fromkeys(["MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"], "M"),
+    **dict.fromkeys(
+        ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d"], "M"
+    ),
     **dict.fromkeys(["AvgPool1d", "AvgPool2d", "AvgPool3d"], "P"),
     **dict.fromkeys(["AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d"], "G"),
     **dict.fromkeys(["Linear", "Bilinear", "LazyLinear"], "L"),
-    **dict.fromkeys(["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "StochasticDepth"], "D"),
+    **dict.fromkeys(
+        ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "StochasticDepth"], "D"
+    ),
     **dict.fromkeys(["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"], "B"),
     **dict.fromkeys(
-        ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm", "RMSNorm"],
+        [
+            "LayerNorm",
+            "GroupNorm",
+            "InstanceNorm1d",
+            "InstanceNorm2d",
+            "LocalResponseNorm",
+            "RMSNorm",
+        ],
         "N",
     ),
     "MultiheadAttention": "T",
@@ -80,7 +104,9 @@ def layer_sequence(
     return "".join(out)
 
 
-def nw_score(a: str, b: str, match: float = 1.0, mismatch: float = -1.0, gap: float = -1.0) -> float:
+def nw_score(
+    a: str, b: str, match: float = 1.0, mismatch: float = -1.0, gap: float = -1.0
+) -> float:
     """Needleman-Wunsch global alignment score with a linear gap penalty.
 
     Row by row in numpy: within a row, F[i, j] = max(t_j, F[i, j-1] + gap) unrolls to
@@ -157,8 +183,12 @@ def similarity_matrix(
         for j in range(i, len(names)):
             b = names[j]
             raw = nw_score(sequences[a], sequences[b], match, mismatch, gap)
-            out[i, j] = out[j, i] = normalise(raw, len(sequences[a]), len(sequences[b]), match, normalize)
-    return pd.DataFrame(out, index=pd.Index(names, name="model"), columns=pd.Index(names, name="other"))
+            out[i, j] = out[j, i] = normalise(
+                raw, len(sequences[a]), len(sequences[b]), match, normalize
+            )
+    return pd.DataFrame(
+        out, index=pd.Index(names, name="model"), columns=pd.Index(names, name="other")
+    )
 
 
 def shortlist(sim: pd.DataFrame, k: int, start: str | None = None) -> list[str]:

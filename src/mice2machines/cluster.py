@@ -7,13 +7,13 @@ Usage (a workflow script)::
 
 Keys of the top-level ``dask:`` config section (workflow/schemas/dask.schema.yaml):
 
-cluster          ``local`` (default): a distributed LocalCluster in this process's job;
+cluster          ``local`` (default): a LocalCluster of thread workers in this process;
                  ``slurm``: a dask-jobqueue SLURMCluster, each worker one SLURM job;
                  ``synchronous``: no cluster, single-threaded (tiny data, debugging).
 n_workers        workers (= SLURM jobs for ``slurm``); default 1.
 cores            cores per worker (threads; ``--cpus-per-task``); default 1.
 memory           memory per worker, e.g. ``"4GB"`` (``--mem``); default ``"2GB"``.
-processes        worker processes per job; default 1.
+processes        worker processes per SLURM job; default 1 (``local`` uses threads).
 queue            SLURM partition of the worker jobs; default: the cluster's default.
 account          SLURM account (``-A``); default: none (the user's default account).
 walltime         worker job time limit, ``"HH:MM:SS"``; default ``"01:00:00"``.
@@ -127,10 +127,12 @@ def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
             os.makedirs(kwargs["log_directory"], exist_ok=True)
         cluster = SLURMCluster(**kwargs)
     else:
+        # thread workers inside this process: worker processes would be spawned, and spawning
+        # re-imports __main__, which a snakemake `script:` (no main guard) cannot survive
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=int(s["cores"]),
-            processes=int(s["processes"]) > 0,
+            processes=False,
             memory_limit=s["memory"],
             local_directory=s["local_directory"],
             dashboard_address=":0",

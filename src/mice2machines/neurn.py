@@ -56,7 +56,9 @@ def local_std(x: torch.Tensor, kernel_size: int = 5, padding: str = "reflect") -
     """
     k = _check(kernel_size, "image", padding)
     if x.ndim != 4:
-        raise ValueError(f"expected a (batch, channel, height, width) tensor, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected a (batch, channel, height, width) tensor, got shape {tuple(x.shape)}"
+        )
     if not torch.is_floating_point(x):
         raise TypeError(f"expected a floating point tensor, got {x.dtype}")
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -42,8 +42,9 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.einsum("yh,nhw,xw->nyx", wy, images, wx, optimize=True)
 
 
-def stimulus_matrix(images: np.ndarray, size: tuple[int, int] | None = None,
-                    scale: float = 255.0) -> np.ndarray:
+def stimulus_matrix(
+    images: np.ndarray, size: tuple[int, int] | None = None, scale: float = 255.0
+) -> np.ndarray:
     """F_S: (stimuli, pixels) resized, flattened images divided by `scale` (0..1 for 0..255)."""
     images = np.asarray(images, dtype=np.float64)
     if size is not None and tuple(size) != images.shape[1:]:
@@ -77,8 +78,9 @@ def normalize_maps(maps: np.ndarray, method: str = "zscore", weights_abs_sum=Non
     return m
 
 
-def response_maps(T: np.ndarray, F: np.ndarray, center: bool = True,
-                  normalize: str = "zscore") -> np.ndarray:
+def response_maps(
+    T: np.ndarray, F: np.ndarray, center: bool = True, normalize: str = "zscore"
+) -> np.ndarray:
     """Maps N = T^T . F_S for k response vectors T (k, stimuli) and F_S (stimuli, pixels)."""
     T = np.asarray(T, dtype=np.float64)
     if T.ndim == 1:
@@ -101,11 +103,16 @@ def trial_average(responses: np.ndarray) -> np.ndarray:
     return out
 
 
-def neuron_maps(responses: np.ndarray, images: np.ndarray, size: tuple[int, int] | None,
-                center: bool = True, normalize: str = "zscore") -> np.ndarray:
+def neuron_maps(
+    responses: np.ndarray,
+    images: np.ndarray,
+    size: tuple[int, int] | None,
+    center: bool = True,
+    normalize: str = "zscore",
+) -> np.ndarray:
     """(cells, h, w) maps from responses (cells, stimuli[, repeats]) and images (stimuli, H, W)."""
     F = stimulus_matrix(images, size)
-    h, w = (size if size is not None else images.shape[1:])
+    h, w = size if size is not None else images.shape[1:]
     T = trial_average(responses)
     return response_maps(T, F, center, normalize).reshape(len(T), h, w)
 
@@ -134,14 +141,17 @@ def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
         pad = "replicate"  # maps too small to reflect (e.g. 1x1, 2x2)
     if neurn.get("max_over", "image") == "image":
         sigma = local_std(t, k, pad)
-        return (sigma.mean((2, 3)).double().cpu().numpy(),
-                sigma.amax((1, 2, 3)).double().cpu().numpy())
+        return (
+            sigma.mean((2, 3)).double().cpu().numpy(),
+            sigma.amax((1, 2, 3)).double().cpu().numpy(),
+        )
     y = NeuRN(kernel_size=k, max_over="channel", padding=pad)(t)
     return y.mean((2, 3)).double().cpu().numpy(), None
 
 
-def unit_maps(activity: np.ndarray, F: np.ndarray, center: bool = True,
-              normalize: str = "zscore") -> np.ndarray:
+def unit_maps(
+    activity: np.ndarray, F: np.ndarray, center: bool = True, normalize: str = "zscore"
+) -> np.ndarray:
     """(units, pixels) maps of units from their activity (stimuli, units)."""
     return response_maps(np.asarray(activity).T, F, center, normalize)
 
@@ -153,8 +163,11 @@ def rmse_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) RMSE between flattened maps: sqrt((|a|^2 + |b|^2 - 2 a.b) / pixels)."""
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    d2 = (np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :]
-          - 2.0 * (a @ b.T)) / a.shape[1]
+    d2 = (
+        np.einsum("ij,ij->i", a, a)[:, None]
+        + np.einsum("ij,ij->i", b, b)[None, :]
+        - 2.0 * (a @ b.T)
+    ) / a.shape[1]
     return np.sqrt(np.clip(d2, 0, None))
 
 
@@ -196,17 +209,25 @@ def top_down(table: pd.DataFrame, by: str | list[str], value: str = "rmse") -> p
     """Median, quartiles and count of `value` per group (e.g. area, cre_line, model, layer)."""
     by = [by] if isinstance(by, str) else list(by)
     g = table.groupby(by, observed=True, sort=True)[value]
-    out = pd.DataFrame({
-        "median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75), "n": g.count(),
-    })
+    out = pd.DataFrame(
+        {
+            "median": g.median(),
+            "q25": g.quantile(0.25),
+            "q75": g.quantile(0.75),
+            "n": g.count(),
+        }
+    )
     return out.reset_index()
 
 
-def bottom_up(table: pd.DataFrame, value: str = "rmse", by: str | list[str] = "cell",
-              lower_is_better: bool = True) -> pd.DataFrame:
+def bottom_up(
+    table: pd.DataFrame,
+    value: str = "rmse",
+    by: str | list[str] = "cell",
+    lower_is_better: bool = True,
+) -> pd.DataFrame:
     """Per neuron (or other key) the row with the best `value` (its best model/layer/unit)."""
     by = [by] if isinstance(by, str) else list(by)
     t = table.dropna(subset=[value])
-    idx = (t.groupby(by)[value].idxmin() if lower_is_better
-           else t.groupby(by)[value].idxmax())
+    idx = t.groupby(by)[value].idxmin() if lower_is_better else t.groupby(by)[value].idxmax()
     return t.loc[idx.values].reset_index(drop=True)

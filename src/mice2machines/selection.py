@@ -26,24 +26,38 @@ DEFAULTS = {
 }
 
 
-def embed(X: np.ndarray, method: str = "umap", pca_components: int = 50, n_neighbors: int = 15,
-          min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
+def embed(
+    X: np.ndarray,
+    method: str = "umap",
+    pca_components: int = 50,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
     """(n, 2) embedding of the rows of X: PCA, then UMAP (or the first 2 PCs, method='pca')."""
     from sklearn.decomposition import PCA
 
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     n = len(X)
     k = max(1, min(pca_components, n - 1, X.shape[1])) if n > 1 else 1
-    Z = PCA(n_components=k, svd_solver="full", random_state=seed).fit_transform(X) if n > 1 \
+    Z = (
+        PCA(n_components=k, svd_solver="full", random_state=seed).fit_transform(X)
+        if n > 1
         else np.zeros((n, 1))
+    )
     if method == "pca" or n < 6:
         return np.pad(Z[:, :2], ((0, 0), (0, max(0, 2 - Z.shape[1]))))
     if method != "umap":
         raise ValueError(f"unknown embedding {method!r} (umap or pca)")
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
-                        random_state=seed, init="spectral" if n > 10 else "random")
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, n - 1),
+        min_dist=min_dist,
+        random_state=seed,
+        init="spectral" if n > 10 else "random",
+    )
     return reducer.fit_transform(Z).astype(np.float64)
 
 
@@ -75,10 +89,19 @@ def _cluster_class(E: np.ndarray, m: int, n_clusters: int, seed: int):
     return labels, dist, chosen
 
 
-def select_neurons(maps: np.ndarray, ei_class, cells=None, per_class: int = 500,
-                   n_clusters: int = 10, balanced: bool = True, embedding: str = "umap",
-                   pca_components: int = 50, n_neighbors: int = 15, min_dist: float = 0.1,
-                   seed: int = 0) -> pd.DataFrame:
+def select_neurons(
+    maps: np.ndarray,
+    ei_class,
+    cells=None,
+    per_class: int = 500,
+    n_clusters: int = 10,
+    balanced: bool = True,
+    embedding: str = "umap",
+    pca_components: int = 50,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Select neurons as the paper does; one row per neuron (selected or not).
 
     Columns: cell, ei_class, embed_x, embed_y, cluster (within its class), cluster_id
@@ -93,9 +116,19 @@ def select_neurons(maps: np.ndarray, ei_class, cells=None, per_class: int = 500,
     E = embed(X, embedding, pca_components, n_neighbors, min_dist, seed)
     classes = sorted(set(ei))
     counts = {c: int((ei == c).sum()) for c in classes}
-    table = pd.DataFrame({"cell": cells, "ei_class": ei, "embed_x": E[:, 0], "embed_y": E[:, 1],
-                          "cluster": -1, "cluster_id": "", "distance": np.nan, "rank": -1,
-                          "selected": False})
+    table = pd.DataFrame(
+        {
+            "cell": cells,
+            "ei_class": ei,
+            "embed_x": E[:, 0],
+            "embed_y": E[:, 1],
+            "cluster": -1,
+            "cluster_id": "",
+            "distance": np.nan,
+            "rank": -1,
+            "selected": False,
+        }
+    )
     m_bal = min([per_class] + list(counts.values()))
     for c in classes:
         idx = np.flatnonzero(ei == c)
@@ -107,7 +140,12 @@ def select_neurons(maps: np.ndarray, ei_class, cells=None, per_class: int = 500,
         table.loc[idx, "cluster_id"] = [f"{c}-{lab:02d}" for lab in labels]
         table.loc[idx, "distance"] = dist
         table.loc[idx, "selected"] = chosen
-    table["rank"] = (table.sort_values(["distance", "cell"]).groupby("cluster_id").cumcount()
-                     .reindex(table.index).astype(np.int64))
+    table["rank"] = (
+        table.sort_values(["distance", "cell"])
+        .groupby("cluster_id")
+        .cumcount()
+        .reindex(table.index)
+        .astype(np.int64)
+    )
     table.loc[table["cluster"] < 0, "rank"] = -1
     return table

@@ -26,7 +26,8 @@ from scipy.stats import rankdata
 
 
 def resolve_device(device: str | None = None) -> str:
-    """'cpu' or a CUDA device: None/'auto' picks CUDA when torch sees one."""
+    """'cpu' (numpy) or a torch device ('cuda', 'cuda:N'; 'torch:cpu' runs the torch code on
+    the CPU); None/'auto' picks CUDA when torch sees one."""
     if device not in (None, "auto"):
         return str(device)
     try:
@@ -37,7 +38,12 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def _is_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
+    """True where torch computes: 'cuda', 'cuda:N', or 'torch:cpu' (torch on the CPU)."""
+    return str(device).startswith(("cuda", "torch:"))
+
+
+def _torch_device(device: str) -> str:
+    return str(device).removeprefix("torch:")
 
 
 def _to_device(x, device: str, dtype):
@@ -47,8 +53,9 @@ def _to_device(x, device: str, dtype):
 
         tdt = getattr(torch, np.dtype(dtype).name)
         if isinstance(x, torch.Tensor):
-            return x.to(device=device, dtype=tdt)
-        return torch.as_tensor(np.ascontiguousarray(x)).to(device=device, dtype=tdt)
+            return x.to(device=_torch_device(device), dtype=tdt)
+        x = torch.as_tensor(np.ascontiguousarray(x))
+        return x.to(device=_torch_device(device), dtype=tdt)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
@@ -184,7 +191,7 @@ def rsa(rdm_a, rdm_b, method: str = "spearman"):
             for j in range(len(b)):
                 ok = fa[i] & fb[j]
                 if ok.sum() > 2:
-                    out[i, j] = fn(a[i:i + 1, ok], b[j:j + 1, ok])[0, 0]
+                    out[i, j] = fn(a[i : i + 1, ok], b[j : j + 1, ok])[0, 0]
     if single_a and single_b:
         return float(out[0, 0])
     return out
@@ -255,8 +262,9 @@ def cka(X, Y, unbiased: bool = True) -> float:
     return cka_from_grams(X @ X.T, Y @ Y.T, unbiased=unbiased)
 
 
-def rdm_from_gram(Kc: np.ndarray, row_sum: np.ndarray, cross: np.ndarray,
-                  mu_sum: float, mu_sq: float, p: int) -> np.ndarray:
+def rdm_from_gram(
+    Kc: np.ndarray, row_sum: np.ndarray, cross: np.ndarray, mu_sum: float, mu_sq: float, p: int
+) -> np.ndarray:
     """Correlation RDM of X from its column-centred Gram and a few sums (see GramAccumulator).
 
     With x_i = xc_i + mu (mu: feature means), the row-centred Gram is
@@ -292,7 +300,8 @@ class GramAccumulator:
         if _is_cuda(self.device):
             import torch
 
-            z = lambda *s: torch.zeros(s, dtype=torch.float64, device=self.device)  # noqa: E731
+            dev = _torch_device(self.device)
+            z = lambda *s: torch.zeros(s, dtype=torch.float64, device=dev)  # noqa: E731
         else:
             z = lambda *s: np.zeros(s, dtype=np.float64)  # noqa: E731
         self._K = z(self.n, self.n)
@@ -332,16 +341,23 @@ class GramAccumulator:
         """Correlation-distance RDM (n, n), float64."""
         if self.p == 0:
             raise ValueError("no units were added")
-        return rdm_from_gram(self.gram(), _to_numpy(self._row), _to_numpy(self._cross),
-                             self.mu_sum, self.mu_sq, self.p)
+        return rdm_from_gram(
+            self.gram(),
+            _to_numpy(self._row),
+            _to_numpy(self._cross),
+            self.mu_sum,
+            self.mu_sq,
+            self.p,
+        )
 
 
-def gram_stats(X, device: str | None = "cpu", dtype=np.float32,
-               chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def gram_stats(
+    X, device: str | None = "cpu", dtype=np.float32, chunk: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
     """(column-centred Gram, correlation RDM) of X (stimuli x features), streamed in chunks."""
     acc = GramAccumulator(X.shape[0], device=device, dtype=dtype)
     for lo in range(0, X.shape[1], chunk):
-        acc.update(X[:, lo:lo + chunk])
+        acc.update(X[:, lo : lo + chunk])
     return acc.gram(), acc.rdm()
 
 
@@ -354,8 +370,14 @@ class Representations:
     rdms: np.ndarray  # (k, n, n) correlation RDM
 
     @classmethod
-    def from_arrays(cls, arrays: Iterable, names: Sequence | None = None,
-                    device: str | None = "cpu", dtype=np.float32, chunk: int = 8192):
+    def from_arrays(
+        cls,
+        arrays: Iterable,
+        names: Sequence | None = None,
+        device: str | None = "cpu",
+        dtype=np.float32,
+        chunk: int = 8192,
+    ):
         """Stream each (stimuli, features) array through a GramAccumulator."""
         grams, rdms = [], []
         for X in arrays:
@@ -419,24 +441,57 @@ def get_metric(name: str) -> Metric:
 
 
 for _name, _method in (("rsa_spearman", "spearman"), ("rsa_pearson", "pearson")):
-    register_metric(Metric(
-        _name, "representation", True,
-        f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle)",
-        lambda a, b, _m=_method: rsa(a.rdms, b.rdms, method=_m),
-    ))
-register_metric(Metric("cka_unbiased", "representation", True,
-                       "linear CKA, unbiased HSIC (Song et al. 2012)",
-                       lambda a, b: cka_from_grams(a.grams, b.grams, unbiased=True)))
-register_metric(Metric("cka_biased", "representation", True, "linear CKA, biased HSIC",
-                       lambda a, b: cka_from_grams(a.grams, b.grams, unbiased=False)))
-register_metric(Metric("ridge", "cell", True,
-                       "cross-validated ridge predictivity: held-out Pearson r per neuron"))
-register_metric(Metric("match", "cell", True,
-                       "one-to-one matching: best unit on train images, held-out r per neuron"))
-register_metric(Metric("rf_rmse", "cell", False,
-                       "RMSE between a neuron's map and its best unit's map (paper)"))
-register_metric(Metric("rf_rmse_neurn", "cell", False,
-                       "rf_rmse with NeuRN applied to the feature maps first (paper)"))
+    register_metric(
+        Metric(
+            _name,
+            "representation",
+            True,
+            f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle)",
+            lambda a, b, _m=_method: rsa(a.rdms, b.rdms, method=_m),
+        )
+    )
+register_metric(
+    Metric(
+        "cka_unbiased",
+        "representation",
+        True,
+        "linear CKA, unbiased HSIC (Song et al. 2012)",
+        lambda a, b: cka_from_grams(a.grams, b.grams, unbiased=True),
+    )
+)
+register_metric(
+    Metric(
+        "cka_biased",
+        "representation",
+        True,
+        "linear CKA, biased HSIC",
+        lambda a, b: cka_from_grams(a.grams, b.grams, unbiased=False),
+    )
+)
+register_metric(
+    Metric(
+        "ridge", "cell", True, "cross-validated ridge predictivity: held-out Pearson r per neuron"
+    )
+)
+register_metric(
+    Metric(
+        "match",
+        "cell",
+        True,
+        "one-to-one matching: best unit on train images, held-out r per neuron",
+    )
+)
+register_metric(
+    Metric("rf_rmse", "cell", False, "RMSE between a neuron's map and its best unit's map (paper)")
+)
+register_metric(
+    Metric(
+        "rf_rmse_neurn",
+        "cell",
+        False,
+        "rf_rmse with NeuRN applied to the feature maps first (paper)",
+    )
+)
 
 
 # --------------------------------------------------------------------------- ceilings
@@ -463,7 +518,7 @@ def split_halves(responses: np.ndarray, n_splits: int = 10, seed: int = 0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             a = np.nanmean(responses[..., order[: n_rep // 2]], axis=-1)
-            b = np.nanmean(responses[..., order[n_rep // 2:]], axis=-1)
+            b = np.nanmean(responses[..., order[n_rep // 2 :]], axis=-1)
         yield a, b
 
 
@@ -475,8 +530,13 @@ def _nan_to_mean(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def group_ceilings(responses: np.ndarray, groups: dict, n_splits: int = 10, seed: int = 0,
-                   methods: Sequence[str] = ("spearman", "pearson")) -> dict:
+def group_ceilings(
+    responses: np.ndarray,
+    groups: dict,
+    n_splits: int = 10,
+    seed: int = 0,
+    methods: Sequence[str] = ("spearman", "pearson"),
+) -> dict:
     """Split-half (Spearman-Brown) ceilings of the representation metrics for neural groups.
 
     responses: (cells, stimuli, repeats); groups: {name: cell positions}. Returns
@@ -511,7 +571,8 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = b - b.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.einsum("...i,...i->...", a, b) / np.sqrt(
-            np.einsum("...i,...i->...", a, a) * np.einsum("...i,...i->...", b, b))
+            np.einsum("...i,...i->...", a, a) * np.einsum("...i,...i->...", b, b)
+        )
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -522,8 +583,9 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def bootstrap_representation(neural: Representations, model: Representations,
-                             metrics: Sequence[str], indices: np.ndarray) -> dict:
+def bootstrap_representation(
+    neural: Representations, model: Representations, metrics: Sequence[str], indices: np.ndarray
+) -> dict:
     """{metric: (n_boot, A, B)} representation metrics over resampled stimuli.
 
     RSA drops pairs of a stimulus with its own copy (rsatoolbox's convention); CKA uses the
@@ -579,8 +641,10 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0):
     q = 100 * (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (np.nanpercentile(samples, q, axis=axis),
-                np.nanpercentile(samples, 100 - q, axis=axis))
+        return (
+            np.nanpercentile(samples, q, axis=axis),
+            np.nanpercentile(samples, 100 - q, axis=axis),
+        )
 
 
 # --------------------------------------------------------------------------- folds
@@ -592,8 +656,10 @@ def kfold(n: int, n_folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.
         raise ValueError(f"n_folds must be in 2..{n}, got {n_folds}")
     perm = np.random.default_rng(seed).permutation(n)
     folds = np.array_split(perm, n_folds)
-    return [(np.sort(np.concatenate(folds[:k] + folds[k + 1:])), np.sort(folds[k]))
-            for k in range(n_folds)]
+    return [
+        (np.sort(np.concatenate(folds[:k] + folds[k + 1 :])), np.sort(folds[k]))
+        for k in range(n_folds)
+    ]
 
 
 # --------------------------------------------------------------------------- ridge
@@ -606,9 +672,13 @@ def _centre_rows_to(K: np.ndarray, tr: np.ndarray) -> np.ndarray:
     return K[:, tr] - a[:, None] - a[tr][None, :] + c
 
 
-def ridge_cv(K: np.ndarray, Y: np.ndarray, alphas: Sequence[float],
-             folds: Sequence[tuple[np.ndarray, np.ndarray]],
-             cell_block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def ridge_cv(
+    K: np.ndarray,
+    Y: np.ndarray,
+    alphas: Sequence[float],
+    folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    cell_block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cross-validated ridge predictions of Y (stimuli, cells) from a linear Gram K (n, n).
 
     Per fold the intercept is unpenalised, and each cell's alpha is chosen from `alphas` by
@@ -633,8 +703,7 @@ def ridge_cv(K: np.ndarray, Y: np.ndarray, alphas: Sequence[float],
             yt = Y[tr, cs]
             ybar = yt.mean(0)
             QtY = Q.T @ (yt - ybar)  # (n_tr, cells)
-            resid = (yt - ybar)[None] - np.einsum("ik,ak,kc->aic", Q, shrink, QtY,
-                                                  optimize=True)
+            resid = (yt - ybar)[None] - np.einsum("ik,ak,kc->aic", Q, shrink, QtY, optimize=True)
             loo = resid / (1.0 - lev.T)[:, :, None]
             best = np.argmin((loo**2).mean(1), axis=0)  # first minimum, as scikit-learn
             chosen[f, cs] = best
@@ -644,8 +713,9 @@ def ridge_cv(K: np.ndarray, Y: np.ndarray, alphas: Sequence[float],
     return pred, chosen
 
 
-def ridge_predictivity(X, Y, alphas: Sequence[float] = tuple(10.0 ** np.arange(-2, 7)),
-                       n_folds: int = 5, seed: int = 0) -> np.ndarray:
+def ridge_predictivity(
+    X, Y, alphas: Sequence[float] = tuple(10.0 ** np.arange(-2, 7)), n_folds: int = 5, seed: int = 0
+) -> np.ndarray:
     """Per-cell Pearson r of cross-validated ridge predictions of Y (stimuli, cells) from X."""
     X = np.asarray(X, dtype=np.float64)
     Xc = X - X.mean(0)
@@ -665,8 +735,13 @@ class MatchAccumulator:
     squares on the training stimuli and predicts the held-out ones.
     """
 
-    def __init__(self, Y, folds: Sequence[tuple[np.ndarray, np.ndarray]],
-                 device: str | None = "cpu", dtype=np.float32):
+    def __init__(
+        self,
+        Y,
+        folds: Sequence[tuple[np.ndarray, np.ndarray]],
+        device: str | None = "cpu",
+        dtype=np.float32,
+    ):
         self.Y = np.asarray(Y, dtype=np.float64)  # (stimuli, cells)
         self.n, self.n_cells = self.Y.shape
         self.folds = [(np.asarray(tr), np.asarray(te)) for tr, te in folds]
@@ -679,7 +754,9 @@ class MatchAccumulator:
             norm = np.sqrt((y * y).sum(0))
             with np.errstate(invalid="ignore", divide="ignore"):
                 a = np.where(norm > 0, y / norm, 0.0)
-            self._A.append(_to_device(a.T, self.device, self.dtype))  # (cells, n_tr)
+            # one extra column of ones meets a penalty row that keeps constant units out
+            a = np.concatenate([a.T, np.ones((self.n_cells, 1))], axis=1)
+            self._A.append(_to_device(a, self.device, self.dtype))  # (cells, n_tr + 1)
             self._tr.append(_to_device(tr, self.device, np.int64))
         k = len(self.folds)
         self.best_r = np.full((k, self.n_cells), -np.inf)
@@ -688,9 +765,10 @@ class MatchAccumulator:
         if self._cuda:
             import torch
 
-            self.best_r = torch.as_tensor(self.best_r, device=self.device)
-            self.best_unit = torch.as_tensor(self.best_unit, device=self.device)
-            self.best_act = torch.as_tensor(self.best_act, device=self.device)
+            dev = _torch_device(self.device)
+            self.best_r = torch.as_tensor(self.best_r, device=dev)
+            self.best_unit = torch.as_tensor(self.best_unit, device=dev)
+            self.best_act = torch.as_tensor(self.best_act, device=dev)
         self.n_units = 0
 
     def update(self, chunk) -> None:
@@ -707,10 +785,9 @@ class MatchAccumulator:
                 import torch
 
                 norm = torch.linalg.vector_norm(Uc, dim=0)
-                Z = Uc / torch.where(norm > 0, norm, torch.ones_like(norm))
-                C = self._A[f] @ Z  # (cells, units) correlations on training stimuli
-                C[:, norm == 0] = -torch.inf
-                r, j = C.max(dim=1)
+                pen = ((norm == 0)[None] * -1e30).to(Uc.dtype)
+                Z = torch.cat([Uc / torch.where(norm > 0, norm, 1.0), pen])
+                r, j = (self._A[f] @ Z).max(dim=1)  # correlations on the training stimuli
                 r = r.double()
                 better = r > self.best_r[f]
                 self.best_r[f] = torch.where(better, r, self.best_r[f])
@@ -719,9 +796,13 @@ class MatchAccumulator:
                 self.best_act[f] = torch.where(better[:, None], cols, self.best_act[f])
             else:
                 norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
-                Z = Uc / np.where(norm > 0, norm, 1).astype(Uc.dtype)
+                Z = np.concatenate(
+                    [
+                        Uc / np.where(norm > 0, norm, 1).astype(Uc.dtype),
+                        ((norm == 0) * -1e30)[None].astype(Uc.dtype),
+                    ]
+                )
                 C = self._A[f] @ Z
-                C[:, norm == 0] = -np.inf
                 j = np.argmax(C, axis=1)
                 r = C[np.arange(self.n_cells), j].astype(np.float64)
                 better = r > self.best_r[f]
@@ -745,8 +826,15 @@ class MatchAccumulator:
         return {"best_unit": best_unit, "train_r": best_r, "prediction": pred}
 
 
-def match_units(Y, units, n_folds: int = 5, seed: int = 0, device: str | None = "cpu",
-                dtype=np.float32, chunk: int = 65536) -> dict:
+def match_units(
+    Y,
+    units,
+    n_folds: int = 5,
+    seed: int = 0,
+    device: str | None = "cpu",
+    dtype=np.float32,
+    chunk: int = 65536,
+) -> dict:
     """One-to-one matching of neurons Y (stimuli, cells) to units (stimuli, units), streamed.
 
     Returns MatchAccumulator.result() plus ``r``: each cell's Pearson r between its responses
@@ -755,7 +843,7 @@ def match_units(Y, units, n_folds: int = 5, seed: int = 0, device: str | None = 
     Y = np.asarray(Y)
     acc = MatchAccumulator(Y, kfold(Y.shape[0], n_folds, seed), device=device, dtype=dtype)
     for lo in range(0, units.shape[1], chunk):
-        acc.update(units[:, lo:lo + chunk])
+        acc.update(units[:, lo : lo + chunk])
     out = acc.result()
     out["r"] = pearson_rows(out["prediction"].T, acc.Y.T)
     return out

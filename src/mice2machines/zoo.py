@@ -130,7 +130,9 @@ def parse_neurn(text: str) -> dict | None:
         key, sep, value = part.partition("=")
         key = _NEURN_KEYS.get(key.strip(), key.strip())
         if not sep or key not in NEURN_DEFAULT:
-            raise ZooError(f"neurn: cannot parse {part!r} in {text!r}; keys {sorted(NEURN_DEFAULT)}")
+            raise ZooError(
+                f"neurn: cannot parse {part!r} in {text!r}; keys {sorted(NEURN_DEFAULT)}"
+            )
         out[key] = int(value) if key == "kernel_size" else value.strip()
     if out["kernel_size"] < 1 or out["max_over"] not in NEURN_MAX_OVER:
         raise ZooError(f"neurn {text!r}: kernel_size >= 1, max_over in {NEURN_MAX_OVER}")
@@ -201,6 +203,11 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ZooError(f"preprocess {spec.preprocess!r} not in {sorted(PREPROCESS)}")
     if spec.resize not in RESIZE:
         raise ZooError(f"resize {spec.resize!r} not in {RESIZE}")
+    needed = BUILDERS[spec.source].preprocess
+    if needed and spec.preprocess != needed:
+        raise ZooError(
+            f"{spec.source} networks take preprocess {needed!r}, not {spec.preprocess!r}"
+        )
     if spec.weights_kind == "package" and not BUILDERS[spec.source].package_weights:
         raise ZooError(f"builder {spec.source!r} ships no weights: 'package' is not available")
     parse_layers(spec.layers, ["Conv2d"])
@@ -231,12 +238,16 @@ class Builder:
     ``fn(arch, pretrained, spec, weights_dir) -> nn.Module``; ``pretrained`` is the weights
     name for ``torchvision``/``package`` weights, else None (random init; ``file:``/``ckpt:``
     state dicts are loaded afterwards by ``build_model``). ``owns_neurn``: the network builds
-    NeuRN itself, so preprocessing must not add it.
+    NeuRN itself, so preprocessing must not add it. ``load_ckpt(path) -> (nn.Module, record)``
+    rebuilds a network from its own checkpoint (``ckpt:`` weights). ``preprocess``: the only
+    preprocessing the networks accept, if there is one.
     """
 
     fn: Callable
     package_weights: bool = False
     owns_neurn: bool = False
+    load_ckpt: Callable | None = None
+    preprocess: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -269,12 +280,21 @@ def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
     return model
 
 
-def _build_digits(arch, pretrained, spec, weights_dir):
+def _networks():
     try:
         from . import networks
     except ImportError as err:
-        raise ZooError(f"{spec.name}: digits models need mice2machines.networks ({err})") from err
-    return networks.build(arch, neurn=spec.neurn_settings())
+        raise ZooError(f"digits models need mice2machines.networks ({err})") from err
+    return networks
+
+
+def _build_digits(arch, pretrained, spec, weights_dir):
+    return _networks().build(arch, neurn=spec.neurn_settings())
+
+
+def _load_digits_ckpt(path):
+    networks = _networks()
+    return networks.load_checkpoint(path), networks.read_checkpoint(path)
 
 
 # Random twins get the constructor settings torchvision applies with pretrained weights, so that
@@ -287,7 +307,10 @@ RANDOM_TWIN_KWARGS = {
 BUILDERS: dict[str, Builder] = {
     "torchvision": Builder(_build_torchvision),
     "efficientnet_lite": Builder(_build_efficientnet_lite, package_weights=True),
-    "digits": Builder(_build_digits, owns_neurn=True),
+    # this project's DG networks: (B, 3, H, W) in [0, 1]; they centre and apply NeuRN themselves
+    "digits": Builder(
+        _build_digits, owns_neurn=True, load_ckpt=_load_digits_ckpt, preprocess="unit"
+    ),
 }
 
 
@@ -342,7 +365,9 @@ def fetch_weights(spec: ModelSpec, weights_dir: str | os.PathLike, progress: boo
     }
 
 
-def build_model(spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0):
+def build_model(
+    spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0
+):
     """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
     import torch
 
@@ -351,12 +376,35 @@ def build_model(spec: ModelSpec, weights_dir: str | os.PathLike = "resources/wei
     builder = BUILDERS[spec.source]
     kind = spec.weights_kind
     torch.manual_seed(seed)
+    if kind == "ckpt" and builder.load_ckpt is not None:
+        W.verify(spec.weights_path, model=spec.name)
+        model, record = builder.load_ckpt(spec.weights_path)
+        _check_ckpt(spec, record)
+        return model.eval()
     pretrained = spec.weights if kind in ("torchvision", "package") else None
     model = builder.fn(spec.arch, pretrained, spec, weights_dir)
     if kind in ("file", "ckpt"):
         W.verify(spec.weights_path, model=spec.name)
         model.load_state_dict(load_state_file(spec.weights_path), strict=True)
     return model.eval()
+
+
+def _check_ckpt(spec: ModelSpec, record: dict) -> None:
+    """The table row must describe the checkpoint (so the cache key is true)."""
+    if record.get("arch") not in (None, spec.arch):
+        raise ZooError(
+            f"{spec.name}: checkpoint holds arch {record['arch']!r}, table says {spec.arch!r}"
+        )
+    saved = record.get("neurn")
+    saved = (
+        None
+        if saved is None or saved is False
+        else {**NEURN_DEFAULT, **(saved if isinstance(saved, dict) else {})}
+    )
+    if saved != spec.neurn_settings():
+        raise ZooError(
+            f"{spec.name}: checkpoint has neurn {saved}, table says {spec.neurn_settings()}"
+        )
 
 
 def build_architecture(spec: ModelSpec):
@@ -455,7 +503,9 @@ def preprocess_class():
     return _Preprocess
 
 
-def cache_key(spec: ModelSpec, model, weights_sha256: str | None, extra: dict | None = None) -> dict:
+def cache_key(
+    spec: ModelSpec, model, weights_sha256: str | None, extra: dict | None = None
+) -> dict:
     """What determines the activations: model, weights, input size, preprocessing, NeuRN, code."""
     import torch
     import torchvision

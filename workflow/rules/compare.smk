@@ -43,8 +43,6 @@ rule compare_prepare:
         stimuli=f"{RESULTS}/stimuli.zarr",
     output:
         store=directory(f"{CMP}/neural.zarr"),
-    params:
-        cfg=COMPARE,
     log:
         f"{LOGS}/compare/prepare.log",
     conda:
@@ -52,6 +50,8 @@ rule compare_prepare:
     resources:
         mem_mb=res("compare_prepare", "mem_mb", 8000),
         runtime=res("compare_prepare", "runtime", 60),
+    params:
+        cfg=COMPARE,
     script:
         "../scripts/compare_prepare.py"
 
@@ -61,8 +61,6 @@ rule compare_select:
         neural=rules.compare_prepare.output.store,
     output:
         table=f"{CMP}/selected_neurons.tsv",
-    params:
-        cfg=COMPARE,
     log:
         f"{LOGS}/compare/select.log",
     conda:
@@ -70,6 +68,8 @@ rule compare_select:
     resources:
         mem_mb=res("compare_select", "mem_mb", 4000),
         runtime=res("compare_select", "runtime", 30),
+    params:
+        cfg=COMPARE,
     script:
         "../scripts/compare_select.py"
 
@@ -81,17 +81,17 @@ rule compare_model:
         activations=f"{RESULTS}/activations/{{model}}.zarr",
     output:
         store=directory(f"{CMP}/models/{{model}}.zarr"),
-    params:
-        cfg=COMPARE,
     log:
         f"{LOGS}/compare/model/{{model}}.log",
-    threads: res("compare_model", "threads", 2)
     conda:
         MAIN_ENV
+    threads: res("compare_model", "threads", 2)
     resources:
+        **compare_gpu(),
         mem_mb=res("compare_model", "mem_mb", 8000),
         runtime=res("compare_model", "runtime", 120),
-        **compare_gpu(),
+    params:
+        cfg=COMPARE,
     script:
         "../scripts/compare_model.py"
 
@@ -103,10 +103,6 @@ rule compare_aggregate:
         store=directory(f"{CMP}/scores.zarr"),
         csv=f"{CMP}/scores.csv",
         cells=f"{CMP}/cells.csv",
-    params:
-        models=compare_models(),
-        cfg=COMPARE,
-        dask=config.get("dask", {}),
     log:
         f"{LOGS}/compare/aggregate.log",
     conda:
@@ -114,6 +110,10 @@ rule compare_aggregate:
     resources:
         mem_mb=res("compare_aggregate", "mem_mb", 4000),
         runtime=res("compare_aggregate", "runtime", 30),
+    params:
+        models=compare_models(),
+        cfg=COMPARE,
+        dask=config.get("dask", {}),
     script:
         "../scripts/compare_aggregate.py"
 
@@ -156,8 +156,6 @@ rule compare_figures:
             category="Comparison",
             subcategory="Receptive-field RMSE (paper)",
         ),
-    params:
-        metrics=COMPARE["metrics"],
     log:
         f"{LOGS}/compare/figures.log",
     conda:
@@ -165,5 +163,7 @@ rule compare_figures:
     resources:
         mem_mb=res("compare_figures", "mem_mb", 2000),
         runtime=res("compare_figures", "runtime", 15),
+    params:
+        metrics=COMPARE["metrics"],
     script:
         "../scripts/compare_figures.py"

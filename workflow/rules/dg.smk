@@ -1,1 +1,148 @@
-# Stage rules: see CONTRIBUTING.md. Targets are added to STAGE_TARGETS in common.smk.
+"""Domain generalization: digit domains -> one training job per (arch, variant, source, seed)
+-> one results table (accuracy mean +- std over seeds, NeuRN minus baseline paired by seed)."""
+
+from mice2machines.domains import OFFLINE as DG_OFFLINE
+from mice2machines.domains import ONLINE as DG_ONLINE
+
+DG = config["dg"]
+DGR = f"{RESULTS}/dg"
+DG_DOMAINS = list(dict.fromkeys(DG["sources"] + DG["targets"]))
+DG_JOB = "{arch}/{variant}/{source}/seed{seed}"
+DG_GPU = {"gpu": DG["gpu"]} if DG["gpu"] else {}
+
+
+def dg_store(domain):
+    return f"{DGR}/domains/{domain}.zarr"
+
+
+def dg_train_config(wc):
+    """Job settings: dg.train, then dg.arch_train[arch], then the job's own keys."""
+    cfg = {**DG["train"], **DG["arch_train"].get(wc.arch, {})}
+    cfg.update(arch=wc.arch, variant=wc.variant, source=wc.source, seed=int(wc.seed))
+    cfg["neurn"] = DG["neurn"]
+    return cfg
+
+
+def dg_threads():
+    return DG["train"].get("threads", 1)
+
+
+def dg_metrics():
+    return expand(
+        f"{DGR}/runs/{DG_JOB}/metrics.json",
+        arch=DG["archs"],
+        variant=DG["variants"],
+        source=DG["sources"],
+        seed=DG["seeds"],
+    )
+
+
+TARGETS.append(
+    lambda: [
+        f"{DGR}/table.csv",
+        f"{DGR}/table.md",
+        f"{DGR}/accuracy.png",
+        f"{DGR}/models.tsv",
+    ]
+)
+
+
+localrules:
+    dg_domain_online,
+
+
+rule dg_domain_offline:
+    output:
+        directory(f"{DGR}/domains/{{domain}}.zarr"),
+    wildcard_constraints:
+        domain="|".join(DG_OFFLINE),
+    log:
+        f"{LOGS}/dg/domain_{{domain}}.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("dg_domain_offline", "mem_mb", 2000),
+        runtime=res("dg_domain_offline", "runtime", 20),
+    params:
+        params=lambda wc: DG["domain_params"].get(wc.domain, {}),
+        download_dir=None,
+    script:
+        "../scripts/dg_domain.py"
+
+
+# Online sets are fetched on the login node (compute nodes often have no internet).
+rule dg_domain_online:
+    output:
+        directory(f"{DGR}/domains/{{domain}}.zarr"),
+    wildcard_constraints:
+        domain="|".join(DG_ONLINE),
+    log:
+        f"{LOGS}/dg/domain_{{domain}}.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("dg_domain_online", "mem_mb", 6000),
+        runtime=res("dg_domain_online", "runtime", 120),
+    params:
+        params=lambda wc: {"mirrors": DG["mirrors"].get(wc.domain)},
+        download_dir=DG["download_dir"],
+    script:
+        "../scripts/dg_domain.py"
+
+
+rule dg_train:
+    input:
+        source=lambda wc: dg_store(wc.source),
+        targets=[dg_store(d) for d in DG["targets"]],
+    output:
+        metrics=f"{DGR}/runs/{DG_JOB}/metrics.json",
+        checkpoint=f"{DGR}/runs/{DG_JOB}/best.pt",
+    wildcard_constraints:
+        arch="|".join(DG["archs"]),
+        variant="baseline|neurn",
+        source="|".join(DG["sources"]),
+        seed=r"\d+",
+    log:
+        f"{LOGS}/dg/train/{{arch}}_{{variant}}_{{source}}_seed{{seed}}.log",
+    conda:
+        MAIN_ENV
+    threads: dg_threads()
+    resources:
+        **DG_GPU,
+        mem_mb=res("dg_train", "mem_mb", 4000),
+        runtime=res("dg_train", "runtime", 240),
+    params:
+        cfg=dg_train_config,
+        targets=DG["targets"],
+        keep_state=DG["keep_state"],
+    script:
+        "../scripts/dg_train.py"
+
+
+rule dg_results:
+    input:
+        metrics=dg_metrics(),
+    output:
+        csv=report(
+            f"{DGR}/table.csv",
+            caption="../report/dg_table.rst",
+            category="Domain generalization",
+        ),
+        md=f"{DGR}/table.md",
+        png=report(
+            f"{DGR}/accuracy.png",
+            caption="../report/dg_accuracy.rst",
+            category="Domain generalization",
+        ),
+        manifest=f"{DGR}/models.tsv",
+    log:
+        f"{LOGS}/dg/results.log",
+    conda:
+        MAIN_ENV
+    resources:
+        mem_mb=res("dg_results", "mem_mb", 2000),
+        runtime=res("dg_results", "runtime", 10),
+    params:
+        confidence=DG["confidence"],
+    script:
+        "../scripts/dg_results.py"

@@ -43,19 +43,12 @@ TARGETS.append(
 )
 
 
-def model_spec(wildcards):
-    return ZOO[wildcards.model].to_dict()
-
-
-def local_weights(wildcards):
-    """file:/ckpt: weights are inputs, so a checkpoint from this project's training is upstream."""
-    path = ZOO[wildcards.model].weights_path
-    return [str(path)] if path is not None else []
-
-
-def gpu_resources():
-    n = MODELS_CFG["gpu"]
-    return {"gpu": n} if n else {}
+# file:/ckpt: weights are inputs, so a checkpoint of this project's own training is upstream.
+LOCAL_WEIGHTS = {
+    name: [str(spec.weights_path)] if spec.weights_path is not None else []
+    for name, spec in ZOO.items()
+}
+GPU_RESOURCES = {"gpu": MODELS_CFG["gpu"]} if MODELS_CFG["gpu"] else {}
 
 
 localrules:
@@ -73,7 +66,7 @@ rule fetch_weights:
         mem_mb=1000,
         runtime=60,
     params:
-        spec=model_spec,
+        spec=lambda wc: ZOO[wc.model].to_dict(),
         weights_dir=MODELS_CFG["weights_dir"],
     script:
         "../scripts/extract_fetch_weights.py"
@@ -83,22 +76,24 @@ rule extract_activations:
     input:
         stimuli=f"{RESULTS}/stimuli.zarr",
         weights=rules.fetch_weights.output[0],
-        local=local_weights,
+        local=lambda wc: LOCAL_WEIGHTS[wc.model],
     output:
         store=directory(f"{RESULTS}/activations/{{model}}.zarr"),
     log:
         f"{LOGS}/extract/{{model}}.log",
-    threads: MODELS_CFG["threads"]
     conda:
         MAIN_ENV
+    threads: MODELS_CFG["threads"]
     resources:
+        **GPU_RESOURCES,
         mem_mb=res(
-            "extract_activations", "mem_mb", int(MODELS_CFG["max_memory_gb"] * 1024) + 4000
+            "extract_activations",
+            "mem_mb",
+            int(MODELS_CFG["max_memory_gb"] * 1024) + 4000,
         ),
         runtime=res("extract_activations", "runtime", 120),
-        **gpu_resources(),
     params:
-        spec=model_spec,
+        spec=lambda wc: ZOO[wc.model].to_dict(),
         settings=EXTRACT_SETTINGS,
         weights_dir=MODELS_CFG["weights_dir"],
         layer_types=MODELS_CFG["layer_types"],

@@ -1,4 +1,5 @@
 """compare_aggregate: all model stores into one labelled store (dask) and tidy CSV tables."""
+# ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
 from mice2machines.cluster import dask_client
 from mice2machines.compare import aggregate

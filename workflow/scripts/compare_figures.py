@@ -1,4 +1,5 @@
 """compare_figures: heatmaps, best layer per area, E vs I, the paper's RMSE distributions."""
+# ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
 import pandas as pd
 
@@ -8,10 +9,17 @@ from mice2machines.io import script_logger
 log = script_logger(snakemake.log[0])
 ds = aggregate.open_store(snakemake.input.store).load()
 df = pd.read_csv(snakemake.input.csv)
-outputs = {f"heatmap:{m}": p for m, p in zip(snakemake.params.metrics,
-                                              snakemake.output.heatmaps, strict=True)}
-outputs.update({"best_layer": snakemake.output.best_layer, "ei": snakemake.output.ei,
-                "rmse_area": snakemake.output.rmse_area,
-                "rmse_cre_line": snakemake.output.rmse_cre_line})
+outputs = {
+    f"heatmap:{m}": p
+    for m, p in zip(snakemake.params.metrics, snakemake.output.heatmaps, strict=True)
+}
+outputs.update(
+    {
+        "best_layer": snakemake.output.best_layer,
+        "ei": snakemake.output.ei,
+        "rmse_area": snakemake.output.rmse_area,
+        "rmse_cre_line": snakemake.output.rmse_cre_line,
+    }
+)
 figures.save_all(ds, df, outputs)
 log.info("wrote %d figures", len(outputs))

@@ -1,4 +1,5 @@
 """compare_model: every metric of one model's layers against every neural group."""
+# ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
 from mice2machines.compare import job, prepare, settings
 from mice2machines.io import open_zarr, provenance, script_logger, write_zarr_atomic
@@ -7,8 +8,9 @@ log = script_logger(snakemake.log[0])
 cfg = settings(snakemake.params.cfg)
 neural = open_zarr(snakemake.input.neural).load()
 selected = prepare.read_selected(snakemake.input.selected, neural)
-ds = job.compare_model(snakemake.input.activations, neural, selected, cfg,
-                       model=snakemake.wildcards.model)
+ds = job.compare_model(
+    snakemake.input.activations, neural, selected, cfg, model=snakemake.wildcards.model
+)
 ds.attrs["provenance"] = provenance(config=cfg, inputs=prepare.input_hashes(snakemake.input))
 write_zarr_atomic(ds, snakemake.output.store)
 log.info("wrote %s", snakemake.output.store)

@@ -1,4 +1,5 @@
 """compare_prepare: trial means, neural groups, split-half ceilings, neuron maps."""
+# ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
 from mice2machines.compare import prepare, settings
 from mice2machines.io import open_zarr, provenance, script_logger, write_zarr_atomic
@@ -10,5 +11,6 @@ ds = prepare.prepare_neural(
 )
 ds.attrs["provenance"] = provenance(config=cfg, inputs=prepare.input_hashes(snakemake.input))
 write_zarr_atomic(ds, snakemake.output.store)
-log.info("wrote %s: %d cells, %d groups", snakemake.output.store, ds.sizes["cell"],
-         ds.sizes["group"])
+log.info(
+    "wrote %s: %d cells, %d groups", snakemake.output.store, ds.sizes["cell"], ds.sizes["group"]
+)

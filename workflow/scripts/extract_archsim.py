@@ -12,7 +12,11 @@ seqs = archsim.zoo_sequences([zoo.ModelSpec(**s) for s in snakemake.params.specs
 sim = archsim.similarity_matrix(seqs, **cfg)
 sim.to_csv(snakemake.output.similarity, sep="\t", float_format="%.6g")
 pd.DataFrame(
-    {"architecture": list(seqs), "length": [len(s) for s in seqs.values()], "letters": list(seqs.values())}
+    {
+        "architecture": list(seqs),
+        "length": [len(s) for s in seqs.values()],
+        "letters": list(seqs.values()),
+    }
 ).to_csv(snakemake.output.sequences, sep="\t", index=False)
 picked = archsim.shortlist(sim, n_short)
 pd.DataFrame({"rank": range(1, len(picked) + 1), "architecture": picked}).to_csv(

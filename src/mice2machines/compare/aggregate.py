@@ -10,11 +10,22 @@ import pandas as pd
 import xarray as xr
 
 LAYER_VARS = ("layer_index", "layer_depth", "n_units", "layer_kind")
-FILL = {"match_unit": -1, "rf_unit": -1, "rf_unit_neurn": -1, "layer_index": -1, "n_units": 0,
-        "layer_kind": "", "n_cells": 0}
+FILL = {
+    "match_unit": -1,
+    "rf_unit": -1,
+    "rf_unit_neurn": -1,
+    "layer_index": -1,
+    "n_units": 0,
+    "layer_kind": "",
+    "n_cells": 0,
+}
 #: per-cell variables: (per-cell metric name, lower is better)
-CELL_VARS = {"ridge_r": ("ridge", False), "match_r": ("match", False),
-             "rf_rmse": ("rf_rmse", True), "rf_rmse_neurn": ("rf_rmse_neurn", True)}
+CELL_VARS = {
+    "ridge_r": ("ridge", False),
+    "match_r": ("match", False),
+    "rf_rmse": ("rf_rmse", True),
+    "rf_rmse_neurn": ("rf_rmse_neurn", True),
+}
 
 
 def open_store(path) -> xr.Dataset:
@@ -28,17 +39,24 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
     Layers are the union over models (NaN where a model has no such layer); each model's own
     layer order is in `layer_index` / `layer_depth` (model, layer).
     """
-    models = list(models) if models is not None else [Path(p).name.removesuffix(".zarr")
-                                                       for p in paths]
+    models = (
+        list(models) if models is not None else [Path(p).name.removesuffix(".zarr") for p in paths]
+    )
     parts = []
     for name, p in zip(models, paths, strict=True):
         ds = open_store(p)
         ds = ds.reset_coords([c for c in LAYER_VARS if c in ds.coords])
         ds.attrs = {}
         parts.append(ds.expand_dims(model=[name]))
-    out = xr.concat(parts, dim="model", join="outer", coords="minimal", compat="override",
-                    data_vars="all", fill_value={**FILL, **{v: np.nan for v in parts[0].data_vars
-                                                            if v not in FILL}})
+    out = xr.concat(
+        parts,
+        dim="model",
+        join="outer",
+        coords="minimal",
+        compat="override",
+        data_vars="all",
+        fill_value={**FILL, **{v: np.nan for v in parts[0].data_vars if v not in FILL}},
+    )
     out = out.set_coords([c for c in LAYER_VARS if c in out])
     out.attrs["models"] = list(models)
     return out
@@ -51,14 +69,35 @@ def tidy(ds: xr.Dataset) -> pd.DataFrame:
     df = ds[["score", "ci_low", "ci_high"]].to_dataframe().reset_index()
     df = df.dropna(subset=["score"])
     ceil = ds[["ceiling", "n_cells"]].to_dataframe().reset_index()
-    df = df.merge(ceil[["model", "metric", "group", "ceiling", "n_cells"]],
-                  on=["model", "metric", "group"], how="left")
+    df = df.merge(
+        ceil[["model", "metric", "group", "ceiling", "n_cells"]],
+        on=["model", "metric", "group"],
+        how="left",
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
-        df["score_ceiled"] = np.where(df["metric"].str.startswith("rf_"), np.nan,
-                                      df["score"] / df["ceiling"])
-    keep = [c for c in ("model", "layer", "layer_index", "layer_depth", "group_by", "group",
-                        "group_value", "metric", "score", "ci_low", "ci_high", "ceiling",
-                        "score_ceiled", "n_cells") if c in df]
+        df["score_ceiled"] = np.where(
+            df["metric"].str.startswith("rf_"), np.nan, df["score"] / df["ceiling"]
+        )
+    keep = [
+        c
+        for c in (
+            "model",
+            "layer",
+            "layer_index",
+            "layer_depth",
+            "group_by",
+            "group",
+            "group_value",
+            "metric",
+            "score",
+            "ci_low",
+            "ci_high",
+            "ceiling",
+            "score_ceiled",
+            "n_cells",
+        )
+        if c in df
+    ]
     df = df[keep]
     df["layer_index"] = df["layer_index"].astype(np.int64)
     return df.sort_values(["model", "metric", "group", "layer_index"]).reset_index(drop=True)
@@ -68,8 +107,9 @@ def bottom_up(ds: xr.Dataset) -> pd.DataFrame:
     """Per cell, model and per-cell metric: the best layer (and unit for the RF metrics)."""
     ds = ds.load() if hasattr(ds, "load") else ds
     rows = []
-    cell_cols = {c: ds[c].values for c in ("area", "cre_line", "ei_class", "selected")
-                 if c in ds.coords}
+    cell_cols = {
+        c: ds[c].values for c in ("area", "cre_line", "ei_class", "selected") if c in ds.coords
+    }
     for var, (metric, lower) in CELL_VARS.items():
         if var not in ds:
             continue
@@ -82,12 +122,16 @@ def bottom_up(ds: xr.Dataset) -> pd.DataFrame:
                 continue
             filled = np.where(np.isfinite(x), x, np.inf if lower else -np.inf)
             best = np.argmin(filled, 1) if lower else np.argmax(filled, 1)
-            frame = pd.DataFrame({
-                "cell": ds["cell"].values, "model": model, "metric": metric,
-                "best_layer": ds["layer"].values[best],
-                "value": x[np.arange(len(x)), best],
-                **{c: val for c, val in cell_cols.items()},
-            })
+            frame = pd.DataFrame(
+                {
+                    "cell": ds["cell"].values,
+                    "model": model,
+                    "metric": metric,
+                    "best_layer": ds["layer"].values[best],
+                    "value": x[np.arange(len(x)), best],
+                    **{c: val for c, val in cell_cols.items()},
+                }
+            )
             if unit_var:
                 u = ds[unit_var].transpose("model", "cell", "layer").values[mi]
                 frame["best_unit"] = u[np.arange(len(u)), best]

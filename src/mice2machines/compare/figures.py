@@ -39,10 +39,15 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
     plt = _plt()
     d = df[(df["metric"] == metric) & (df["group_by"] == group_by)]
     models = list(dict.fromkeys(d["model"]))
-    fig, axes = plt.subplots(len(models) or 1, 1, squeeze=False,
-                             figsize=(max(6, 0.35 * d["layer_index"].max() + 3 if len(d) else 6),
-                                      1.0 + 0.45 * max(1, d["group_value"].nunique()) * max(
-                                          1, len(models))))
+    fig, axes = plt.subplots(
+        len(models) or 1,
+        1,
+        squeeze=False,
+        figsize=(
+            max(6, 0.35 * d["layer_index"].max() + 3 if len(d) else 6),
+            1.0 + 0.45 * max(1, d["group_value"].nunique()) * max(1, len(models)),
+        ),
+    )
     vmin, vmax = (d["score"].min(), d["score"].max()) if len(d) else (0, 1)
     cmap = "viridis_r" if _lower(metric) else "viridis"
     for ax, model in zip(axes[:, 0], models, strict=False):
@@ -50,11 +55,13 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         piv = m.pivot_table(index="group_value", columns="layer_index", values="score")
         piv = piv.reindex(_order(piv.index))
         layers = m.drop_duplicates("layer_index").set_index("layer_index")["layer"]
-        im = ax.imshow(piv.values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                       interpolation="nearest")
+        im = ax.imshow(
+            piv.values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+        )
         ax.set_yticks(range(len(piv.index)), piv.index)
-        ax.set_xticks(range(len(piv.columns)), [layers[i] for i in piv.columns], rotation=90,
-                      fontsize=6)
+        ax.set_xticks(
+            range(len(piv.columns)), [layers[i] for i in piv.columns], rotation=90, fontsize=6
+        )
         ax.set_title(model, fontsize=9)
         fig.colorbar(im, ax=ax, label=metric)
     if not models:
@@ -68,13 +75,21 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
     """Relative depth of each model's best layer per area, one panel per metric."""
     plt = _plt()
     metrics = [m for m in metrics if m in set(df["metric"])]
-    fig, axes = plt.subplots(1, max(1, len(metrics)), squeeze=False,
-                             figsize=(3.2 * max(1, len(metrics)), 3.2), sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(metrics)),
+        squeeze=False,
+        figsize=(3.2 * max(1, len(metrics)), 3.2),
+        sharey=True,
+    )
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes[0], metrics, strict=False):
         d = df[(df["metric"] == metric) & (df["group_by"] == group_by)]
-        idx = (d.groupby(["model", "group_value"])["score"].idxmin() if _lower(metric)
-               else d.groupby(["model", "group_value"])["score"].idxmax())
+        idx = (
+            d.groupby(["model", "group_value"])["score"].idxmin()
+            if _lower(metric)
+            else d.groupby(["model", "group_value"])["score"].idxmax()
+        )
         best = d.loc[idx.values]
         order = _order(best["group_value"])
         for i, area in enumerate(order):
@@ -94,15 +109,15 @@ def ei_profile(df: pd.DataFrame, metrics):
     """Score against relative layer depth for excitatory and inhibitory groups."""
     plt = _plt()
     metrics = [m for m in metrics if m in set(df["metric"])]
-    fig, axes = plt.subplots(1, max(1, len(metrics)), squeeze=False,
-                             figsize=(3.2 * max(1, len(metrics)), 3.0))
+    fig, axes = plt.subplots(
+        1, max(1, len(metrics)), squeeze=False, figsize=(3.2 * max(1, len(metrics)), 3.0)
+    )
     colours = {"excitatory": "tab:red", "inhibitory": "tab:blue"}
     for ax, metric in zip(axes[0], metrics, strict=False):
         d = df[(df["metric"] == metric) & (df["group_by"] == "ei_class")]
-        for (model, cls), m in d.groupby(["model", "group_value"]):
+        for (_model, cls), m in d.groupby(["model", "group_value"]):
             m = m.sort_values("layer_depth")
-            ax.plot(m["layer_depth"], m["score"], color=colours.get(cls, "grey"), alpha=0.35,
-                    lw=1)
+            ax.plot(m["layer_depth"], m["score"], color=colours.get(cls, "grey"), alpha=0.35, lw=1)
         for cls, m in d.groupby("group_value"):
             bins = np.round(m["layer_depth"] * 10) / 10
             med = m.groupby(bins)["score"].median()
@@ -141,20 +156,33 @@ def rmse_distributions(ds, by: str = "area"):
     width = 0.8 / max(1, len(variants))
     colours = ["tab:grey", "tab:green"]
     for vi, var in enumerate(variants):
-        data = [t.loc[(t[by].astype(str) == g) & (t["variant"] == var), "rmse"].to_numpy()
-                for g in groups]
+        data = [
+            t.loc[(t[by].astype(str) == g) & (t["variant"] == var), "rmse"].to_numpy()
+            for g in groups
+        ]
         pos = np.arange(len(groups)) + (vi - (len(variants) - 1) / 2) * width
         keep = [i for i, x in enumerate(data) if len(x)]
         if not keep:
             continue
-        bp = ax.boxplot([data[i] for i in keep], positions=pos[keep], widths=width * 0.9,
-                        patch_artist=True, showfliers=False)
+        bp = ax.boxplot(
+            [data[i] for i in keep],
+            positions=pos[keep],
+            widths=width * 0.9,
+            patch_artist=True,
+            showfliers=False,
+        )
         for patch in bp["boxes"]:
             patch.set_facecolor(colours[vi % 2])
             patch.set_alpha(0.6)
         for i in keep:
-            ax.text(pos[i], np.median(data[i]), f"{np.median(data[i]):.3f}", fontsize=6,
-                    ha="center", va="bottom")
+            ax.text(
+                pos[i],
+                np.median(data[i]),
+                f"{np.median(data[i]):.3f}",
+                fontsize=6,
+                ha="center",
+                va="bottom",
+            )
         ax.plot([], [], color=colours[vi % 2], lw=6, alpha=0.6, label=var)
     ax.set_xticks(range(len(groups)), groups, rotation=30 if by != "area" else 0)
     ax.set_ylabel("RMSE to best unit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,9 @@ def iter_unit_chunks(da: xr.DataArray, unit_chunk: int = 65536):
     merged until each block holds about `unit_chunk` units.
     """
     if da.dims[0] != "image" or da.ndim not in (2, 4):
-        raise ValueError(f"activations must be (image, channel, y, x) or (image, unit), "
-                         f"got {da.dims}")
+        raise ValueError(
+            f"activations must be (image, channel, y, x) or (image, unit), got {da.dims}"
+        )
     axis = da.dims[1]
     n = da.shape[1]
     per = int(np.prod(da.shape[2:])) if da.ndim == 4 else 1
@@ -80,13 +82,15 @@ def group_median(values: np.ndarray, membership: np.ndarray) -> np.ndarray:
         if m.any():
             v = values[m]
             if np.isfinite(v).any():
-                with np.errstate(all="ignore"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     out[g] = np.nanmedian(v, axis=0)
     return out
 
 
-def cell_bootstrap_ci(values: np.ndarray, membership: np.ndarray, n_boot: int, seed: int,
-                      level: float) -> tuple[np.ndarray, np.ndarray]:
+def cell_bootstrap_ci(
+    values: np.ndarray, membership: np.ndarray, n_boot: int, seed: int, level: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(groups,) percentile CI of the group median over cells resampled with replacement."""
     rng = np.random.default_rng(seed)
     lo = np.full(len(membership), np.nan)
@@ -104,8 +108,13 @@ def cell_bootstrap_ci(values: np.ndarray, membership: np.ndarray, n_boot: int, s
 # --------------------------------------------------------------------------- the job
 
 
-def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
-                  cfg: dict | None = None, model: str | None = None) -> xr.Dataset:
+def compare_model(
+    activations_path,
+    neural: xr.Dataset,
+    selected: np.ndarray,
+    cfg: dict | None = None,
+    model: str | None = None,
+) -> xr.Dataset:
     """All metrics of one model's layers against all neural groups, as one labelled Dataset.
 
     neural: the store of prepare_neural; selected: positions of the selected cells (the
@@ -121,8 +130,11 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     list_layers, open_layer = activation_api()
     table = list_layers(activations_path)
     layers = [str(v) for v in table["name" if "name" in table else "layer"]]
-    dup_of = (table["duplicate_of"].fillna("").astype(str).tolist()
-              if "duplicate_of" in table else [""] * len(layers))
+    dup_of = (
+        table["duplicate_of"].fillna("").astype(str).tolist()
+        if "duplicate_of" in table
+        else [""] * len(layers)
+    )
     model = model or str(activations_path)
 
     R = np.asarray(neural["responses"].values, dtype=np.float64)  # (cell, image)
@@ -144,12 +156,20 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     do_rf, do_rfn = "rf_rmse" in want, "rf_rmse_neurn" in want
     neurn_cfg = dict(cfg["neurn"])
     n_cells, L = len(cell_pos), len(layers)
-    log.info("model %s: %d layers, %d cells for per-cell metrics (%d selected), device %s",
-             model, L, n_cells, int(is_sel.sum()), device)
+    log.info(
+        "model %s: %d layers, %d cells for per-cell metrics (%d selected), device %s",
+        model,
+        L,
+        n_cells,
+        int(is_sel.sum()),
+        device,
+    )
 
     grams, rdms, n_units, kinds = [], [], [], []
-    per_cell = {k: np.full((L, n_cells), np.nan) for k in
-                ("ridge_r", "match_r", "rf_rmse", "rf_mean_rmse", "rf_rmse_neurn")}
+    per_cell = {
+        k: np.full((L, n_cells), np.nan)
+        for k in ("ridge_r", "match_r", "rf_rmse", "rf_mean_rmse", "rf_rmse_neurn")
+    }
     units = {k: np.full((L, n_cells), -1, dtype=np.int64) for k in ("rf_unit", "rf_unit_neurn")}
     match_unit = np.full((L, len(folds), n_cells), -1, dtype=np.int64)
     preds = {"ridge": np.full((L, n_cells, n), np.nan), "match": np.full((L, n_cells, n), np.nan)}
@@ -165,8 +185,9 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
             kinds.append(kinds[src])
             for arr in (*per_cell.values(), *units.values(), match_unit, *preds.values()):
                 arr[li] = arr[src]
-            log.info("model %s layer %s (%d/%d): duplicate of %s", model, name, li + 1, L,
-                     dup_of[li])
+            log.info(
+                "model %s layer %s (%d/%d): duplicate of %s", model, name, li + 1, L, dup_of[li]
+            )
             continue
         done[name] = li
         da = open_layer(activations_path, name)
@@ -190,8 +211,14 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
                 t, s = rf.channel_activity(block, neurn_cfg, device=device)
                 neurn_t.append(t)
                 neurn_s.append(s)
-            log.info("model %s layer %s: units %d-%d of %d", model, name, start,
-                     start + flat.shape[1], total)
+            log.info(
+                "model %s layer %s: units %d-%d of %d",
+                model,
+                name,
+                start,
+                start + flat.shape[1],
+                total,
+            )
         grams.append(gram.gram())
         rdms.append(gram.rdm())
         n_units.append(total)
@@ -220,15 +247,23 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
             res = acc.result()
             per_cell["rf_rmse_neurn"][li, is_sel] = res["best_rmse"]
             units["rf_unit_neurn"][li, is_sel] = res["best_unit"]
-        log.info("model %s layer %s (%d/%d): %d units in %.1f s", model, name, li + 1, L,
-                 total, time.perf_counter() - t0)
+        log.info(
+            "model %s layer %s (%d/%d): %d units in %.1f s",
+            model,
+            name,
+            li + 1,
+            L,
+            total,
+            time.perf_counter() - t0,
+        )
 
     # ---- group-level scores
     groups = neural["group"].values
     G = len(groups)
     pos = [np.flatnonzero(m) for m in membership_all]
-    neural_reps = sim.Representations.from_arrays([R[p].T for p in pos], list(groups),
-                                                  dtype=np.float64)
+    neural_reps = sim.Representations.from_arrays(
+        [R[p].T for p in pos], list(groups), dtype=np.float64
+    )
     model_reps = sim.Representations(layers, np.stack(grams), np.stack(rdms))
     score = np.full((len(metrics), G, L), np.nan)
     ci_lo, ci_hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
@@ -237,8 +272,11 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
     n_boot, level = int(cfg["n_boot"]), float(cfg["ci_level"])
     boot_idx = sim.bootstrap_indices(n, n_boot, seed)
     rep_metrics = [m for m in metrics if sim.get_metric(m).kind == "representation"]
-    boots = (sim.bootstrap_representation(neural_reps, model_reps, rep_metrics, boot_idx)
-             if rep_metrics and n_boot else {})
+    boots = (
+        sim.bootstrap_representation(neural_reps, model_reps, rep_metrics, boot_idx)
+        if rep_metrics and n_boot
+        else {}
+    )
     neural_ceiling = neural["ceiling"].to_series() if "ceiling" in neural else None
     reliability = np.asarray(neural["reliability"].values, dtype=np.float64)[cell_pos]
     for mi, m in enumerate(metrics):
@@ -251,8 +289,12 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
                 ceiling[mi] = neural["ceiling"].sel(metric=m).values
             n_in_group[mi] = membership_all.sum(1)
             continue
-        values = {"ridge": per_cell["ridge_r"], "match": per_cell["match_r"],
-                  "rf_rmse": per_cell["rf_rmse"], "rf_rmse_neurn": per_cell["rf_rmse_neurn"]}[m]
+        values = {
+            "ridge": per_cell["ridge_r"],
+            "match": per_cell["match_r"],
+            "rf_rmse": per_cell["rf_rmse"],
+            "rf_rmse_neurn": per_cell["rf_rmse_neurn"],
+        }[m]
         score[mi] = group_median(values.T, membership)
         n_in_group[mi] = (membership & np.isfinite(values).any(0)[None]).sum(1)
         if m in ("ridge", "match"):
@@ -265,15 +307,19 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
         elif n_boot:
             for li in range(L):
                 ci_lo[mi, :, li], ci_hi[mi, :, li] = cell_bootstrap_ci(
-                    values[li], membership, n_boot, seed + li, level)
+                    values[li], membership, n_boot, seed + li, level
+                )
 
     cells = neural["cell"].values[cell_pos]
     cell_coords = {"cell": cells, "selected": ("cell", is_sel)}
     for c in ("area", "cre_line", "ei_class", "experiment_id"):
         if c in neural.coords:
             cell_coords[c] = ("cell", neural[c].values[cell_pos])
-    depth = (table["depth"].to_numpy(dtype=np.float64) if "depth" in table
-             else np.arange(L) / max(L - 1, 1))
+    depth = (
+        table["depth"].to_numpy(dtype=np.float64)
+        if "depth" in table
+        else np.arange(L) / max(L - 1, 1)
+    )
     ds = xr.Dataset(
         {
             "score": (("metric", "group", "layer"), score),
@@ -306,5 +352,6 @@ def compare_model(activations_path, neural: xr.Dataset, selected: np.ndarray,
         attrs={"model": model, "n_boot": n_boot, "ci_level": level, "device": device},
     )
     ds["score"].attrs["description"] = "; ".join(
-        f"{m}: {sim.get_metric(m).description}" for m in metrics)
+        f"{m}: {sim.get_metric(m).description}" for m in metrics
+    )
     return ds

@@ -24,15 +24,15 @@ def neural_groups(cells: pd.DataFrame, group_by, min_cells: int = 1) -> pd.DataF
     One group per value of each column in `group_by`, plus 'all'; groups with fewer than
     `min_cells` cells are left out.
     """
-    rows = [{"group": "all", "group_by": "all", "value": "all",
-             "positions": np.arange(len(cells))}]
+    rows = [{"group": "all", "group_by": "all", "value": "all", "positions": np.arange(len(cells))}]
     for col in group_by:
         if col not in cells:
             raise ValueError(f"compare.groups: no cell coordinate {col!r}; have {list(cells)}")
         for value in sorted(pd.unique(cells[col].astype(str))):
             pos = np.flatnonzero(cells[col].astype(str).to_numpy() == value)
-            rows.append({"group": f"{col}:{value}", "group_by": col, "value": value,
-                         "positions": pos})
+            rows.append(
+                {"group": f"{col}:{value}", "group_by": col, "value": value, "positions": pos}
+            )
     table = pd.DataFrame(rows)
     keep = table["positions"].map(len) >= min_cells
     return table[keep].reset_index(drop=True)
@@ -47,8 +47,9 @@ def cell_table(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def prepare_neural(population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None = None
-                   ) -> xr.Dataset:
+def prepare_neural(
+    population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None = None
+) -> xr.Dataset:
     """The neural store of the comparison (see compare.smk: compare_prepare)."""
     cfg = settings(cfg)
     pop = population
@@ -61,8 +62,10 @@ def prepare_neural(population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None
         usable = np.isfinite(flat).sum(1) >= 3
         usable &= np.nanstd(np.where(np.isfinite(flat), flat, np.nan), axis=1) > 0
     if not usable.all():
-        log.warning("compare: dropping %d cells without usable responses (all NaN or constant)",
-                    int((~usable).sum()))
+        log.warning(
+            "compare: dropping %d cells without usable responses (all NaN or constant)",
+            int((~usable).sum()),
+        )
         pop = pop.isel(cell=np.flatnonzero(usable))
         responses = responses[usable]
     if pop.sizes["cell"] == 0:
@@ -98,33 +101,49 @@ def prepare_neural(population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None
         if c in cells:
             v = cells[c].to_numpy()
             coords[c] = ("cell", v.astype(str) if v.dtype == object else v)
-    coords.update({
-        "image": np.arange(means.shape[1]),
-        "group": groups["group"].to_numpy().astype(str),
-        "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
-        "group_value": ("group", groups["value"].to_numpy().astype(str)),
-        "metric": list(REPRESENTATION_METRICS),
-        "y_map": np.arange(size[0]),
-        "x_map": np.arange(size[1]),
-    })
+    coords.update(
+        {
+            "image": np.arange(means.shape[1]),
+            "group": groups["group"].to_numpy().astype(str),
+            "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
+            "group_value": ("group", groups["value"].to_numpy().astype(str)),
+            "metric": list(REPRESENTATION_METRICS),
+            "y_map": np.arange(size[0]),
+            "x_map": np.arange(size[1]),
+        }
+    )
     ds = xr.Dataset(
         {
-            "responses": (("cell", "image"), means.astype(np.float32),
-                          {"long_name": "trial-averaged response"}),
-            "reliability": (("cell",), reliability.astype(np.float32),
-                            {"long_name": "split-half reliability (Spearman-Brown)"}),
-            "maps": (("cell", "y_map", "x_map"),
-                     maps.reshape(len(cells), *size).astype(np.float32),
-                     {"long_name": "receptive-field map N = T'F_S",
-                      "center": int(bool(cfg["map_center"])),
-                      "normalize": cfg["map_normalize"]}),
-            "stimulus_matrix": (("image", "y_map", "x_map"),
-                                F.reshape(len(F), *size).astype(np.float32),
-                                {"long_name": "F_S: resized stimuli, 0..1"}),
+            "responses": (
+                ("cell", "image"),
+                means.astype(np.float32),
+                {"long_name": "trial-averaged response"},
+            ),
+            "reliability": (
+                ("cell",),
+                reliability.astype(np.float32),
+                {"long_name": "split-half reliability (Spearman-Brown)"},
+            ),
+            "maps": (
+                ("cell", "y_map", "x_map"),
+                maps.reshape(len(cells), *size).astype(np.float32),
+                {
+                    "long_name": "receptive-field map N = T'F_S",
+                    "center": int(bool(cfg["map_center"])),
+                    "normalize": cfg["map_normalize"],
+                },
+            ),
+            "stimulus_matrix": (
+                ("image", "y_map", "x_map"),
+                F.reshape(len(F), *size).astype(np.float32),
+                {"long_name": "F_S: resized stimuli, 0..1"},
+            ),
             "membership": (("group", "cell"), membership),
-            "ceiling": (("metric", "group"),
-                        np.stack([ceil[m] for m in REPRESENTATION_METRICS]),
-                        {"long_name": "split-half noise ceiling (Spearman-Brown)"}),
+            "ceiling": (
+                ("metric", "group"),
+                np.stack([ceil[m] for m in REPRESENTATION_METRICS]),
+                {"long_name": "split-half noise ceiling (Spearman-Brown)"},
+            ),
         },
         coords=coords,
     )

@@ -1,0 +1,233 @@
+"""The comparison pipeline on small stores: prepare -> select -> per-model job -> aggregate ->
+tables and figures; planted truth (neurons copied from a known layer rank it first)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from mice2machines import selection  # noqa: E402
+from mice2machines.compare import aggregate, figures, job, prepare, settings  # noqa: E402
+from mice2machines.io import write_zarr_atomic  # noqa: E402
+
+N_IMG, H, W = 118, 24, 30
+PLANTED = "4"  # the max-pool layer of `net()`
+LAYERS = ["0", "1", "3", "4", "6", "7"]
+CFG = {
+    "map_size": [12, 15],
+    "n_boot": 40,
+    "n_splits": 3,
+    "device": "cpu",
+    "unit_chunk": 700,
+    "selection": {"per_class": 30, "n_clusters": 3, "embedding": "pca"},
+    "groups": ["area", "cre_line", "ei_class"],
+    "min_cells": 5,
+}
+
+
+class Pre(nn.Module):
+    def forward(self, x):
+        return x[:, None] / 255.0
+
+
+def net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2),
+        nn.ReLU(),  # 0, 1
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),  # 2, 3
+        nn.AdaptiveMaxPool2d(1),  # 4: (16, 1, 1) -- the planted layer
+        nn.Flatten(),
+        nn.Linear(16, 40),
+        nn.ReLU(),  # 5, 6, 7
+    )
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    from mice2machines.activations import ExtractSettings, extract
+
+    d = tmp_path_factory.mktemp("compare")
+    g = np.random.default_rng(0)
+    imgs = g.uniform(0, 255, (N_IMG, H, W)).astype(np.float32)
+    imgs = (imgs + np.roll(imgs, 1, 2) + np.roll(imgs, 1, 1)) / 3  # some spatial structure
+    settings_ = ExtractSettings(device="cpu", batch_size=64, chunk_mb=0.02, writers=2)
+    paths = {}
+    for name, seed in (("planted_net", 1), ("other_net", 2)):
+        paths[name] = d / f"{name}.zarr"
+        extract(net(seed), Pre(), imgs, paths[name], LAYERS, settings_)
+    with torch.no_grad():
+        pool = net(1)[:5](Pre()(torch.from_numpy(imgs))).numpy()[:, :, 0, 0]  # (image, 16)
+    # 64 neurons: noisy copies of the planted layer's units, two areas x two Cre lines
+    n = 64
+    alive = np.flatnonzero(pool.std(0) > 1e-6 * pool.std())
+    unit = alive[np.arange(n) % len(alive)]
+    z = (pool - pool.mean(0)) / np.where(pool.std(0) > 0, pool.std(0), 1)
+    resp = z[:, unit].T[:, :, None] + 1.0 * g.normal(size=(n, N_IMG, 12))
+    resp[g.random(resp.shape) < 0.03] = np.nan
+    cre = np.where(np.arange(n) % 2, "Sst-IRES-Cre", "Cux2-CreERT2")
+    pop = xr.Dataset(
+        {"responses": (("cell", "image", "repeat"), resp.astype(np.float32))},
+        coords={
+            "cell": 5000 + np.arange(n),
+            "image": np.arange(N_IMG),
+            "experiment_id": ("cell", np.where(np.arange(n) < 32, 1, 2)),
+            "area": ("cell", np.where(np.arange(n) < 32, "VISp", "VISal")),
+            "cre_line": ("cell", cre),
+            "ei_class": ("cell", np.where(cre == "Sst-IRES-Cre", "inhibitory", "excitatory")),
+            "imaging_depth": ("cell", np.full(n, 175)),
+        },
+    )
+    stim = xr.Dataset({"images": (("image", "y", "x"), imgs)}, coords={"image": np.arange(N_IMG)})
+    return {"pop": pop, "stim": stim, "dir": d, "unit": unit, **paths}
+
+
+@pytest.fixture(scope="module")
+def neural(stores):
+    ds = prepare.prepare_neural(stores["pop"], stores["stim"], CFG)
+    write_zarr_atomic(ds, stores["dir"] / "neural.zarr")
+    return xr.open_zarr(stores["dir"] / "neural.zarr", consolidated=False).load()
+
+
+@pytest.fixture(scope="module")
+def selected(neural):
+    cfg = settings(CFG)
+    t = selection.select_neurons(
+        neural.maps.values, neural.ei_class.values, neural.cell.values, **cfg["selection"]
+    )
+    return np.flatnonzero(t.selected.to_numpy())
+
+
+@pytest.fixture(scope="module")
+def results(stores, neural, selected):
+    out = {}
+    for name in ("planted_net", "other_net"):
+        ds = job.compare_model(stores[name], neural, selected, CFG, model=name)
+        out[name] = stores["dir"] / "models" / f"{name}.zarr"
+        write_zarr_atomic(ds, out[name])
+    return out
+
+
+def test_prepare(neural):
+    assert neural.sizes["cell"] == 64
+    assert list(neural.group.values) == [
+        "all",
+        "area:VISal",
+        "area:VISp",
+        "cre_line:Cux2-CreERT2",
+        "cre_line:Sst-IRES-Cre",
+        "ei_class:excitatory",
+        "ei_class:inhibitory",
+    ]
+    assert neural.membership.sum("cell").values.tolist() == [64, 32, 32, 32, 32, 32, 32]
+    assert neural.maps.shape == (64, 12, 15)
+    c = neural.ceiling.sel(group="all")
+    assert ((c > 0.5) & (c <= 1.0)).all()
+
+
+def test_planted_layer_ranks_first_for_every_metric(results, stores):
+    ds = xr.open_zarr(results["planted_net"], consolidated=False).load()
+    assert list(ds.layer.values) == LAYERS
+    for metric in (
+        "rsa_spearman",
+        "rsa_pearson",
+        "cka_unbiased",
+        "cka_biased",
+        "ridge",
+        "match",
+        "rf_rmse",
+    ):
+        s = ds.score.sel(metric=metric, group="all").to_series()
+        best = s.idxmin() if metric == "rf_rmse" else s.idxmax()
+        assert best == PLANTED, f"{metric}: {s.to_dict()}"
+    # matched units of the planted layer are the generating ones
+    unit = stores["unit"][ds.cell.values - 5000]
+    mu = ds.match_unit.sel(layer=PLANTED).values
+    assert (mu == unit[None]).mean() > 0.9
+    ok = ds.ci_low.notnull()
+    assert ok.sum() > 0.8 * ok.size and (ds.ci_low <= ds.ci_high).where(ok, True).all()
+    # NeuRN variant: defined on spatial layers, NaN on flat ones
+    rn = ds.score.sel(metric="rf_rmse_neurn", group="all")
+    assert np.isfinite(rn.sel(layer=["0", "1", "3"])).all()
+    assert rn.sel(layer=["6", "7"]).isnull().all()
+
+
+def test_chunking_does_not_change_results(stores, neural, selected):
+    a = job.compare_model(
+        stores["planted_net"], neural, selected, {**CFG, "n_boot": 0, "unit_chunk": 50}
+    )
+    b = job.compare_model(
+        stores["planted_net"], neural, selected, {**CFG, "n_boot": 0, "unit_chunk": 10**6}
+    )
+    xr.testing.assert_allclose(a.score, b.score, rtol=1e-4, atol=1e-5)
+
+
+def test_aggregate_tables_and_figures(results, tmp_path):
+    agg = aggregate.aggregate([results["planted_net"], results["other_net"]])
+    assert set(agg.score.dims) == {"metric", "group", "model", "layer"}
+    write_zarr_atomic(agg, tmp_path / "scores.zarr")
+    agg = aggregate.open_store(tmp_path / "scores.zarr")
+    df = aggregate.tidy(agg)
+    assert {
+        "model",
+        "layer",
+        "group",
+        "metric",
+        "score",
+        "ci_low",
+        "ci_high",
+        "ceiling",
+        "score_ceiled",
+        "layer_depth",
+    } <= set(df.columns)
+    assert len(df) == 2 * 8 * 7 * len(LAYERS) - 2 * 7 * 2  # rf_rmse_neurn NaN on flat layers
+    cells = aggregate.bottom_up(agg)
+    assert set(cells.metric) == {"ridge", "match", "rf_rmse", "rf_rmse_neurn"}
+    rf_best = cells[(cells.metric == "rf_rmse") & (cells.model == "planted_net")]
+    assert (rf_best.best_layer == PLANTED).mean() > 0.8  # bottom-up: best layer per neuron
+    outputs = {
+        "heatmap:rsa_spearman": tmp_path / "h.png",
+        "heatmap:rf_rmse": tmp_path / "r.png",
+        "best_layer": tmp_path / "b.png",
+        "ei": tmp_path / "e.png",
+        "rmse_area": tmp_path / "ra.png",
+        "rmse_cre_line": tmp_path / "rc.png",
+    }
+    figures.save_all(agg.load(), df, outputs, dpi=40)
+    assert all(p.stat().st_size > 1000 for p in outputs.values())
+    t = figures.rmse_table(agg.load())
+    assert set(t.variant) == {"feature maps", "NeuRN + feature maps"}
+
+
+def test_fallback_layout_reader(tmp_path):
+    """A store in the contract's layout (root group, one group per layer with `activations`)."""
+    import zarr
+
+    path = tmp_path / "m.zarr"
+    zarr.open_group(str(path), mode="w").attrs["layers"] = ["b", "a"]
+    g = np.random.default_rng(0)
+    xr.Dataset({"activations": (("image", "unit"), g.normal(size=(10, 7)))}).to_zarr(
+        path, group="b", mode="a", consolidated=False
+    )
+    xr.Dataset(
+        {"activations": (("image", "channel", "y", "x"), g.normal(size=(10, 3, 2, 2)))}
+    ).chunk({"channel": 1}).to_zarr(path, group="a", mode="a", consolidated=False)
+    assert list(job._fallback_list_layers(path)["name"]) == ["b", "a"]
+    da = job._fallback_open_layer(path, "a")
+    chunks = list(job.iter_unit_chunks(da, unit_chunk=8))
+    assert [s for s, _ in chunks] == [0, 8] and chunks[0][1].shape == (10, 2, 2, 2)
+    np.testing.assert_array_equal(np.concatenate([c for _, c in chunks], 1), da.values)
+
+
+def test_settings_merge():
+    cfg = settings({"selection": {"per_class": 7}, "n_boot": 3})
+    assert cfg["selection"]["per_class"] == 7 and cfg["selection"]["n_clusters"] == 10
+    assert cfg["n_boot"] == 3 and cfg["metrics"][0] == "rsa_spearman"
+    groups = prepare.neural_groups(pd.DataFrame({"area": ["VISp"] * 3 + ["VISl"]}), ["area"], 2)
+    assert list(groups.group) == ["all", "area:VISp"]

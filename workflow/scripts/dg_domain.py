@@ -1,0 +1,17 @@
+"""dg_domain: build one digit domain (offline from wheels, or downloaded) into a zarr store."""
+# ruff: noqa: F821  (`snakemake` is injected by Snakemake)
+
+from mice2machines import domains
+from mice2machines.io import script_logger
+
+log = script_logger(snakemake.log[0])
+name = snakemake.wildcards.domain
+params = {k: v for k, v in dict(snakemake.params.params).items() if v is not None}
+log.info("building domain %s with %s", name, params)
+if domains.DOMAINS[name].online:
+    params["log"] = log.info
+ds = domains.build_domain(name, snakemake.params.download_dir, **params)
+domains.write_domain(ds, snakemake.output[0])
+info = domains.describe(ds)
+log.info("%s: %d samples (%d test), per class %s", name, info["n"], info["n_test"],
+         info["per_class"])
