@@ -81,36 +81,46 @@ def main() -> None:
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="m2m-bench-"))
     images = synthetic.make_stimuli(64, 80, seed=0)
-    exp = synthetic.Experiment(900_000_000, 800_000_000, "VISp", "Cux2-CreERT2", 175,
-                               a.cells, seed=1)
+    exp = synthetic.Experiment(
+        900_000_000, 800_000_000, "VISp", "Cux2-CreERT2", 175, a.cells, seed=1
+    )
     presentation_frames = 120 + int(5950 * synthetic.PRESENTATION_PERIOD_FRAMES) + 7
-    session = synthetic.simulate_session(exp, images, 50,
-                                         tail_frames=max(a.frames - presentation_frames, 120))
+    session = synthetic.simulate_session(
+        exp, images, 50, tail_frames=max(a.frames - presentation_frames, 120)
+    )
     path = tmp / "session.nwb"
     synthetic.write_nwb(path, exp, session, images)
     dff_mb = session["dff"].nbytes / 2**20
     del session
     path.read_bytes()  # warm the page cache for both sides
-    fmt = {"src": str(ROOT / "src"), "path": str(path), "dff": DFF, "ts": DFF_TIME,
-           "ids": CELL_IDS}
+    fmt = {"src": str(ROOT / "src"), "path": str(path), "dff": DFF, "ts": DFF_TIME, "ids": CELL_IDS}
     rows = []
     for i in range(a.repeats):
         bare = run(BARE.format(**fmt))
-        conv = run(CONVERT.format(**fmt, out=str(tmp / f"o{i}.zarr"), block=a.block,
-                                  hash_input=False))
-        conv_h = run(CONVERT.format(**fmt, out=str(tmp / f"h{i}.zarr"), block=a.block,
-                                    hash_input=True))
+        conv = run(
+            CONVERT.format(**fmt, out=str(tmp / f"o{i}.zarr"), block=a.block, hash_input=False)
+        )
+        conv_h = run(
+            CONVERT.format(**fmt, out=str(tmp / f"h{i}.zarr"), block=a.block, hash_input=True)
+        )
         rows.append((bare, conv, conv_h))
     med = lambda k, j: float(np.median([r[j][k] for r in rows]))  # noqa: E731
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}")
-    print(f"session: {a.cells} cells x {a.frames} frames, dF/F {dff_mb:.0f} MiB, "
-          f"file {path.stat().st_size / 2**20:.0f} MiB, cell block {a.block}")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"session: {a.cells} cells x {a.frames} frames, dF/F {dff_mb:.0f} MiB, "
+        f"file {path.stat().st_size / 2**20:.0f} MiB, cell block {a.block}"
+    )
     print("| step | median s | ratio to bare read | peak RSS increase MiB | x dF/F size |")
     print("|---|---|---|---|---|")
     b = med("seconds", 0)
-    for name, j in (("bare h5py read", 0), ("convert (no input hash)", 1),
-                    ("convert + sha256 of input", 2)):
+    for name, j in (
+        ("bare h5py read", 0),
+        ("convert (no input hash)", 1),
+        ("convert + sha256 of input", 2),
+    ):
         s, m = med("seconds", j), med("rss_increase_mb", j)
         print(f"| {name} | {s:.2f} | {s / b:.2f} | {m:.0f} | {m / dff_mb:.2f} |")
 

@@ -238,6 +238,9 @@ def test_bootstrap_cell_r_equals_direct():
         np.testing.assert_allclose(r[b], S.pearson_rows(pred[:, ix], obs[:, ix]), atol=1e-10)
     lo, hi = S.percentile_ci(r)
     assert (lo <= hi).all()
+    lo2, hi2 = S.percentile_ci(r, estimate=np.zeros(6))
+    np.testing.assert_allclose(hi2 - lo2, hi - lo)
+    assert ((lo2 <= 0) & (hi2 >= 0)).all()
 
 
 def test_bootstrap_representation_equals_direct():

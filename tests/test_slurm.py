@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -236,6 +237,98 @@ def test_failure_names_slurm_log_and_rerun_completes(wf, slurm_env):
     assert run.rc == 0, run.out[-3000:]
     assert run.jobs() == ["per_experiment[e2]", "summary"]  # summary: e2 and label changed
     assert "Nothing to be done" in snakemake(wd, slurm_env, "--dry-run").out
+
+
+DEMO_CONFIG = ["--configfile", "config/config.yaml", "tests/data/slurm_demo.yaml"]
+REPO_IGNORE = shutil.ignore_patterns(
+    "results", "resources", "logs", ".snakemake", ".git", ".venv*", ".whl", ".device",
+    "benchmarks", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info",
+)  # fmt: skip
+
+
+# compare scores differ between two local runs too (rsa_spearman on near-constant deep layers of
+# random nets, ~0.007): not a SLURM effect, so they get an absolute tolerance
+LOOSE_ATOL = 0.02
+
+
+def compare_results(a: Path, b: Path) -> list[str]:
+    """Compare every zarr store and table under a/results with b/results; return what was checked."""
+    import pandas as pd
+    import zarr
+
+    checked = []
+    stores = sorted(p.relative_to(a) for p in (a / "results").rglob("*.zarr") if p.is_dir())
+    assert stores
+    for rel in stores:
+        ga, gb = zarr.open_group(a / rel, mode="r"), zarr.open_group(b / rel, mode="r")
+        ma = {k: v for k, v in ga.members(max_depth=None) if isinstance(v, zarr.Array)}
+        mb = {k: v for k, v in gb.members(max_depth=None) if isinstance(v, zarr.Array)}
+        assert sorted(ma) == sorted(mb), rel
+        for key, arr in ma.items():
+            x, y = arr[...], mb[key][...]
+            if np.issubdtype(x.dtype, np.number):
+                atol = LOOSE_ATOL if str(rel).startswith("results/compare/") else 1e-8
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=atol, err_msg=f"{rel}/{key}")
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{rel}/{key}")
+        checked.append(str(rel))
+    for table in sorted((a / "results").rglob("*.[tc]sv")):
+        rel = table.relative_to(a)
+        sep = "\t" if table.suffix == ".tsv" else ","
+        if not table.read_text().strip():  # an empty table
+            assert not (b / rel).read_text().strip(), rel
+            continue
+        pd.testing.assert_frame_equal(
+            pd.read_csv(a / rel, sep=sep, comment="#"),
+            pd.read_csv(b / rel, sep=sep, comment="#"),
+            check_exact=False,
+            rtol=1e-5,
+            atol=LOOSE_ATOL if str(rel).startswith("results/compare/") else 1e-8,
+        )
+        checked.append(str(rel))
+    return checked
+
+
+@pytest.mark.slow
+def test_demo_workflow_on_slurm_equals_local(slurm_env, tmp_path):
+    """The demo (cut down) on SLURM, population via a dask SLURMCluster, equals a local run."""
+    wd = Path(shutil.copytree(ROOT, tmp_path / "slurm", ignore=REPO_IGNORE))
+    local = Path(shutil.copytree(ROOT, tmp_path / "local", ignore=REPO_IGNORE))
+    dask_cfg = tmp_path / "dask_slurm.yaml"
+    dask_cfg.write_text(
+        "dask: {cluster: slurm, n_workers: 1, cores: 1, memory: 1GB, queue: cpu,"
+        f" account: {ACCOUNT}, walltime: '00:30:00', interface: lo, timeout: 600}}\n"
+    )
+    cfg = [*DEMO_CONFIG, str(dask_cfg)]
+    expected = dag_jobs(wd, slurm_env, *cfg)
+    # the local reference runs alongside (its CPU use overlaps the SLURM run's polling)
+    local_proc = subprocess.Popen(
+        ["timeout", "-k", "30", "900", sys.executable, "-m", "snakemake", "--cores", "2",
+         *DEMO_CONFIG],
+        cwd=local, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    t0 = time.strftime("%Y-%m-%dT%H:%M:%S")
+    run = snakemake(wd, slurm_env, *cfg, limit=900)
+    local_out = local_proc.communicate()[0]
+    (local / "local.log").write_text(local_out)
+    assert run.rc == 0, run.out[-4000:]
+    assert local_proc.returncode == 0, local_out[-4000:]
+
+    remote, local_rules = executed(run)
+    assert sorted(remote + local_rules) == expected
+    assert "fetch_weights" in local_rules and "fetch_weights" not in remote
+    assert len(run.sbatch) == len(run.submitted) == len(remote)
+    gpu_calls = run.calls("extract_activations")
+    assert len(gpu_calls) == 2 and all("--gpus=1" in c and " -p gpu" in c for c in gpu_calls)
+    assert all("--gpus" not in c for c in run.sbatch if c not in gpu_calls)
+    # population assembled by dask workers that were SLURM jobs of their own
+    workers = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--name", "m2m-dask", "-S", t0, "-o", "JobID,State"],
+        capture_output=True, text=True, env=slurm_env, check=True,
+    ).stdout.split()  # fmt: skip
+    assert workers, "no dask worker job ran on SLURM"
+    checked = compare_results(wd, local)
+    assert "results/neural/population.zarr" in checked
 
 
 def _aggregate(client_cfg: dict) -> tuple[float, np.ndarray, set]:

