@@ -146,6 +146,9 @@ def test_planted_layer_ranks_first_for_every_metric(results, stores):
         s = ds.score.sel(metric=metric, group="all").to_series()
         best = s.idxmin() if metric == "rf_rmse" else s.idxmax()
         assert best == PLANTED, f"{metric}: {s.to_dict()}"
+    # bottom-up: the activity distribution of each neuron's best RF unit
+    q = ds.rf_unit_activity.sel(layer=PLANTED)
+    assert np.isfinite(q).all() and (q.diff("quantile") >= 0).all()
     # matched units of the planted layer are the generating ones
     unit = stores["unit"][ds.cell.values - 5000]
     mu = ds.match_unit.sel(layer=PLANTED).values
@@ -160,12 +163,13 @@ def test_planted_layer_ranks_first_for_every_metric(results, stores):
 
 
 def test_chunking_does_not_change_results(stores, neural, selected):
-    a = job.compare_model(
-        stores["planted_net"], neural, selected, {**CFG, "n_boot": 0, "unit_chunk": 50}
-    )
-    b = job.compare_model(
-        stores["planted_net"], neural, selected, {**CFG, "n_boot": 0, "unit_chunk": 10**6}
-    )
+    cfg = {
+        **CFG,
+        "n_boot": 0,
+        "metrics": ["rsa_spearman", "cka_unbiased", "ridge", "match", "rf_rmse"],
+    }
+    a = job.compare_model(stores["planted_net"], neural, selected, {**cfg, "unit_chunk": 50})
+    b = job.compare_model(stores["planted_net"], neural, selected, {**cfg, "unit_chunk": 10**6})
     xr.testing.assert_allclose(a.score, b.score, rtol=1e-4, atol=1e-5)
 
 
@@ -241,3 +245,36 @@ def test_settings_merge():
     assert cfg["n_boot"] == 3 and cfg["metrics"][0] == "rsa_spearman"
     groups = prepare.neural_groups(pd.DataFrame({"area": ["VISp"] * 3 + ["VISl"]}), ["area"], 2)
     assert list(groups.group) == ["all", "area:VISp"]
+
+
+@pytest.mark.workflow
+def test_demo_comparison_outputs(demo_run):
+    """The demo run (conftest.demo_run) made the aggregated store, tables and figures."""
+    import yaml
+    from conftest import ROOT
+
+    cfg = settings(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["compare"])
+    res = demo_run / "results" / "compare"
+    ds = aggregate.open_store(res / "scores.zarr")
+    assert set(ds.metric.values) == set(cfg["metrics"])
+    assert {f"area:{a}" for a in ("VISp", "VISl", "VISal", "VISpm", "VISam", "VISrl")} <= set(
+        ds.group.values
+    )
+    assert ds.sizes["model"] >= 2 and "provenance" in ds.attrs
+    df = pd.read_csv(res / "scores.csv")
+    assert set(df.metric) == set(cfg["metrics"]) and df.score.notna().all()
+    assert (df.ceiling.dropna().between(-1, 1)).all()
+    cells = pd.read_csv(res / "cells.csv")
+    assert {"rf_rmse", "rf_rmse_neurn", "ridge", "match"} <= set(cells.metric)
+    sel = pd.read_csv(res / "selected_neurons.tsv", sep="\t")
+    counts = sel[sel.selected].groupby("ei_class").size()
+    assert counts["excitatory"] == counts["inhibitory"] > 0  # balanced E/I
+    for name in [f"heatmap_{m}" for m in cfg["metrics"]] + [
+        "best_layer",
+        "ei",
+        "rmse_area",
+        "rmse_cre_line",
+    ]:
+        assert (res / "figures" / f"{name}.png").stat().st_size > 1000
+    log = (demo_run / "logs" / "compare" / "model").glob("*.log")
+    assert all("layer" in p.read_text() for p in log)  # a progress line per layer

@@ -101,8 +101,11 @@ def test_unit_map_matches_its_own_neuron():
     act = g.gamma(1.5, size=(50, 12))  # 12 units
     neurons = act[:, [3, 7]].T + 0.05 * g.normal(size=(2, 50))
     acc = rf.RMSEAccumulator(rf.response_maps(neurons, F))
-    acc.update(rf.unit_maps(act, F))
-    np.testing.assert_array_equal(acc.result()["best_unit"], [3, 7])
+    acc.update(rf.unit_maps(act[:, :5], F), activity=act[:, :5])
+    acc.update(rf.unit_maps(act[:, 5:], F), activity=act[:, 5:])
+    res = acc.result()
+    np.testing.assert_array_equal(res["best_unit"], [3, 7])
+    np.testing.assert_array_equal(res["best_activity"], act[:, [3, 7]].T)
 
 
 def test_planted_receptive_fields_are_recovered():

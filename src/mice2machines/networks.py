@@ -97,7 +97,12 @@ def _vit(num_classes: int) -> nn.Module:
     from torchvision.models import VisionTransformer
 
     return VisionTransformer(
-        image_size=32, patch_size=4, num_layers=6, num_heads=3, hidden_dim=192, mlp_dim=384,
+        image_size=32,
+        patch_size=4,
+        num_layers=6,
+        num_heads=3,
+        hidden_dim=192,
+        mlp_dim=384,
         num_classes=num_classes,
     )
 
@@ -186,7 +191,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         record = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(record, dict) or not {"arch", "state_dict"} <= set(record):
         raise ValueError(f"{path}: not a mice2machines checkpoint (needs 'arch' and 'state_dict')")
     return record

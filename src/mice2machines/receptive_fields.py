@@ -182,8 +182,11 @@ class RMSEAccumulator:
         self.total = np.zeros(n)
         self.n_units = 0
 
-    def update(self, unit_maps: np.ndarray) -> None:
-        """Add (units, pixels) maps; unit numbers continue from the previous chunks."""
+    def update(self, unit_maps: np.ndarray, activity: np.ndarray | None = None) -> None:
+        """Add (units, pixels) maps; unit numbers continue from the previous chunks.
+
+        With `activity` (stimuli, units), the best unit's activity is kept (best_activity).
+        """
         if len(unit_maps) == 0:
             return
         d = rmse_matrix(self.maps, unit_maps)
@@ -192,14 +195,22 @@ class RMSEAccumulator:
         better = v < self.best
         self.best[better] = v[better]
         self.best_unit[better] = j[better] + self.n_units
+        if activity is not None:
+            act = np.asarray(activity, dtype=np.float64)
+            if getattr(self, "best_activity", None) is None:
+                self.best_activity = np.full((len(self.maps), act.shape[0]), np.nan)
+            self.best_activity[better] = act[:, j[better]].T
         self.total += d.sum(1)
         self.n_units += len(unit_maps)
 
     def result(self) -> dict:
-        """best_rmse, best_unit and mean_rmse (over units) per neuron."""
+        """best_rmse, best_unit, mean_rmse (over units) and, if tracked, best_activity."""
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = self.total / self.n_units
-        return {"best_rmse": self.best, "best_unit": self.best_unit, "mean_rmse": mean}
+        out = {"best_rmse": self.best, "best_unit": self.best_unit, "mean_rmse": mean}
+        if getattr(self, "best_activity", None) is not None:
+            out["best_activity"] = self.best_activity
+        return out
 
 
 # --------------------------------------------------------------------------- summaries

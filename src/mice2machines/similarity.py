@@ -168,12 +168,13 @@ RDM_COMPARATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def rsa(rdm_a, rdm_b, method: str = "spearman"):
+def rsa(rdm_a, rdm_b, method: str = "spearman", min_fraction: float = 0.5):
     """Similarity of RDMs on the upper triangle: a float, or an (A, B) matrix for stacks.
 
     Inputs: square RDMs (n, n), stacks (k, n, n), vectors (pairs,) or stacks (k, pairs).
     method: spearman | pearson (alias corr) | rho-a | cosine. Pairs that are NaN in either
-    RDM of a comparison are dropped from that comparison.
+    RDM of a comparison are dropped from that comparison; it is NaN when fewer than
+    `min_fraction` of the pairs remain (degenerate representations).
     """
     if method not in RDM_COMPARATORS:
         raise ValueError(f"unknown RSA method {method!r}; known: {sorted(RDM_COMPARATORS)}")
@@ -190,7 +191,7 @@ def rsa(rdm_a, rdm_b, method: str = "spearman"):
         for i in range(len(a)):
             for j in range(len(b)):
                 ok = fa[i] & fb[j]
-                if ok.sum() > 2:
+                if ok.sum() >= max(3, min_fraction * len(ok)):
                     out[i, j] = fn(a[i : i + 1, ok], b[j : j + 1, ok])[0, 0]
     if single_a and single_b:
         return float(out[0, 0])
@@ -263,22 +264,34 @@ def cka(X, Y, unbiased: bool = True) -> float:
 
 
 def rdm_from_gram(
-    Kc: np.ndarray, row_sum: np.ndarray, cross: np.ndarray, mu_sum: float, mu_sq: float, p: int
+    Kc: np.ndarray,
+    row_sum: np.ndarray,
+    cross: np.ndarray,
+    mu_sum: float,
+    mu_sq: float,
+    p: int,
+    eps: float = float(np.finfo(np.float64).eps),
 ) -> np.ndarray:
     """Correlation RDM of X from its column-centred Gram and a few sums (see GramAccumulator).
 
     With x_i = xc_i + mu (mu: feature means), the row-centred Gram is
     Kc - p m m' + w 1' + 1 w' + |mu - mean(mu)|^2, m = row means of Xc, w = Xc mu - p mean(mu) m.
+    A stimulus whose row variance is within 100x the rounding error of its computation in
+    precision `eps` (a constant row) gets NaN dissimilarities.
     """
     m = row_sum / p
     mbar = mu_sum / p
     w = cross - p * mbar * m
-    R = Kc - p * np.multiply.outer(m, m) + w[:, None] + w[None, :] + (mu_sq - p * mbar**2)
-    d = np.sqrt(np.clip(np.diagonal(R), 0, None))
+    c = mu_sq - p * mbar**2
+    R = Kc - p * np.multiply.outer(m, m) + w[:, None] + w[None, :] + c
+    r2 = np.diagonal(R)
+    kc = np.clip(np.diagonal(Kc), 0, None)
+    tol = 100 * eps * (kc + np.sqrt(kc * max(mu_sq, 0.0)) + eps * max(mu_sq, 0.0))
+    d = np.where(r2 > tol, np.sqrt(np.clip(r2, 0, None)), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = 1.0 - R / np.multiply.outer(d, d)
     out = (out + out.T) / 2  # exactly symmetric
-    np.fill_diagonal(out, np.where(d > 0, 0.0, np.nan))
+    np.fill_diagonal(out, np.where(np.isfinite(d), 0.0, np.nan))
     return out
 
 
@@ -368,6 +381,7 @@ class GramAccumulator:
             self.mu_sum,
             self.mu_sq,
             self.p,
+            eps=float(np.finfo(self.dtype).eps),
         )
 
 
@@ -646,6 +660,8 @@ def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray) -> 
     for b, idx in enumerate(indices):
         counts[b] = np.bincount(idx, minlength=n)
     C = counts.T
+    pred = np.asarray(pred, dtype=np.float64)
+    obs = np.asarray(obs, dtype=np.float64)
     pred = pred - pred.mean(1, keepdims=True)
     obs = obs - obs.mean(1, keepdims=True)
     sp, so = pred @ C, obs @ C
@@ -784,21 +800,6 @@ class MatchAccumulator:
             self._A.append(_to_device(a, self.device, self.dtype))  # (cells, n_tr + 1)
             self._tr.append(_to_device(tr, self.device, np.int64))
         k = len(self.folds)
-        if self._cuda:  # all folds at once: gather index, mean weights, A padded to one width
-            T = max(len(tr) for tr, _ in self.folds)
-            idx = np.stack([np.resize(tr, T) for tr, _ in self.folds])
-            wts = np.zeros((k, 1, T))
-            A = np.zeros((k, self.n_cells, T + 1))
-            for f, (tr, _) in enumerate(self.folds):
-                wts[f, 0, : len(tr)] = 1.0 / len(tr)
-                A[f, :, : len(tr)] = _to_numpy(self._A[f])[:, :-1]
-                A[f, :, T] = 1.0
-            self._idx = _to_device(idx, self.device, np.int64)
-            self._wts = _to_device(wts, self.device, self.dtype)
-            self._nt = _to_device(
-                np.array([len(tr) for tr, _ in self.folds]), self.device, self.dtype
-            )[:, None, None]
-            self._Aall = _to_device(A, self.device, self.dtype)
         self.best_r = np.full((k, self.n_cells), -np.inf)
         self.best_unit = np.full((k, self.n_cells), -1, dtype=np.int64)
         self.best_act = np.zeros((k, self.n_cells, self.n))
@@ -818,27 +819,25 @@ class MatchAccumulator:
             raise ValueError(f"expected a ({self.n}, units) chunk, got {tuple(U.shape)}")
         offset = self.n_units
         self.n_units += int(U.shape[1])
-        if self._cuda:
-            import torch
-
-            Ug = U[self._idx]  # (folds, T, units): training rows, padded by repeats
-            T = Ug.shape[1]
-            Z = torch.empty((Ug.shape[0], T + 1, Ug.shape[2]), dtype=U.dtype, device=U.device)
-            Zt = Z[:, :T]
-            torch.sub(Ug, torch.bmm(self._wts, Ug), out=Zt)  # centred (padding weighs 0)
-            var = torch.bmm(self._wts, Zt * Zt)  # (folds, 1, units), two-pass variance
-            Zt *= torch.where(var > 0, (var * self._nt).rsqrt(), 0.0)
-            Z[:, T] = (var[:, 0] == 0) * -1e30  # constant units never win
-            r, j = torch.bmm(self._Aall, Z).max(dim=2)  # (folds, cells): train correlations
-            r = r.double()
-            better = r > self.best_r
-            self.best_r = torch.where(better, r, self.best_r)
-            self.best_unit = torch.where(better, j + offset, self.best_unit)
-            cols = U[:, j.reshape(-1)].T.reshape(j.shape + (self.n,)).double()
-            self.best_act = torch.where(better[..., None], cols, self.best_act)
-            return
         for f in range(len(self.folds)):
             Ut = U[self._tr[f]]
+            if self._cuda:
+                import torch
+
+                nt = Ut.shape[0]
+                var, mean = torch.var_mean(Ut, dim=0, correction=0)
+                Z = torch.empty((nt + 1, Ut.shape[1]), dtype=Ut.dtype, device=Ut.device)
+                torch.sub(Ut, mean, out=Z[:nt])
+                Z[:nt] *= torch.where(var > 0, (var * nt).rsqrt(), 0.0)
+                Z[nt] = (var == 0) * -1e30  # constant units never win
+                r, j = (self._A[f] @ Z).max(dim=1)  # correlations on the training stimuli
+                r = r.double()
+                better = r > self.best_r[f]
+                self.best_r[f] = torch.where(better, r, self.best_r[f])
+                self.best_unit[f] = torch.where(better, j + offset, self.best_unit[f])
+                cols = U[:, j].T.double()  # (cells, stimuli)
+                self.best_act[f] = torch.where(better[:, None], cols, self.best_act[f])
+                continue
             Uc = Ut - Ut.mean(0)
             norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
             pen = ((norm == 0) * -1e30)[None].astype(Uc.dtype)  # constant units never win

@@ -7,33 +7,18 @@ COMPARE = compare_settings(config.get("compare"))
 CMP = f"{RESULTS}/compare"
 
 
-def compare_models():
-    """Models of the comparison: compare.models, else the zoo's (extract.smk MODEL_NAMES)."""
-    if COMPARE["models"]:
-        return list(COMPARE["models"])
-    if "MODEL_NAMES" in globals():
-        return list(MODEL_NAMES)
-    from mice2machines.zoo import read_zoo
-
-    return [s.name for s in read_zoo(workflow_path(config["models"]["table"]))]
-
-
-def compare_figures():
-    figs = [f"{CMP}/figures/heatmap_{m}.png" for m in COMPARE["metrics"]]
-    return figs + [
-        f"{CMP}/figures/{n}.png"
-        for n in ("best_layer", "ei", "rmse_area", "rmse_cre_line")
-    ]
-
-
-def compare_gpu():
-    n = int(COMPARE["gpu"])
-    return {"gpu": n} if n else {}
+# compare.models, else the zoo's models (MODEL_NAMES of extract.smk)
+COMPARE_MODELS = list(COMPARE["models"] or globals().get("MODEL_NAMES", []))
+COMPARE_HEATMAPS = [f"{CMP}/figures/heatmap_{m}.png" for m in COMPARE["metrics"]]
+COMPARE_FIGURES = COMPARE_HEATMAPS + [
+    f"{CMP}/figures/{n}.png" for n in ("best_layer", "ei", "rmse_area", "rmse_cre_line")
+]
+COMPARE_GPU = {"gpu": int(COMPARE["gpu"])} if COMPARE["gpu"] else {}
 
 
 TARGETS.append(
     lambda: [f"{CMP}/scores.zarr", f"{CMP}/scores.csv", f"{CMP}/cells.csv"]
-    + compare_figures()
+    + COMPARE_FIGURES
 )
 
 
@@ -87,7 +72,7 @@ rule compare_model:
         MAIN_ENV
     threads: res("compare_model", "threads", 2)
     resources:
-        **compare_gpu(),
+        **COMPARE_GPU,
         mem_mb=res("compare_model", "mem_mb", 8000),
         runtime=res("compare_model", "runtime", 120),
     params:
@@ -98,7 +83,7 @@ rule compare_model:
 
 rule compare_aggregate:
     input:
-        stores=expand(f"{CMP}/models/{{model}}.zarr", model=compare_models()),
+        stores=expand(f"{CMP}/models/{{model}}.zarr", model=COMPARE_MODELS),
     output:
         store=directory(f"{CMP}/scores.zarr"),
         csv=f"{CMP}/scores.csv",
@@ -111,7 +96,7 @@ rule compare_aggregate:
         mem_mb=res("compare_aggregate", "mem_mb", 4000),
         runtime=res("compare_aggregate", "runtime", 30),
     params:
-        models=compare_models(),
+        models=COMPARE_MODELS,
         cfg=COMPARE,
         dask=config.get("dask", {}),
     script:
@@ -130,7 +115,7 @@ rule compare_figures:
                 category="Comparison",
                 subcategory="Metric heatmaps",
             )
-            for f in compare_figures()[: len(COMPARE["metrics"])]
+            for f in COMPARE_HEATMAPS
         ],
         best_layer=report(
             f"{CMP}/figures/best_layer.png",

@@ -16,6 +16,9 @@ from . import settings
 
 log = logging.getLogger("mice2machines")
 
+#: quantiles of the activity (over images) of each neuron's best-matching unit (bottom-up)
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
 
 # --------------------------------------------------------------------------- activation stores
 
@@ -172,7 +175,9 @@ def compare_model(
     }
     units = {k: np.full((L, n_cells), -1, dtype=np.int64) for k in ("rf_unit", "rf_unit_neurn")}
     match_unit = np.full((L, len(folds), n_cells), -1, dtype=np.int64)
-    preds = {"ridge": np.full((L, n_cells, n), np.nan), "match": np.full((L, n_cells, n), np.nan)}
+    act_q = np.full((L, n_cells, len(QUANTILES)), np.nan)
+    preds = {k: np.full((L, n_cells, n), np.nan, dtype=np.float32) for k in ("ridge", "match")}
+    match_block = max(1024, (1 << 28) // max(n_cells, 1))
 
     done: dict[str, int] = {}
     for li, name in enumerate(layers):
@@ -183,7 +188,7 @@ def compare_model(
             rdms.append(rdms[src])
             n_units.append(n_units[src])
             kinds.append(kinds[src])
-            for arr in (*per_cell.values(), *units.values(), match_unit, *preds.values()):
+            for arr in (*per_cell.values(), *units.values(), match_unit, act_q, *preds.values()):
                 arr[li] = arr[src]
             log.info(
                 "model %s layer %s (%d/%d): duplicate of %s", model, name, li + 1, L, dup_of[li]
@@ -202,11 +207,12 @@ def compare_model(
         for start, block in iter_unit_chunks(da, int(cfg["unit_chunk"])):
             flat = block.reshape(n, -1)
             gram.update(flat)
-            if match is not None:
-                match.update(flat)
+            if match is not None:  # sub-blocks keep the (cells x units) product near 1 GiB
+                for lo in range(0, flat.shape[1], match_block):
+                    match.update(flat[:, lo : lo + match_block])
             if acc_rf is not None:
                 T = rf.channel_activity(block)[0] if spatial else flat
-                acc_rf.update(rf.unit_maps(T, F, center, norm))
+                acc_rf.update(rf.unit_maps(T, F, center, norm), activity=T)
             if do_rfn and spatial and block.shape[2] * block.shape[3] > 1:  # NeuRN needs space
                 t, s = rf.channel_activity(block, neurn_cfg, device=device)
                 neurn_t.append(t)
@@ -237,6 +243,10 @@ def compare_model(
             per_cell["rf_rmse"][li, is_sel] = res["best_rmse"]
             per_cell["rf_mean_rmse"][li, is_sel] = res["mean_rmse"]
             units["rf_unit"][li, is_sel] = res["best_unit"]
+            if "best_activity" in res:  # the best unit's activity distribution over images
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    act_q[li, is_sel] = np.nanquantile(res["best_activity"], QUANTILES, axis=1).T
         if neurn_t:
             T = np.concatenate(neurn_t, axis=1)
             if neurn_s[0] is not None:
@@ -337,6 +347,7 @@ def compare_model(
             "rf_unit": (("layer", "cell"), units["rf_unit"]),
             "rf_rmse_neurn": (("layer", "cell"), per_cell["rf_rmse_neurn"]),
             "rf_unit_neurn": (("layer", "cell"), units["rf_unit_neurn"]),
+            "rf_unit_activity": (("layer", "cell", "quantile"), act_q),
         },
         coords={
             "metric": metrics,
@@ -349,6 +360,7 @@ def compare_model(
             "n_units": ("layer", np.asarray(n_units, dtype=np.int64)),
             "layer_kind": ("layer", np.asarray(kinds, dtype=str)),
             "fold": np.arange(len(folds)),
+            "quantile": np.asarray(QUANTILES),
             **cell_coords,
         },
         attrs={"model": model, "n_boot": n_boot, "ci_level": level, "device": device},

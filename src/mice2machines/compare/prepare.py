@@ -56,7 +56,7 @@ def prepare_neural(
     if cfg["min_reliability"] is not None and "reliability" in pop:
         keep = (pop["reliability"] >= cfg["min_reliability"]).values
         pop = pop.isel(cell=np.flatnonzero(keep))
-    responses = np.asarray(pop["responses"].values, dtype=np.float64)  # (cell, image, repeat)
+    responses = np.asarray(pop["responses"].values, dtype=np.float32)  # (cell, image, repeat)
     with np.errstate(invalid="ignore"):
         flat = rf.trial_average(responses)
         usable = np.isfinite(flat).sum(1) >= 3
