@@ -58,8 +58,12 @@ def synthetic_dir(tmp_path_factory, small_cfg) -> Path:
     table = synthetic.write_manifest(d / "manifest.tsv", small_cfg)
     for eid in table.experiment_id[[0, 1]]:
         synthetic.write_session(
-            d / "template.npy", d / "manifest.tsv", int(eid),
-            d / f"{eid}.nwb", d / f"{eid}_cells.tsv", small_cfg,
+            d / "template.npy",
+            d / "manifest.tsv",
+            int(eid),
+            d / f"{eid}.nwb",
+            d / f"{eid}_cells.tsv",
+            small_cfg,
         )
     return d
 
@@ -94,8 +98,16 @@ def snakemake_cmd(workdir: Path, *args: str, timeout_s: int = 1200) -> list[str]
     """A snakemake call on the project's Snakefile in `workdir`, under a hard timeout."""
     exe = Path(sys.executable).with_name("snakemake")
     return [
-        "timeout", "-k", "30", str(timeout_s), str(exe), "-s", str(ROOT / "Snakefile"),
-        "--directory", str(workdir), *args,
+        "timeout",
+        "-k",
+        "30",
+        str(timeout_s),
+        str(exe),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
     ]
 
 
@@ -112,9 +124,7 @@ def demo_run(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "config" / "config.yaml", work / "config" / "config.yaml")
     for extra in (ROOT / "config").glob("*.tsv"):
         shutil.copy(extra, work / "config" / extra.name)
-    proc = subprocess.run(
-        snakemake_cmd(work, "--cores", "2"), capture_output=True, text=True
-    )
+    proc = subprocess.run(snakemake_cmd(work, "--cores", "2"), capture_output=True, text=True)
     (work / "snakemake.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return work

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.allensdk
 @pytest.fixture(scope="module")
 def sdk_python():
     py = allensdk_python()
-    require_or_skip(py is not None, "M2M_REQUIRE_ALLENSDK", "allensdk venv (.venv-allensdk) missing")
+    require_or_skip(
+        py is not None, "M2M_REQUIRE_ALLENSDK", "allensdk venv (.venv-allensdk) missing"
+    )
     return py
 
 
@@ -26,7 +28,9 @@ def test_allensdk_reads_synthetic_files_like_we_do(sdk_python, nwb_paths, tmp_pa
         out = tmp_path / f"{path.stem}.npz"
         proc = subprocess.run(
             [str(sdk_python), str(ROOT / "tests" / "allensdk_dump.py"), str(path), str(out)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         meta = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -59,9 +63,22 @@ def test_discovery_on_real_cached_containers(sdk_python, tmp_path):
         shutil.copy(src / name, cache / name)
     raw = json.loads((src / "experiment_containers.json").read_text())
     out = tmp_path / "manifest.tsv"
-    cmd = [str(sdk_python), "-m", "mice2machines.allen", "discover",
-           "--manifest-file", str(cache / "manifest.json"), "--out", str(out),
-           "--areas", "VISp", "VISal", "--cre-lines", "Cux2-CreERT2", "Rorb-IRES2-Cre"]
+    cmd = [
+        str(sdk_python),
+        "-m",
+        "mice2machines.allen",
+        "discover",
+        "--manifest-file",
+        str(cache / "manifest.json"),
+        "--out",
+        str(out),
+        "--areas",
+        "VISp",
+        "VISal",
+        "--cre-lines",
+        "Cux2-CreERT2",
+        "Rorb-IRES2-Cre",
+    ]
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -71,8 +88,10 @@ def test_discovery_on_real_cached_containers(sdk_python, tmp_path):
         for c in raw
         if not c["failed"]
         and c["targeted_structure"]["acronym"] in {"VISp", "VISal"}
-        and any(t["name"] in {"Cux2-CreERT2", "Rorb-IRES2-Cre"}
-                for t in c["specimen"]["donor"]["transgenic_lines"])
+        and any(
+            t["name"] in {"Cux2-CreERT2", "Rorb-IRES2-Cre"}
+            for t in c["specimen"]["donor"]["transgenic_lines"]
+        )
         for e in c["ophys_experiments"]
         if e["stimulus_name"] == "three_session_B"
     }

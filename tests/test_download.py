@@ -55,11 +55,14 @@ def test_download_complete(server, tmp_path, nwb_paths):
     assert "already complete" in msgs[-1]
 
 
-@pytest.mark.parametrize("path, message", [
-    ("short/good.nwb", "download failed"),
-    ("html.nwb", "not a readable HDF5"),
-    ("missing.nwb", "404"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("short/good.nwb", "download failed"),
+        ("html.nwb", "not a readable HDF5"),
+        ("missing.nwb", "404"),
+    ],
+)
 def test_failed_download_leaves_nothing(server, tmp_path, path, message):
     dest = tmp_path / "out" / "2.nwb"
     with pytest.raises(DownloadError, match=message) as err:

@@ -42,5 +42,7 @@ def test_every_real_genotype_parses():
         assert normalise_cre_line(specimen.split(";")[0]) == cre_line_from_genotype(genotype)
     inhibitory = [g for _, g in pairs if ei_class(cre_line_from_genotype(g)) == "inhibitory"]
     assert {cre_line_from_genotype(g) for g in inhibitory} == {
-        "Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre"
+        "Sst-IRES-Cre",
+        "Vip-IRES-Cre",
+        "Pvalb-IRES-Cre",
     }

@@ -79,8 +79,9 @@ def test_convert_session_blocks_agree_and_label(nwb_paths, tmp_path):
     img, rep = int(a.presentation_image[k]), int(a.presentation_repeat[k])
     snippet = a.trials.isel(presentation=k).values.astype(np.float64)  # time -30..44
     expect = 100 * (snippet[:, 30:44].mean(1) - snippet[:, 2:30].mean(1))
-    np.testing.assert_allclose(a.responses.sel(image=img, repeat=rep).values, expect, rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        a.responses.sel(image=img, repeat=rep).values, expect, rtol=1e-4, atol=1e-4
+    )
     prov = a.attrs["provenance"]
     assert '"code_version"' in prov and str(nwb_paths[0]) in prov
 
@@ -112,7 +113,8 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
     assert pop.cell.to_index().is_unique
     assert pop.reliability.dims == ("cell",)
     assert float(pop.reliability.min()) > -1 and float(pop.reliability.max()) <= 1
-    filtered = neural.population_dataset(stores, {"cre_lines": ["Sst-IRES-Cre"],
-                                                  "min_reliability": 0.2})
+    filtered = neural.population_dataset(
+        stores, {"cre_lines": ["Sst-IRES-Cre"], "min_reliability": 0.2}
+    )
     assert set(filtered.cre_line.values) == {"Sst-IRES-Cre"}
     assert (filtered.reliability >= 0.2).all()

@@ -62,8 +62,10 @@ def test_missing_file(tmp_path):
 
 def test_missing_natural_scenes_group(nwb_copy):
     with h5py.File(nwb_copy, "r+") as f:
-        f.move("stimulus/presentation/natural_scenes_stimulus",
-               "stimulus/presentation/static_gratings_stimulus")
+        f.move(
+            "stimulus/presentation/natural_scenes_stimulus",
+            "stimulus/presentation/static_gratings_stimulus",
+        )
     with pytest.raises(NWBError, match="natural scenes.*three_session_B"):
         read_session(nwb_copy)
 

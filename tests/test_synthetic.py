@@ -31,8 +31,11 @@ def test_layout_matches_allen(nwb_paths, small_cfg):
         tmpl = f["stimulus/templates/natural_scenes_image_stack/data"]
         assert tmpl.shape == (118, small_cfg["image_height"], small_cfg["image_width"])
         assert 0 <= tmpl[()].min() and tmpl[()].max() <= 255
-        for key in ("general/subject/genotype", "general/session_type",
-                    "general/optophysiology/imaging_plane_1/imaging depth"):
+        for key in (
+            "general/subject/genotype",
+            "general/session_type",
+            "general/optophysiology/imaging_plane_1/imaging depth",
+        ):
             assert f[key].dtype.kind == "S", f"{key} must be a fixed-length byte string"
         assert f["general/session_type"][()] == b"three_session_B"
         t = f[f"{P}/DfOverF/imaging_plane_1/timestamps"][()]
@@ -53,8 +56,15 @@ def test_planted_cells_written(synthetic_dir, nwb_paths):
 
 
 def test_rf_map_is_unit_norm_and_centred():
-    cell = {"rf_type": "gabor", "x0": 20.0, "y0": 10.0, "sigma": 3.0, "theta": 0.3,
-            "wavelength": 8.0, "phase": 0.0}
+    cell = {
+        "rf_type": "gabor",
+        "x0": 20.0,
+        "y0": 10.0,
+        "sigma": 3.0,
+        "theta": 0.3,
+        "wavelength": 8.0,
+        "phase": 0.0,
+    }
     m = synthetic.rf_map(cell, 24, 40)
     assert np.linalg.norm(m) == pytest.approx(1.0)
     y, x = np.unravel_index(np.abs(m).argmax(), m.shape)
@@ -87,7 +97,8 @@ def test_experiment_table_ids_and_classes(small_cfg):
     assert len(t) == 4
     assert t.experiment_id.is_unique
     assert dict(zip(t.cre_line, t.ei_class, strict=True)) == {
-        "Cux2-CreERT2": "excitatory", "Sst-IRES-Cre": "inhibitory"
+        "Cux2-CreERT2": "excitatory",
+        "Sst-IRES-Cre": "inhibitory",
     }
     with pytest.raises(ValueError, match="VISx"):
         synthetic.experiment_table({**small_cfg, "areas": ["VISx"]})

@@ -52,12 +52,11 @@ def test_demo_logs_every_rule(demo_run):
 
 def test_invalid_config_is_rejected(tmp_path):
     (tmp_path / "config").mkdir()
-    bad = (ROOT / "config" / "config.yaml").read_text().replace(
-        "n_repeats: 50", "n_repeats: one"
-    )
+    bad = (ROOT / "config" / "config.yaml").read_text().replace("n_repeats: 50", "n_repeats: one")
     (tmp_path / "config" / "config.yaml").write_text(bad)
-    proc = subprocess.run(snakemake_cmd(tmp_path, "-n", timeout_s=120),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "-n", timeout_s=120), capture_output=True, text=True
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "n_repeats" in out and "is not of type 'integer'" in out
@@ -70,9 +69,11 @@ def test_allen_config_dry_run_plans_discovery(tmp_path):
         if f.is_file():
             shutil.copy(f, tmp_path / "config" / f.name)
     proc = subprocess.run(
-        snakemake_cmd(tmp_path, "-n", "--configfile", str(tmp_path / "config" / "allen.yaml"),
-                      timeout_s=120),
-        capture_output=True, text=True,
+        snakemake_cmd(
+            tmp_path, "-n", "--configfile", str(tmp_path / "config" / "allen.yaml"), timeout_s=120
+        ),
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "allen_manifest" in proc.stdout + proc.stderr
@@ -80,13 +81,23 @@ def test_allen_config_dry_run_plans_discovery(tmp_path):
 
 def test_snakemake_lint():
     exe = shutil.which("snakemake") or str(ROOT / ".venv" / "bin" / "snakemake")
-    proc = subprocess.run(["timeout", "120", exe, "--lint"], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        ["timeout", "120", exe, "--lint"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_snakefmt_check():
     exe = shutil.which("snakefmt") or str(ROOT / ".venv" / "bin" / "snakefmt")
-    proc = subprocess.run([exe, "--check", "Snakefile", "workflow"], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [exe, "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_ruff_clean():
+    exe = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
+    dirs = ["src", "tests", "workflow", "benchmarks"]
+    for args in (["check", *dirs], ["format", "--check", *dirs]):
+        proc = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

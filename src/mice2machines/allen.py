@@ -56,9 +56,8 @@ def discover(
     cached experiment_containers.json) and the raw cached json, which nests each container's
     ophys experiments, to pick the three_session_B session without a network call.
     """
-    from allensdk.core.brain_observatory_cache import BrainObservatoryCache
-
     from allensdk.config.manifest import ManifestVersionError
+    from allensdk.core.brain_observatory_cache import BrainObservatoryCache
 
     manifest_file = Path(manifest_file)
     try:

@@ -24,11 +24,17 @@ def code_version() -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--", str(here)],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
@@ -98,7 +104,9 @@ def open_zarr(path: str | os.PathLike, **kwargs):
         return xr.open_zarr(path, consolidated=False, **kwargs)
 
 
-def script_logger(log_path: str | os.PathLike | None, name: str = "mice2machines") -> logging.Logger:
+def script_logger(
+    log_path: str | os.PathLike | None, name: str = "mice2machines"
+) -> logging.Logger:
     """Logger writing to a rule's log file (and stderr), one line per event."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)

@@ -176,8 +176,13 @@ def session_skeleton(session: Session, cfg: dict) -> tuple[xr.Dataset, dict]:
     )
     # noisy float snippets barely compress; storing them raw keeps the write at disk speed
     ds["trials"].encoding["compressors"] = None
-    index = {"starts": starts, "images": images, "reps": reps, "shown": shown,
-             "blank_idx": blank_idx}
+    index = {
+        "starts": starts,
+        "images": images,
+        "reps": reps,
+        "shown": shown,
+        "blank_idx": blank_idx,
+    }
     return ds, index
 
 
@@ -238,11 +243,15 @@ def convert_session(
                         ),
                     }
                 )
-                block.to_zarr(staging, region={"cell": sl, **regions}, zarr_format=3,
-                              consolidated=False)
+                block.to_zarr(
+                    staging, region={"cell": sl, **regions}, zarr_format=3, consolidated=False
+                )
                 log.info(
                     "experiment %s: cells %d-%d of %d written",
-                    session.experiment_id, sl.start, sl.stop, session.n_cells,
+                    session.experiment_id,
+                    sl.start,
+                    sl.stop,
+                    session.n_cells,
                 )
             n_bad = int(bad.sum())
             if n_bad == session.n_cells:
@@ -250,7 +259,9 @@ def convert_session(
             if n_bad:
                 log.warning(
                     "%s: dropped %d of %d cells with NaN or all-zero dF/F",
-                    session.path, n_bad, session.n_cells,
+                    session.path,
+                    n_bad,
+                    session.n_cells,
                 )
                 kept = xr.open_zarr(staging, consolidated=False).isel(cell=np.flatnonzero(~bad))
                 kept.attrs["dropped_cells"] = json.dumps(session.cell_specimen_ids[bad].tolist())
@@ -319,8 +330,15 @@ def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> 
     for p in paths:
         ds = open_zarr(p)
         parts.append(ds[["responses", "blank_responses"]])
-    pop = xr.concat(parts, dim="cell", join="outer", combine_attrs="drop",
-                    data_vars="all", coords="different", compat="equals")
+    pop = xr.concat(
+        parts,
+        dim="cell",
+        join="outer",
+        combine_attrs="drop",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+    )
     if cfg["areas"]:
         pop = pop.isel(cell=np.isin(pop.area.values, cfg["areas"]))
     if cfg["cre_lines"]:
@@ -339,14 +357,14 @@ def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> 
 
 def write_stimuli(session: Session, out: str | Path) -> Path:
     """The stimulus store from a session's template stack."""
-    prov = provenance(inputs={str(session.path): "template of experiment "
-                              f"{session.experiment_id}"})
+    prov = provenance(inputs={str(session.path): f"template of experiment {session.experiment_id}"})
     ds = stimuli_dataset(session.template(), str(session.path), prov)
     return write_zarr_atomic(ds, out)
 
 
-def write_population(paths: Sequence[str | Path], out: str | Path, cfg: dict | None = None,
-                     client=None) -> dict:
+def write_population(
+    paths: Sequence[str | Path], out: str | Path, cfg: dict | None = None, client=None
+) -> dict:
     """Assemble and write the population store with dask; returns a small summary."""
     cfg = settings(cfg)
     pop = population_dataset(paths, cfg)

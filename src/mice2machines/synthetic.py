@@ -42,8 +42,19 @@ INHIBITORY_SIZE_FACTOR = 1.6
 
 # skimage's bundled photographs used as natural-image crops.
 PHOTOS = (
-    "astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon",
-    "grass", "gravel", "brick", "cat", "clock", "hubble_deep_field",
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "moon",
+    "grass",
+    "gravel",
+    "brick",
+    "cat",
+    "clock",
+    "hubble_deep_field",
 )
 
 
@@ -405,15 +416,22 @@ def write_manifest(path: str | Path, cfg: dict) -> pd.DataFrame:
 
     table = experiment_table(cfg)
     table["specimen_name"] = [
-        f"{c};synthetic-{e % 1_000_000}" for c, e in zip(table.cre_line, table.experiment_id, strict=True)
+        f"{c};synthetic-{e % 1_000_000}"
+        for c, e in zip(table.cre_line, table.experiment_id, strict=True)
     ]
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
     return table
 
 
-def write_session(template: str | Path, manifest: str | Path, experiment_id: int,
-                  out_nwb: str | Path, out_cells: str | Path, cfg: dict) -> None:
+def write_session(
+    template: str | Path,
+    manifest: str | Path,
+    experiment_id: int,
+    out_nwb: str | Path,
+    out_cells: str | Path,
+    cfg: dict,
+) -> None:
     """Simulate the manifest row of `experiment_id`; write NWB and planted cells atomically."""
     from .io import atomic_path
 
