@@ -59,7 +59,8 @@ import xarray, zarr, dask.array  # imports outside the timed region
 base = hwm()
 t = time.perf_counter()
 s = nwb.read_session({path!r})
-neural.convert_session(s, {out!r}, {{"cell_block": {block}}}, hash_input={hash_input})
+neural.convert_session(s, {out!r}, {{"cell_block": {block}, "store_trials": {trials}}},
+                       hash_input={hash_input})
 dt = time.perf_counter() - t
 peak = hwm()
 print(json.dumps({{"seconds": dt, "rss_increase_mb": (peak - base) / 1024}}))
@@ -96,13 +97,12 @@ def main() -> None:
     rows = []
     for i in range(a.repeats):
         bare = run(BARE.format(**fmt))
-        conv = run(
-            CONVERT.format(**fmt, out=str(tmp / f"o{i}.zarr"), block=a.block, hash_input=False)
-        )
-        conv_h = run(
-            CONVERT.format(**fmt, out=str(tmp / f"h{i}.zarr"), block=a.block, hash_input=True)
-        )
-        rows.append((bare, conv, conv_h))
+        variants = []
+        for tag, trials, hashed in (("r", False, False), ("t", True, False), ("h", True, True)):
+            out = str(tmp / f"{tag}{i}.zarr")
+            code = CONVERT.format(**fmt, out=out, block=a.block, hash_input=hashed, trials=trials)
+            variants.append(run(code))
+        rows.append((bare, *variants))
     med = lambda k, j: float(np.median([r[j][k] for r in rows]))  # noqa: E731
     print(
         f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
@@ -115,11 +115,13 @@ def main() -> None:
     print("| step | median s | ratio to bare read | peak RSS increase MiB | x dF/F size |")
     print("|---|---|---|---|---|")
     b = med("seconds", 0)
-    for name, j in (
-        ("bare h5py read", 0),
-        ("convert (no input hash)", 1),
-        ("convert + sha256 of input", 2),
-    ):
+    steps = (
+        ("bare h5py read of the same datasets", 0),
+        ("convert, responses only (store_trials: false)", 1),
+        ("convert + trials", 2),
+        ("convert + trials + sha256 of the input file", 3),
+    )
+    for name, j in steps:
         s, m = med("seconds", j), med("rss_increase_mb", j)
         print(f"| {name} | {s:.2f} | {s / b:.2f} | {m:.0f} | {m / dff_mb:.2f} |")
 

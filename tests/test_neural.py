@@ -118,3 +118,13 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
     )
     assert set(filtered.cre_line.values) == {"Sst-IRES-Cre"}
     assert (filtered.reliability >= 0.2).all()
+
+
+def test_store_trials_off_keeps_responses(nwb_paths, tmp_path):
+    s = read_session(nwb_paths[0])
+    neural.convert_session(s, tmp_path / "a.zarr", {})
+    neural.convert_session(s, tmp_path / "b.zarr", {"store_trials": False})
+    a = xr.open_zarr(tmp_path / "a.zarr", consolidated=False)
+    b = xr.open_zarr(tmp_path / "b.zarr", consolidated=False)
+    assert "trials" in a and "trials" not in b
+    np.testing.assert_array_equal(a.responses.values, b.responses.values)

@@ -28,7 +28,8 @@ DEFAULTS = {
     "response_frames": 14,
     "percent": True,
     "trial_window_frames": [-30, 45],
-    "cell_block": 64,
+    "store_trials": True,
+    "cell_block": 32,
     "bad_traces": "drop",
     "reliability_split": "odd_even",
     "reliability_seed": 0,
@@ -174,8 +175,11 @@ def session_skeleton(session: Session, cfg: dict) -> tuple[xr.Dataset, dict]:
             "time": ("time", np.arange(lo, hi) * frame_dt, {"units": "s"}),
         },
     )
-    # noisy float snippets barely compress; storing them raw keeps the write at disk speed
-    ds["trials"].encoding["compressors"] = None
+    if cfg["store_trials"]:
+        # noisy float snippets barely compress; storing them raw keeps the write at disk speed
+        ds["trials"].encoding["compressors"] = None
+    else:
+        ds = ds.drop_vars(["trials", "time"])
     index = {
         "starts": starts,
         "images": images,
@@ -221,7 +225,8 @@ def convert_session(
         staging = final.with_name(final.name + ".full")
         try:
             ds.to_zarr(staging, mode="w", compute=False, zarr_format=3, consolidated=False)
-            regions = _full_regions(ds, ["responses", "blank_responses", "trials"])
+            names = [v for v in ("responses", "blank_responses", "trials") if v in ds]
+            regions = _full_regions(ds, names)
             for sl, dff in session.dff_blocks(int(cfg["cell_block"])):
                 bad[sl] = bad_cells(dff)
                 if bad[sl].any() and cfg["bad_traces"] == "error":
@@ -237,12 +242,13 @@ def convert_session(
                     {
                         "responses": (("cell", "image", "repeat"), resp),
                         "blank_responses": (("cell", "blank"), per[:, ix["blank_idx"]]),
-                        "trials": (
-                            ("cell", "presentation", "time"),
-                            trial_windows(dff, ix["starts"], cfg["trial_window_frames"]),
-                        ),
                     }
                 )
+                if "trials" in ds:
+                    block["trials"] = (
+                        ("cell", "presentation", "time"),
+                        trial_windows(dff, ix["starts"], cfg["trial_window_frames"]),
+                    )
                 block.to_zarr(
                     staging, region={"cell": sl, **regions}, zarr_format=3, consolidated=False
                 )
