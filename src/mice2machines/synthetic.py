@@ -7,6 +7,10 @@ less selective difference of Gaussians for inhibitory ones) whose position and s
 area and Cre line; responses pass a static nonlinearity, Poisson spiking, a GCaMP-like
 calcium kernel and noise. The planted parameters are written next to each file so later
 stages can check that they recover the truth.
+
+With a layer drive (config ``synthetic.drive.kind: layer``) each neuron instead copies one unit
+of a known layer of a known zoo model (`model_layer_drive`, `layer_rates`), so the comparison
+stage can check that this layer ranks first.
 """
 
 from __future__ import annotations
@@ -228,11 +232,98 @@ def firing_rates(cells: pd.DataFrame, images: np.ndarray) -> np.ndarray:
     lum = z.reshape(n_img, -1).mean(1)
     lum = (lum - lum.mean()) / (lum.std() + 1e-12)
     sel = cells["selectivity"].to_numpy()[:, None]
-    u = sel * drive + (1 - sel) * lum[None, :]
+    return _rates_from_drive(sel * drive + (1 - sel) * lum[None, :], cells)
+
+
+def _rates_from_drive(u: np.ndarray, cells: pd.DataFrame) -> np.ndarray:
+    """Softplus of a standardised drive (n_cells, n_images), scaled to peak and baseline Hz."""
     nl = np.log1p(np.exp(2.0 * u - 1.0))
     nl /= np.log1p(np.exp(2.0 * 2.5 - 1.0))
     peak = cells["peak_rate_hz"].to_numpy()[:, None]
     return cells["baseline_rate_hz"].to_numpy()[:, None] + peak * nl
+
+
+def layer_rates(activations: np.ndarray, cells: pd.DataFrame, rng) -> np.ndarray:
+    """Mean rate (Hz) of every cell to every image when each cell copies one model unit.
+
+    ``activations`` (n_images, n_units) are one layer's responses (e.g. channels averaged over
+    space, see `model_layer_drive`). Each cell is driven by one unit, drawn with ``rng``
+    among the units that vary across images (distinct units while there are enough); the unit
+    is standardised over images and passed through the same softplus, peak and baseline
+    scaling as `firing_rates` (no untuned luminance term, so the layer is the whole tuning).
+    The unit index is recorded in ``cells`` as column ``drive_unit`` (an existing column is
+    used as given). Returns (n_cells, n_images).
+    """
+    act = np.asarray(activations, dtype=np.float64)
+    if act.ndim != 2:
+        raise ValueError(f"layer drive: expected (n_images, n_units), got shape {act.shape}")
+    sd = act.std(0)
+    alive = np.flatnonzero(sd > 1e-6 * max(float(sd.max()), 1e-300))
+    if alive.size == 0:
+        raise ValueError("layer drive: every unit is constant over the images")
+    if "drive_unit" not in cells:
+        n = len(cells)
+        cells["drive_unit"] = rng.choice(alive, size=n, replace=n > alive.size).astype(np.int64)
+    cells["rf_type"] = "layer"  # the planted RF parameters no longer describe the tuning
+    unit = cells["drive_unit"].to_numpy(np.int64)
+    if not np.isin(unit, alive).all():
+        raise ValueError("layer drive: drive_unit names a unit that is constant or absent")
+    z = (act - act.mean(0)) / np.where(sd > 0, sd, 1.0)
+    return _rates_from_drive(z[:, unit].T, cells)
+
+
+def model_layer_drive(
+    images: np.ndarray,
+    model_name: str,
+    layer: str,
+    models_table_path: str | Path,
+    weights_dir: str | Path,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Responses (n_images, n_units) of ``layer`` of zoo model ``model_name`` on CPU.
+
+    ``images`` (n, h, w) in 0-255 go through the zoo row's preprocessing; the model is built
+    as activation extraction builds it (``zoo.build_model`` with the same ``seed``, so a
+    random twin has the same weights). Outputs with spatial dims (conv: C, y, x) are averaged
+    over space, so units are channels.
+    """
+    import torch
+
+    from . import zoo
+    from .activations import make_out_of_place
+
+    specs = {s.name: s for s in zoo.read_zoo(models_table_path)}
+    if model_name not in specs:
+        raise ValueError(f"layer drive: no model {model_name!r} in {models_table_path}")
+    spec = specs[model_name]
+    model = zoo.build_model(spec, weights_dir, seed=seed).eval()
+    make_out_of_place(model)
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"layer drive: model {model_name!r} has no module {layer!r}")
+    preprocess = zoo.make_preprocess(spec).eval()
+    captured: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        captured.append(out.detach().float().clone())
+
+    handle = modules[layer].register_forward_hook(hook)
+    parts = []
+    try:
+        with torch.inference_mode():
+            for a in range(0, len(images), batch_size):
+                captured.clear()
+                x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
+                model(preprocess(x))
+                out = captured[0]
+                if out.ndim > 2:
+                    out = out.flatten(2).mean(2)
+                parts.append(out.reshape(out.shape[0], -1).cpu().numpy())
+    finally:
+        handle.remove()
+    return np.concatenate(parts).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -252,17 +343,28 @@ def calcium_kernel(tau_rise_s=0.05, tau_decay_s=0.3, length_s=2.0, amplitude=0.1
 
 
 def simulate_session(
-    exp: Experiment, images: np.ndarray, n_repeats: int, tail_frames: int = 120
+    exp: Experiment,
+    images: np.ndarray,
+    n_repeats: int,
+    tail_frames: int = 120,
+    drive: np.ndarray | None = None,
 ) -> dict:
     """All arrays of one session: traces, stimulus table, timestamps, planted cells.
 
     `tail_frames` of spontaneous activity follow the last presentation (a real three_session_B
-    recording holds ~115,000 frames, most of them other stimuli).
+    recording holds ~115,000 frames, most of them other stimuli). `drive` (n_images, n_units),
+    when given, replaces the receptive-field drive: each cell copies one of its units (see
+    `layer_rates`; the cells table then holds `drive_unit`).
     """
     rng = np.random.default_rng(exp.seed + 1)
     h, w = images.shape[1:]
     cells = plant_cells(exp, h, w)
-    rates = firing_rates(cells, images)
+    if drive is None:
+        rates = firing_rates(cells, images)
+    else:
+        if len(drive) != len(images):
+            raise ValueError(f"drive has {len(drive)} images, the stimuli {len(images)}")
+        rates = layer_rates(drive, cells, np.random.default_rng(exp.seed + 2))
 
     seq = presentation_sequence(n_repeats, rng)
     lead = 120
@@ -371,9 +473,17 @@ def write_nwb(path: str | Path, exp: Experiment, session: dict, images: np.ndarr
 
 
 def write_experiment(
-    out_nwb: str | Path, out_cells: str | Path, row: dict, images: np.ndarray, cfg: dict
+    out_nwb: str | Path,
+    out_cells: str | Path,
+    row: dict,
+    images: np.ndarray,
+    cfg: dict,
+    drive: np.ndarray | None = None,
 ) -> None:
-    """Simulate one manifest row and write its NWB file and planted-cell table."""
+    """Simulate one manifest row and write its NWB file and planted-cell table.
+
+    `drive` (n_images, n_units): optional layer drive replacing the receptive fields.
+    """
     exp = Experiment(
         experiment_id=int(row["experiment_id"]),
         container_id=int(row["container_id"]),
@@ -383,7 +493,7 @@ def write_experiment(
         n_cells=int(row["n_cells"]),
         seed=int(cfg.get("seed", 0)) * 100_003 + int(row["experiment_id"]) % 100_000,
     )
-    session = simulate_session(exp, images, int(cfg["n_repeats"]))
+    session = simulate_session(exp, images, int(cfg["n_repeats"]), drive=drive)
     write_nwb(out_nwb, exp, session, images)
     cells = session["cells"].copy()
     cells.insert(1, "experiment_id", exp.experiment_id)
@@ -431,8 +541,12 @@ def write_session(
     out_nwb: str | Path,
     out_cells: str | Path,
     cfg: dict,
+    drive: np.ndarray | None = None,
 ) -> None:
-    """Simulate the manifest row of `experiment_id`; write NWB and planted cells atomically."""
+    """Simulate the manifest row of `experiment_id`; write NWB and planted cells atomically.
+
+    `drive` (n_images, n_units): optional layer drive (see `model_layer_drive`).
+    """
     from .io import atomic_path
 
     images = np.load(template)
@@ -441,4 +555,4 @@ def write_session(
     if rows.empty:
         raise ValueError(f"{manifest}: no experiment {experiment_id}")
     with atomic_path(out_nwb) as tmp_nwb, atomic_path(out_cells) as tmp_cells:
-        write_experiment(tmp_nwb, tmp_cells, rows.iloc[0].to_dict(), images, cfg)
+        write_experiment(tmp_nwb, tmp_cells, rows.iloc[0].to_dict(), images, cfg, drive)

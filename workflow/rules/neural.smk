@@ -58,6 +58,7 @@ if SOURCE == "synthetic":
             runtime=10,
         params:
             cfg=config["synthetic"],
+            drive=layer_drive_params(),
         script:
             "../scripts/synthetic_session.py"
 
