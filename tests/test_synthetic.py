@@ -122,7 +122,8 @@ def test_layer_rates_copy_one_unit():
         assert (np.argsort(rates[i]) == np.argsort(act[:, u])).all()  # monotone copy
 
 
-def test_layer_drive_planted_layer_ranks_first(tmp_path):
+@pytest.mark.parametrize("pool", [True, False], ids=["channels", "units"])
+def test_layer_drive_planted_layer_ranks_first(tmp_path, pool):
     """Planted truth (issue 4): neurons driven by one layer of a zoo model rank it first."""
     pytest.importorskip("torch")
     import xarray as xr
@@ -152,8 +153,8 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path):
     }
     images = synthetic.write_template(tmp_path / "template.npy", cfg)
     manifest = synthetic.write_manifest(tmp_path / "manifest.tsv", cfg)
-    drive = synthetic.model_layer_drive(images, "r18", DRIVE_PLANTED, table, weights)
-    assert drive.shape == (118, 128)
+    drive = synthetic.model_layer_drive(images, "r18", DRIVE_PLANTED, table, weights, pool=pool)
+    assert drive.shape[0] == 118 and drive.shape[1] == (128 if pool else 128 * 4 * 4)
     stores = []
     for eid in manifest.experiment_id:
         nwb = tmp_path / f"{eid}.nwb"
@@ -167,7 +168,7 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path):
             drive=drive,
         )
         cells = pd.read_csv(tmp_path / f"{eid}_cells.tsv", sep="\t")
-        assert cells.drive_unit.between(0, 127).all()
+        assert cells.drive_unit.between(0, drive.shape[1] - 1).all()
         stores.append(tmp_path / f"{eid}.zarr")
         neural.convert_session(read_session(nwb), stores[-1], {})
     neural.write_population(stores, tmp_path / "population.zarr", {})
@@ -207,11 +208,20 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path):
     ds = job.compare_model(acts, neu, selected, ccfg, model="r18")
     assert list(ds.layer.values) == DRIVE_LAYERS
     scores = ds.score.sel(group="all").to_pandas()
-    # `match` (best single stored unit) is not asserted: each neuron copies a channel averaged
-    # over space, which is no single stored (channel, y, x) unit of the planted layer, while
-    # the 1x1 units of layer4.1.conv2 are global by construction and match it better.
-    # rf_rmse_neurn is undefined (NaN) on the 1x1 layer, so it is not asserted either.
-    for metric in ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased", "ridge"):
-        s = scores.loc[metric]
-        assert s.idxmax() == DRIVE_PLANTED, f"{metric}: {s.to_dict()}"
-    assert scores.loc["rf_rmse"].idxmin() == DRIVE_PLANTED, scores.loc["rf_rmse"].to_dict()
+    # Channel-pooled drive: each neuron copies a channel averaged over space, which is no
+    # single stored (channel, y, x) unit, so `match` is not asserted (the 1x1 units of
+    # layer4.1.conv2 are global and match it better). Unit drive: each neuron copies one stored
+    # unit, so `match` finds it, while RSA-Pearson and RF-RMSE (whole-layer geometry, channel
+    # maps) then lose the planted layer by small margins to neighbours of a random ResNet.
+    # Every metric but rf_rmse_neurn (NaN on 1x1 layers) ranks the planted layer first under
+    # at least one of the two drives.
+    if pool:
+        best_max = ["rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased", "ridge"]
+        best_min = ["rf_rmse"]
+    else:
+        best_max = ["match", "cka_unbiased", "cka_biased", "ridge"]
+        best_min = []
+    for metric in best_max:
+        assert scores.loc[metric].idxmax() == DRIVE_PLANTED, scores.loc[metric].to_dict()
+    for metric in best_min:
+        assert scores.loc[metric].idxmin() == DRIVE_PLANTED, scores.loc[metric].to_dict()

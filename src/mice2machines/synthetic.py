@@ -280,13 +280,15 @@ def model_layer_drive(
     weights_dir: str | Path,
     seed: int = 0,
     batch_size: int = 64,
+    pool: bool = True,
 ) -> np.ndarray:
     """Responses (n_images, n_units) of ``layer`` of zoo model ``model_name`` on CPU.
 
     ``images`` (n, h, w) in 0-255 go through the zoo row's preprocessing; the model is built
     as activation extraction builds it (``zoo.build_model`` with the same ``seed``, so a
     random twin has the same weights). Outputs with spatial dims (conv: C, y, x) are averaged
-    over space, so units are channels.
+    over space, so units are channels; with ``pool=False`` every stored (channel, y, x)
+    unit is a candidate, so each neuron copies one unit exactly as extraction stores it.
     """
     import torch
 
@@ -318,7 +320,7 @@ def model_layer_drive(
                 x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
                 model(preprocess(x))
                 out = captured[0]
-                if out.ndim > 2:
+                if out.ndim > 2 and pool:
                     out = out.flatten(2).mean(2)
                 parts.append(out.reshape(out.shape[0], -1).cpu().numpy())
     finally:

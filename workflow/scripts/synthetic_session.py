@@ -17,6 +17,7 @@ if drive_cfg.get("kind", "rf") == "layer":
         snakemake.params.drive["models_table"],
         snakemake.params.drive["weights_dir"],
         seed=snakemake.params.drive["seed"],
+        pool=drive_cfg.get("pool", True),
     )
     log.info("layer drive: %d units", drive.shape[1])
 log.info("simulating experiment %d", eid)
