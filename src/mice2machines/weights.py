@@ -10,11 +10,12 @@ that fetches it, instead of an opaque network error deep inside torchvision.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+from .io import sha256_file
 
 FETCH_RULE = "fetch_weights"
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # the same pattern as torch.hub.HASH_REGEX
@@ -22,15 +23,6 @@ HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # the same pattern as torch.hub.HASH
 
 class WeightsError(RuntimeError):
     """A weights file is missing, corrupt, or names weights that do not exist."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hash_prefix(path: str | os.PathLike) -> str | None:
