@@ -7,6 +7,7 @@ fails the test instead of CI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -334,24 +335,39 @@ def test_demo_workflow_on_slurm_equals_local(slurm_env, tmp_path):
     assert "results/neural/population.zarr" in checked
 
 
-def _aggregate(client_cfg: dict) -> tuple[float, np.ndarray, set]:
-    """A population-style reduction (per-cell mean and grand mean) on the configured cluster."""
-    import dask.array as da
+AGGREGATE = r"""
+import json, os, sys
+import dask.array as da
+import numpy as np
+from mice2machines.cluster import dask_client
 
-    from mice2machines.cluster import dask_client
+cfg = json.loads(sys.argv[1])
+x = da.from_array(np.random.default_rng(0).normal(size=(400, 118, 4)), chunks=(50, 118, 4))
+with dask_client(cfg) as client:
+    cell_mean, grand = da.compute(x.mean(axis=(1, 2)), x.mean())
+    jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID")).values()
+print(json.dumps({"grand": float(grand), "cell_mean": np.asarray(cell_mean).tolist(),
+                  "jobs": sorted(str(j) for j in set(jobs))}))
+"""
 
-    rng = np.random.default_rng(0)
-    x = da.from_array(rng.normal(size=(400, 118, 4)), chunks=(50, 118, 4))
-    with dask_client(client_cfg) as client:
-        cell_mean, grand = da.compute(x.mean(axis=(1, 2)), x.mean())
-        jobs = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
-    return float(grand), np.asarray(cell_mean), jobs
+
+def _aggregate(client_cfg: dict, env: dict) -> tuple[float, np.ndarray, set]:
+    """A population-style reduction (per-cell mean and grand mean) on the configured cluster.
+
+    Runs in a fresh interpreter under a hard timeout: a cluster left over from another test
+    in this process could otherwise deadlock the suite.
+    """
+    proc = subprocess.run(
+        ["timeout", "-k", "10", "300", sys.executable, "-c", AGGREGATE, json.dumps(client_cfg)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["grand"], np.asarray(out["cell_mean"]), set(out["jobs"])
 
 
-def test_dask_on_slurm_cluster_equals_local(slurm_env, monkeypatch, tmp_path):
-    for key in ("SLURM_CONF", "M2M_SLURM_ACCOUNT"):
-        monkeypatch.setenv(key, slurm_env[key])
-    monkeypatch.syspath_prepend(str(ROOT / "src"))
+def test_dask_on_slurm_cluster_equals_local(slurm_env, tmp_path):
+    env = {**os.environ, **slurm_env, "PYTHONPATH": str(ROOT / "src")}
     common = {"n_workers": 2, "cores": 1, "memory": "1GB", "timeout": 120}
     slurm = {
         "dask": {
@@ -364,9 +380,9 @@ def test_dask_on_slurm_cluster_equals_local(slurm_env, monkeypatch, tmp_path):
             "log_directory": str(tmp_path / "dask-logs"),
         }
     }
-    g_slurm, m_slurm, jobs = _aggregate(slurm)
-    g_local, m_local, local_jobs = _aggregate({"dask": {**common, "cluster": "local"}})
-    assert len(jobs) == 2 and None not in jobs  # two workers, each its own SLURM job
-    assert local_jobs == {None}
+    g_slurm, m_slurm, jobs = _aggregate(slurm, env)
+    g_local, m_local, local_jobs = _aggregate({"dask": {**common, "cluster": "local"}}, env)
+    assert len(jobs) == 2 and "None" not in jobs  # two workers, each its own SLURM job
+    assert local_jobs == {"None"}
     assert g_slurm == pytest.approx(g_local, rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(m_slurm, m_local, rtol=1e-12)
