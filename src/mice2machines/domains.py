@@ -641,6 +641,21 @@ def _gunzip(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _torchvision_splits(dataset, root, paths, name: str) -> list:
+    """(images, labels) of the train and test split of a torchvision dataset class.
+
+    `paths` names the file behind each split, for the error when torchvision cannot read it.
+    """
+    parts = []
+    for train, path in zip((True, False), paths, strict=True):
+        try:
+            d = dataset(str(root), train=train, download=False)
+        except Exception as err:
+            raise DomainFileError(f"{path}: torchvision could not read {name} ({err})") from err
+        parts.append((to_rgb32(np.asarray(d.data)), np.asarray(d.targets, np.int64)))
+    return parts
+
+
 def build_mnist_full(download_dir, mirrors=None, resources=None, log=print):
     """torchvision's MNIST (60000 train + 10000 test), parsed by torchvision itself."""
     import torchvision
@@ -649,13 +664,7 @@ def build_mnist_full(download_dir, mirrors=None, resources=None, log=print):
     files = _fetch_all("mnist_full", raw, mirrors, resources, log)
     for p in files.values():
         _gunzip(p, p.with_suffix(""))
-    parts = []
-    for train in (True, False):
-        try:
-            d = torchvision.datasets.MNIST(str(download_dir), train=train, download=False)
-        except Exception as err:
-            raise DomainFileError(f"{raw}: torchvision could not read MNIST ({err})") from err
-        parts.append((to_rgb32(d.data.numpy()), d.targets.numpy()))
+    parts = _torchvision_splits(torchvision.datasets.MNIST, download_dir, (raw, raw), "MNIST")
     images, labels, split = _concat(parts)
     return make_dataset(
         images,
@@ -700,13 +709,7 @@ def build_usps(download_dir, mirrors=None, resources=None, log=print):
 
     root = Path(download_dir) / "usps"
     files = _fetch_all("usps", root, mirrors, resources, log)
-    parts = []
-    for train, path in zip((True, False), files.values(), strict=True):
-        try:
-            d = torchvision.datasets.USPS(str(root), train=train, download=False)
-        except Exception as err:
-            raise DomainFileError(f"{path}: torchvision could not read USPS ({err})") from err
-        parts.append((to_rgb32(np.asarray(d.data)), np.asarray(d.targets, np.int64)))
+    parts = _torchvision_splits(torchvision.datasets.USPS, root, tuple(files.values()), "USPS")
     images, labels, split = _concat(parts)
     return make_dataset(
         images,

@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import copy
 
+from ..selection import DEFAULTS as SELECTION_DEFAULTS
+from ..similarity import METRICS
+
 DEFAULTS: dict = {
     "models": None,
-    "metrics": [
-        "rsa_spearman",
-        "rsa_pearson",
-        "cka_unbiased",
-        "cka_biased",
-        "ridge",
-        "match",
-        "rf_rmse",
-        "rf_rmse_neurn",
-    ],
+    "metrics": list(METRICS),  # every registered metric, in registry order
     "groups": ["area", "cre_line", "ei_class"],
     "min_cells": 5,
     "min_reliability": None,
@@ -34,15 +28,8 @@ DEFAULTS: dict = {
     "map_center": True,
     "map_normalize": "zscore",
     "neurn": {"kernel_size": 5, "max_over": "image", "padding": "reflect"},
-    "selection": {
-        "per_class": 500,
-        "n_clusters": 10,
-        "balanced": True,
-        "embedding": "umap",
-        "pca_components": 50,
-        "n_neighbors": 15,
-        "min_dist": 0.1,
-    },
+    # the selection module's own defaults; its seed is the section-wide `seed`
+    "selection": {k: v for k, v in SELECTION_DEFAULTS.items() if k != "seed"},
     "n_folds": 5,
     "ridge_alphas": [1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6],
     "n_splits": 10,
