@@ -278,3 +278,40 @@ def test_demo_comparison_outputs(demo_run):
         assert (res / "figures" / f"{name}.png").stat().st_size > 1000
     log = (demo_run / "logs" / "compare" / "model").glob("*.log")
     assert all("layer" in p.read_text() for p in log)  # a progress line per layer
+
+
+@pytest.mark.parametrize("remove", [True, False])
+def test_rsa_mean_pattern_option(stores, neural, selected, remove):
+    """RSA scores and RSA ceilings follow compare.rsa_remove_mean_pattern, on both sides."""
+    from mice2machines import similarity as sim
+    from mice2machines.activations import open_layer
+
+    cfg = {
+        **CFG,
+        "n_boot": 0,
+        "metrics": ["rsa_spearman", "rsa_pearson"],
+        "rsa_remove_mean_pattern": remove,
+    }
+    ds = job.compare_model(stores["planted_net"], neural, selected, cfg)
+    assert ds.attrs["rsa_remove_mean_pattern"] == int(remove)
+    R = np.asarray(neural.responses.values, dtype=np.float64).T  # (image, cell), every cell
+
+    def centred(x):
+        return x - x.mean(0) if remove else x
+
+    for layer in ("1", "4", "7"):
+        X = np.asarray(open_layer(stores["planted_net"], layer).values, dtype=np.float64)
+        X = X.reshape(len(X), -1)
+        want = sim.rsa(sim.rdm(centred(R)), sim.rdm(centred(X)), method="spearman")
+        got = float(ds.score.sel(metric="rsa_spearman", group="all", layer=layer))
+        assert got == pytest.approx(want, abs=1e-6)
+    n = prepare.prepare_neural(stores["pop"], stores["stim"], {**cfg})
+    other = prepare.prepare_neural(
+        stores["pop"], stores["stim"], {**cfg, "rsa_remove_mean_pattern": not remove}
+    )
+    a = n.ceiling.sel(metric="rsa_pearson").values
+    b = other.ceiling.sel(metric="rsa_pearson").values
+    assert np.isfinite(a).all() and not np.allclose(a, b)
+    xr.testing.assert_equal(
+        n.ceiling.sel(metric="cka_unbiased"), other.ceiling.sel(metric="cka_unbiased")
+    )

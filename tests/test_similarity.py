@@ -68,6 +68,23 @@ def test_rdm_equals_rsatoolbox(rsatoolbox_refs):
             np.testing.assert_allclose(S.upper_tri(rs), v, atol=tol)
 
 
+def test_rdm_without_mean_pattern_equals_rsatoolbox_on_centred_data(rsatoolbox_refs):
+    from rsatoolbox.data import Dataset
+    from rsatoolbox.rdm import calc_rdm
+
+    datasets, _, _ = rsatoolbox_refs
+    centred = [x - x.mean(0) for x in datasets]
+    ref = calc_rdm([Dataset(x) for x in centred], method="correlation").get_vectors()
+    for x, v in zip(datasets, ref, strict=True):
+        np.testing.assert_allclose(S.upper_tri(S.rdm(x, remove_mean_pattern=True)), v, atol=1e-10)
+        assert np.abs(S.upper_tri(S.rdm(x)) - v).max() > 1e-3  # the option changes the RDM
+        for chunk, dtype, tol in ((7, np.float64, 1e-10), (64, np.float32, 1e-6)):
+            _, rs = S.gram_stats(x, dtype=dtype, chunk=chunk, remove_mean_pattern=True)
+            np.testing.assert_allclose(S.upper_tri(rs), v, atol=tol)
+    reps = S.Representations.from_arrays(datasets, dtype=np.float64, remove_mean_pattern=True)
+    np.testing.assert_allclose(S.upper_tri(reps.rdms), ref, atol=1e-10)
+
+
 def test_rsa_equals_rsatoolbox(rsatoolbox_refs):
     datasets, ref, compare = rsatoolbox_refs
     mine = np.stack([S.rdm(x) for x in datasets])
@@ -144,6 +161,39 @@ def test_cka_batched_and_streamed_grams():
             assert table[i, j] == pytest.approx(cka_direct(x - x.mean(0), y - y.mean(0)), abs=1e-6)
 
 
+def test_threaded_gram_equals_one_thread(monkeypatch):
+    """CPU blocks split among threads give the single-thread Gram and RDM (float64 to 1e-12),
+    for uneven chunks; the same thread count gives the same bits; BLAS threads come back."""
+    monkeypatch.setattr(S.GramAccumulator, "block", 64)  # many blocks per chunk
+    monkeypatch.setattr(S.GramAccumulator, "min_block", 8)
+    g = rng(12)
+    X = g.normal(size=(31, 2000)) + 4.0 * g.normal(size=(1, 2000))
+    widths = [1, 9, 100, 63, 1000, 7, 820]  # sums to 2000
+    edges = np.cumsum([0, *widths])
+
+    def run(workers, dtype=np.float64):
+        acc = S.GramAccumulator(len(X), dtype=dtype, workers=workers)
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            acc.update(X[:, lo:hi])
+        return acc.gram(), acc.rdm()
+
+    blas = S._blas()
+    before = [lib.num_threads for lib in blas.lib_controllers] if blas else None
+    K1, R1 = run(1)
+    np.testing.assert_allclose(R1, S.rdm(X), atol=1e-12)
+    for workers in (2, 3):
+        K, R = run(workers)
+        np.testing.assert_allclose(K, K1, rtol=1e-12, atol=1e-12 * np.abs(K1).max())
+        np.testing.assert_allclose(R, R1, atol=1e-12)
+        K2, R2 = run(workers)
+        np.testing.assert_array_equal(K2, K)  # deterministic
+        np.testing.assert_array_equal(R2, R)
+    _, R32 = run(2, np.float32)
+    np.testing.assert_allclose(R32, R1, atol=1e-6)
+    if blas:
+        assert [lib.num_threads for lib in blas.lib_controllers] == before
+
+
 # ------------------------------------------------------------------ ridge vs scikit-learn
 
 
@@ -218,6 +268,122 @@ def test_torch_paths_equal_numpy():
     b = S.match_units(Y, X, device=dev, chunk=1000)
     np.testing.assert_array_equal(a["best_unit"], b["best_unit"])
     np.testing.assert_allclose(a["r"], b["r"], atol=1e-5)
+
+
+def test_torch_matching_batched_folds_equal_numpy(monkeypatch):
+    """The torch path batches all folds in one product: folds of unequal training size, given
+    out of size order, units cut into blocks (small max_product), a constant and an offset
+    unit give the numpy engine's units and correlations."""
+    torch = pytest.importorskip("torch")
+    dev = "cuda" if torch.cuda.is_available() else "torch:cpu"
+    g = rng(11)
+    n = 43  # 5 folds of 9, 9, 9, 8, 8 test stimuli
+    U = g.normal(size=(n, 2000)).astype(np.float32)
+    U[:, 7] = 0.0  # constant: never wins
+    U[:, 100:300] += 50.0  # a large mean must not cost precision
+    planted = np.array([3, 150, 1999, 42, 777])
+    Y = U[:, planted] * 0.5 + 0.4 * g.normal(size=(n, len(planted)))
+    Y[:, 1] = 1.0  # a constant neuron
+    folds = S.kfold(n, 5, seed=3)[::-1]
+    out = {}
+    for name, device, max_product in [
+        ("np", "cpu", None),
+        ("one", dev, 1 << 28),
+        ("cut", dev, 999),
+    ]:
+        if max_product is not None:
+            monkeypatch.setattr(S.MatchAccumulator, "max_product", max_product)
+        acc = S.MatchAccumulator(Y, folds, device=device)
+        for lo in range(0, U.shape[1], 600):
+            acc.update(U[:, lo : lo + 600])
+        out[name] = acc.result()
+    for name in ("one", "cut"):
+        np.testing.assert_array_equal(out[name]["best_unit"], out["np"]["best_unit"])
+        np.testing.assert_allclose(out[name]["train_r"], out["np"]["train_r"], atol=1e-6)
+        np.testing.assert_allclose(out[name]["prediction"], out["np"]["prediction"], atol=1e-5)
+    keep = np.array([0, 2, 3, 4])
+    assert (out["cut"]["best_unit"][:, keep] == planted[keep]).all()
+    assert (out["cut"]["best_unit"] != 7).all()
+
+
+_FUSED_CHECK = """
+import numpy as np, torch
+from mice2machines import matchkernel as K, similarity as S
+g = torch.Generator().manual_seed(0)
+for folds, cells, units, k in [(3, 70, 300, 25), (2, 9, 700, 40)]:
+    A = torch.randn(folds, cells, k + 1, generator=g)
+    Z = torch.randn(folds, k + 3, units, generator=g)[:, :k]
+    Z[:, :, 290] = Z[:, :, 5]  # a tie across tiles: the lower unit wins
+    scale = torch.rand(folds, units, generator=g) + 0.5
+    scale[:, 290] = scale[:, 5]
+    pen = torch.where(torch.rand(folds, units, generator=g) < 0.1, -1e30, 0.0)
+    pen[:, 5] = pen[:, 290] = 0.0
+    r, j = K.rowmax(A, Z[:, :, 1:], scale[:, 1:], pen[:, 1:])
+    r0, j0 = K.rowmax_reference(A, Z[:, :, 1:], scale[:, 1:], pen[:, 1:])
+    assert torch.equal(j, j0), (j, j0)
+    assert torch.allclose(r, r0, rtol=1e-5, atol=1e-5)
+rng = np.random.default_rng(12)
+U = rng.normal(size=(43, 900)).astype(np.float32)
+U[:, 7] = 0.0
+Y = U[:, [3, 400, 899]] + 0.4 * rng.normal(size=(43, 3))
+folds = S.kfold(43, 5, seed=3)[::-1]
+out = []
+for fused in (True, False):
+    S.MatchAccumulator.fused = fused
+    acc = S.MatchAccumulator(Y, folds, device="torch:cpu")
+    assert acc._use_kernel(torch.zeros(1, 1)) == fused
+    for lo in range(0, 900, 500):
+        acc.update(U[:, lo : lo + 500])
+    out.append(acc.result())
+np.testing.assert_array_equal(out[0]["best_unit"], out[1]["best_unit"])
+np.testing.assert_allclose(out[0]["train_r"], out[1]["train_r"], atol=1e-6)
+print("ok")
+"""
+
+
+def test_fused_match_kernel_equals_torch_in_triton_interpreter():
+    """The Triton kernel (run by Triton's interpreter on the CPU, in a fresh process) gives
+    its plain-torch reference's units and maxima, and the matching engine's results."""
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(S.__file__).resolve().parents[1])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-c", _FUSED_CHECK], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+def test_fused_match_kernel_failure_falls_back_to_torch(monkeypatch):
+    """A kernel that cannot run (say, an old Triton) warns and leaves plain torch's results."""
+    pytest.importorskip("torch")
+    matchkernel = pytest.importorskip("mice2machines.matchkernel")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(matchkernel, "rowmax", broken)
+    monkeypatch.setattr(S.MatchAccumulator, "_use_kernel", lambda self, U: self.fused)
+    g = rng(13)
+    U = g.normal(size=(30, 700)).astype(np.float32)
+    Y = U[:, [5, 600]] + 0.3 * g.normal(size=(30, 2))
+    folds = S.kfold(30, 4, seed=0)
+    ref = S.MatchAccumulator(Y, folds, device="cpu")
+    acc = S.MatchAccumulator(Y, folds, device="torch:cpu")
+    with pytest.warns(UserWarning, match="fused matching kernel failed"):
+        acc.update(U[:, :400])
+    assert not acc.fused and S.MatchAccumulator.fused
+    acc.update(U[:, 400:])
+    ref.update(U[:, :400])
+    ref.update(U[:, 400:])
+    np.testing.assert_array_equal(acc.result()["best_unit"], ref.result()["best_unit"])
+    assert (acc.result()["best_unit"] == [5, 600]).all()
 
 
 # ------------------------------------------------------------------ ceilings and bootstrap

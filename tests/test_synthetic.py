@@ -122,15 +122,51 @@ def test_layer_rates_copy_one_unit():
         assert (np.argsort(rates[i]) == np.argsort(act[:, u])).all()  # monotone copy
 
 
-@pytest.mark.parametrize("pool", [True, False], ids=["channels", "units"])
-def test_layer_drive_planted_layer_ranks_first(tmp_path, pool):
-    """Planted truth (issue 4): neurons driven by one layer of a zoo model rank it first."""
+def test_layer_views_and_shares():
+    g = np.random.default_rng(1)
+    out = g.normal(size=(40, 3, 4, 5))
+    views = synthetic.layer_views(out)
+    assert views.shape == (3, 40, 60)
+    np.testing.assert_array_equal(views[0], out.reshape(40, -1))
+    channel = views[1].reshape(40, 3, 4, 5)
+    assert np.ptp(channel, axis=(2, 3)).max() == 0  # one value per channel, at every position
+    np.testing.assert_allclose(channel[:, 1, 2, 3], out[:, 1].mean((1, 2)), atol=1e-12)
+    assert np.isfinite(views[2]).all() and (views[2] >= 0).all() and views[2].std(0).min() > 0
+    flat = g.normal(size=(40, 7))
+    np.testing.assert_array_equal(synthetic.layer_views(flat), np.stack([flat] * 3))
+
+    assert synthetic.view_counts(10, synthetic.DRIVE_MIX) == {"unit": 2, "channel": 5, "neurn": 3}
+    assert synthetic.view_counts(7, {"channel": 1}) == {"unit": 0, "channel": 7, "neurn": 0}
+    assert sum(synthetic.view_counts(11, {"unit": 1, "channel": 1, "neurn": 1}).values()) == 11
+    with pytest.raises(ValueError, match="unknown views"):
+        synthetic.view_counts(5, {"pixels": 1.0})
+    with pytest.raises(ValueError, match="not all 0"):
+        synthetic.view_counts(5, {"unit": 0.0})
+
+    cells = pd.DataFrame({"peak_rate_hz": np.full(30, 10.0), "baseline_rate_hz": np.full(30, 1.0)})
+    rates = synthetic.layer_rates(views, cells, g, {"unit": 1, "channel": 1, "neurn": 1})
+    assert (cells.drive_view.value_counts() == 10).all()
+    for i, (v, u) in enumerate(zip(cells.drive_view, cells.drive_unit, strict=True)):
+        src = views[synthetic.DRIVE_VIEWS.index(v), :, u]
+        assert (np.argsort(rates[i]) == np.argsort(src)).all()  # monotone copy of its view
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
+    """Planted truth (issue 4): neurons driven by one layer of a zoo model rank it first.
+
+    One generator setting (the default drive: 20 % of the neurons copy a unit, 50 % its
+    channel, 30 % that channel after NeuRN), all eight metrics, three seeds (seeds 5-10 all
+    passed when the mix was chosen; each metric's group score is the median over neurons, so
+    every view needs a large enough share).
+    """
     pytest.importorskip("torch")
     import xarray as xr
 
     from mice2machines import neural, selection, zoo
+    from mice2machines import similarity as sim
     from mice2machines.activations import ExtractSettings, extract
-    from mice2machines.compare import job, prepare
+    from mice2machines.compare import job, prepare, settings
     from mice2machines.io import write_zarr_atomic
     from mice2machines.nwb import read_session
 
@@ -141,20 +177,20 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, pool):
     )
     weights = tmp_path / "weights"
     cfg = {
-        "seed": 5,
+        "seed": seed,
         "image_height": 24,
         "image_width": 30,
-        "n_repeats": 12,
+        "n_repeats": 50,
         "areas": ["VISp"],
         "cre_lines": ["Cux2-CreERT2", "Sst-IRES-Cre"],
         "experiments_per_combination": 1,
-        "cells_per_experiment": 30,
+        "cells_per_experiment": 150,
         "drive": {"kind": "layer", "model": "r18", "layer": DRIVE_PLANTED},
     }
     images = synthetic.write_template(tmp_path / "template.npy", cfg)
     manifest = synthetic.write_manifest(tmp_path / "manifest.tsv", cfg)
-    drive = synthetic.model_layer_drive(images, "r18", DRIVE_PLANTED, table, weights, pool=pool)
-    assert drive.shape[0] == 118 and drive.shape[1] == (128 if pool else 128 * 4 * 4)
+    drive = synthetic.model_layer_drive(images, "r18", DRIVE_PLANTED, table, weights)
+    assert drive.shape == (3, 118, 128 * 4 * 4)
     stores = []
     for eid in manifest.experiment_id:
         nwb = tmp_path / f"{eid}.nwb"
@@ -168,7 +204,8 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, pool):
             drive=drive,
         )
         cells = pd.read_csv(tmp_path / f"{eid}_cells.tsv", sep="\t")
-        assert cells.drive_unit.between(0, drive.shape[1] - 1).all()
+        assert cells.drive_unit.between(0, drive.shape[2] - 1).all()
+        assert cells.drive_view.value_counts().to_dict() == {"channel": 75, "neurn": 45, "unit": 30}
         stores.append(tmp_path / f"{eid}.zarr")
         neural.convert_session(read_session(nwb), stores[-1], {})
     neural.write_population(stores, tmp_path / "population.zarr", {})
@@ -193,35 +230,20 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, pool):
         "n_splits": 3,
         "device": "cpu",
         "unit_chunk": 4096,
-        "selection": {"per_class": 30, "n_clusters": 3, "embedding": "pca"},
+        "selection": {"per_class": 150, "n_clusters": 3, "embedding": "pca"},
         "groups": ["area", "cre_line", "ei_class"],
         "min_cells": 5,
     }
     neu = prepare.prepare_neural(pop, stim, ccfg)
     write_zarr_atomic(neu, tmp_path / "neural.zarr")
     neu = xr.open_zarr(tmp_path / "neural.zarr", consolidated=False).load()
-    from mice2machines.compare import settings
-
     sel = settings(ccfg)["selection"]
     t = selection.select_neurons(neu.maps.values, neu.ei_class.values, neu.cell.values, **sel)
     selected = np.flatnonzero(t.selected.to_numpy())
     ds = job.compare_model(acts, neu, selected, ccfg, model="r18")
     assert list(ds.layer.values) == DRIVE_LAYERS
+    assert set(ds.metric.values) == set(settings(ccfg)["metrics"])
     scores = ds.score.sel(group="all").to_pandas()
-    # Channel-pooled drive: each neuron copies a channel averaged over space, which is no
-    # single stored (channel, y, x) unit, so `match` is not asserted (the 1x1 units of
-    # layer4.1.conv2 are global and match it better). Unit drive: each neuron copies one stored
-    # unit, so `match` finds it, while RSA-Pearson and RF-RMSE (whole-layer geometry, channel
-    # maps) then lose the planted layer by small margins to neighbours of a random ResNet.
-    # Every metric but rf_rmse_neurn (NaN on 1x1 layers) ranks the planted layer first under
-    # at least one of the two drives.
-    if pool:
-        best_max = ["rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased", "ridge"]
-        best_min = ["rf_rmse"]
-    else:
-        best_max = ["match", "cka_unbiased", "cka_biased", "ridge"]
-        best_min = []
-    for metric in best_max:
-        assert scores.loc[metric].idxmax() == DRIVE_PLANTED, scores.loc[metric].to_dict()
-    for metric in best_min:
-        assert scores.loc[metric].idxmin() == DRIVE_PLANTED, scores.loc[metric].to_dict()
+    for metric, row in scores.iterrows():
+        best = row.idxmax() if sim.get_metric(metric).higher_is_better else row.idxmin()
+        assert best == DRIVE_PLANTED, (metric, row.round(4).to_dict())

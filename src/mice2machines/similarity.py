@@ -15,9 +15,14 @@ the same chunks for one-to-one matching. ``METRICS`` is the named registry of me
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from scipy.stats import rankdata
@@ -70,14 +75,18 @@ def _to_numpy(x) -> np.ndarray:
 # --------------------------------------------------------------------------- RDMs
 
 
-def rdm(X, dtype=np.float64) -> np.ndarray:
+def rdm(X, dtype=np.float64, remove_mean_pattern: bool = False) -> np.ndarray:
     """Square RDM, 1 - Pearson correlation between the rows (stimuli) of X (stimuli x features).
 
-    A constant row gives NaN dissimilarities.
+    As rsatoolbox's ``calc_rdm(method="correlation")``; with ``remove_mean_pattern`` each
+    feature is first centred over the stimuli (the mean pattern removed). A constant row gives
+    NaN dissimilarities.
     """
     X = np.asarray(X, dtype=dtype)
     if X.ndim != 2:
         raise ValueError(f"rdm expects a (stimuli, features) array, got shape {X.shape}")
+    if remove_mean_pattern:
+        X = X - X.mean(axis=0)
     Xc = X - X.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -295,18 +304,73 @@ def rdm_from_gram(
     return out
 
 
+_BLAS = None  # threadpoolctl's controller of the loaded BLAS; False without threadpoolctl
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (threads, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def _blas():
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _BLAS = False
+    return _BLAS or None
+
+
+def cpu_workers() -> int:
+    """Threads for the CPU Gram: BLAS's current thread count, at most the usable cores
+    (1 without threadpoolctl), so that the threads replace BLAS's rather than add to them."""
+    ctl = _blas()
+    if ctl is None:
+        return 1
+    blas = max((lib.num_threads for lib in ctl.lib_controllers), default=1)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(blas, cores))
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A shared pool of at least n threads."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] < n:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (n, ThreadPoolExecutor(n, thread_name_prefix="gram"))
+        return _POOL[1]
+
+
 class GramAccumulator:
     """Stream (stimuli, units) chunks of one representation; keep its Gram statistics.
 
     Per chunk one matrix product of the column-centred chunk (float32 by default, on CUDA when
     ``device`` says so), summed in float64. ``gram()`` is the column-centred linear Gram
     (for CKA and ridge), ``rdm()`` the correlation RDM, exact for any chunking.
+
+    CPU: per block of units one BLAS ``syrk`` of [Xc; 1; mu] gives the Gram, row sums and
+    Xc mu at once. A chunk's blocks are split among ``workers`` threads (default
+    ``cpu_workers()``), so that the centring pass scales too; while they run, BLAS is limited
+    to one thread (process-wide with OpenBLAS). Per-thread float64 partials are summed in a
+    fixed order: a given worker count always gives the same numbers.
     """
 
-    def __init__(self, n_stimuli: int, device: str | None = "cpu", dtype=np.float32):
+    def __init__(
+        self,
+        n_stimuli: int,
+        device: str | None = "cpu",
+        dtype=np.float32,
+        workers: int | None = None,
+    ):
         self.n = int(n_stimuli)
         self.device = resolve_device(device)
         self.dtype = np.dtype(dtype)
+        self.workers = workers
         self.p = 0
         self.mu_sum = 0.0
         self.mu_sq = 0.0
@@ -323,6 +387,8 @@ class GramAccumulator:
 
     #: CPU: columns per matrix product, so the centred block stays in cache
     block = 8192
+    #: CPU: fewest columns per thread worth a thread
+    min_block = 4096
 
     def update(self, chunk) -> None:
         """Add a (stimuli, units) chunk (numpy or torch)."""
@@ -345,54 +411,113 @@ class GramAccumulator:
             self._row += sums[:, 0]
             self._cross += sums[:, 1]
             return
-        if getattr(self, "_buf", None) is None:
-            self._buf = np.empty((self.n, self.block), dtype=self.dtype)
+        w = int(x.shape[1])
+        workers = self.workers or cpu_workers()
+        nw = max(1, min(workers, w // self.min_block))
+        nb = -(-w // self.block)
+        nb = -(-nb // nw) * nw  # near-equal blocks, as many for each thread
+        edges = [w * i // nb for i in range(nb + 1)]
+        spans = [list(zip(edges[k:-1:nw], edges[k + 1 :: nw], strict=True)) for k in range(nw)]
+        if getattr(self, "_ones", None) is None:
             self._ones = np.ones(self.n, dtype=self.dtype) / self.n
-            self._pair = np.empty((self.block, 2), dtype=self.dtype)
-        for lo in range(0, x.shape[1], self.block):
-            xb = x[:, lo : lo + self.block]
-            w = xb.shape[1]
-            mu = self._ones @ xb  # column means (BLAS)
-            xc = self._buf[:, :w]
-            np.subtract(xb, mu, out=xc)
-            self._K += xc @ xc.T  # a symmetric product: BLAS syrk
-            pair = self._pair[:w]
-            pair[:, 0] = 1.0
-            pair[:, 1] = mu
-            sums = xc @ pair  # (n, 2): row sums and Xc mu
-            self._row += sums[:, 0]
-            self._cross += sums[:, 1]
+            self._bufs, self._parts = [], []
+        while len(self._bufs) < nw:  # rows: centred block, ones, column means
+            buf = np.empty((self.n + 2, self.block), self.dtype)
+            buf[self.n] = 1.0
+            self._bufs.append(buf)
+        # workers > 1: BLAS single-threaded for narrow chunks too, as an idle OpenBLAS thread
+        # spins ~0.1 s after each threaded call, taking a core from the workers
+        ctl = _blas() if workers > 1 else None
+        with ctl.limit(limits=1) if ctl is not None else contextlib.nullcontext():
+            if nw == 1:
+                target = (self._K, self._row, self._cross)
+                sums = [self._blocks(x, spans[0], self._bufs[0], target)]
+            else:
+                sums = self._threaded(x, spans)
+        for mu_sum, mu_sq in sums:
+            self.mu_sum += mu_sum
+            self.mu_sq += mu_sq
+
+    def _threaded(self, x, spans) -> list:
+        """Thread k adds its blocks ``spans[k]`` to its own partials (thread 0: to ours)."""
+        nw = len(spans)
+        while len(self._parts) < nw - 1:
+            self._parts.append(tuple(np.zeros(s) for s in ((self.n, self.n), self.n, self.n)))
+        for part in self._parts[: nw - 1]:
+            for a in part:
+                a.fill(0.0)
+        targets = [(self._K, self._row, self._cross), *self._parts[: nw - 1]]
+        pool = _pool(nw - 1)
+        futures = [
+            pool.submit(self._blocks, x, spans[k], self._bufs[k], targets[k]) for k in range(1, nw)
+        ]
+        try:
+            first = self._blocks(x, spans[0], self._bufs[0], targets[0])
+        finally:
+            wait(futures)  # they write into our buffers
+        for K, row, cross in targets[1:]:  # fixed order: deterministic
+            self._K += K
+            self._row += row
+            self._cross += cross
+        return [first, *(f.result() for f in futures)]
+
+    def _blocks(self, x, spans, buf, target) -> tuple[float, float]:
+        """Add the column blocks ``spans`` of x to ``target`` (K, row, cross); return the sums
+        of the column means and of their squares. One thread's share, in its own buffer."""
+        n = self.n
+        K, row, cross = target
+        mu_sum = mu_sq = 0.0
+        for lo, hi in spans:
+            xb = x[:, lo:hi]
+            z = buf[:, : hi - lo]
+            mu = np.matmul(self._ones, xb, out=z[n + 1])  # column means (BLAS)
+            np.subtract(xb, mu, out=z[:n])
+            # one symmetric product (BLAS syrk) of [Xc; 1; mu]: the Gram, row sums and Xc mu
+            zz = z @ z.T
+            K += zz[:n, :n]
+            row += zz[:n, n]
+            cross += zz[:n, n + 1]
             mu64 = mu.astype(np.float64)
-            self.mu_sum += float(mu64.sum())
-            self.mu_sq += float(mu64 @ mu64)
+            mu_sum += float(mu64.sum())
+            mu_sq += float(mu64 @ mu64)
+        return mu_sum, mu_sq
 
     def gram(self) -> np.ndarray:
         """Column-centred linear Gram (n, n), float64."""
         return _to_numpy(self._K).astype(np.float64)
 
-    def rdm(self) -> np.ndarray:
-        """Correlation-distance RDM (n, n), float64."""
+    def rdm(self, remove_mean_pattern: bool = False) -> np.ndarray:
+        """Correlation-distance RDM (n, n), float64, of the data or (``remove_mean_pattern``)
+        of the column-centred data, i.e. without the units' means (see `rdm`)."""
         if self.p == 0:
             raise ValueError("no units were added")
+        if remove_mean_pattern:  # the statistics of Xc alone: feature means of zero
+            cross, mu_sum, mu_sq = np.zeros(self.n), 0.0, 0.0
+        else:
+            cross, mu_sum, mu_sq = _to_numpy(self._cross), self.mu_sum, self.mu_sq
         return rdm_from_gram(
             self.gram(),
             _to_numpy(self._row),
-            _to_numpy(self._cross),
-            self.mu_sum,
-            self.mu_sq,
+            cross,
+            mu_sum,
+            mu_sq,
             self.p,
             eps=float(np.finfo(self.dtype).eps),
         )
 
 
 def gram_stats(
-    X, device: str | None = "cpu", dtype=np.float32, chunk: int = 8192
+    X,
+    device: str | None = "cpu",
+    dtype=np.float32,
+    chunk: int = 8192,
+    remove_mean_pattern: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(column-centred Gram, correlation RDM) of X (stimuli x features), streamed in chunks."""
     acc = GramAccumulator(X.shape[0], device=device, dtype=dtype)
     for lo in range(0, X.shape[1], chunk):
         acc.update(X[:, lo : lo + chunk])
-    return acc.gram(), acc.rdm()
+    return acc.gram(), acc.rdm(remove_mean_pattern)
 
 
 @dataclasses.dataclass
@@ -411,11 +536,12 @@ class Representations:
         device: str | None = "cpu",
         dtype=np.float32,
         chunk: int = 8192,
+        remove_mean_pattern: bool = False,
     ):
         """Stream each (stimuli, features) array through a GramAccumulator."""
         grams, rdms = [], []
         for X in arrays:
-            K, R = gram_stats(X, device=device, dtype=dtype, chunk=chunk)
+            K, R = gram_stats(X, device, dtype, chunk, remove_mean_pattern)
             grams.append(K)
             rdms.append(R)
         names = list(names) if names is not None else list(range(len(grams)))
@@ -480,7 +606,8 @@ for _name, _method in (("rsa_spearman", "spearman"), ("rsa_pearson", "pearson"))
             _name,
             "representation",
             True,
-            f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle)",
+            f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle; the workflow "
+            "removes the mean pattern first, compare.rsa_remove_mean_pattern)",
             lambda a, b, _m=_method: rsa(a.rdms, b.rdms, method=_m),
         )
     )
@@ -570,20 +697,25 @@ def group_ceilings(
     n_splits: int = 10,
     seed: int = 0,
     methods: Sequence[str] = ("spearman", "pearson"),
+    remove_mean_pattern: bool = False,
 ) -> dict:
     """Split-half (Spearman-Brown) ceilings of the representation metrics for neural groups.
 
     responses: (cells, stimuli, repeats); groups: {name: cell positions}. Returns
     {metric: (G,) array}, the mean over splits of the step-up of the half-vs-half score.
+    ``remove_mean_pattern``: of the RSA RDMs, as in `rdm`.
     """
     names = list(groups)
+    reps = functools.partial(
+        Representations.from_arrays, dtype=np.float64, remove_mean_pattern=remove_mean_pattern
+    )
     acc: dict[str, list] = {f"rsa_{m}": [] for m in methods}
     acc.update({"cka_unbiased": [], "cka_biased": []})
     for a, b in split_halves(responses, n_splits, seed):
         a = _nan_to_mean(a)
         b = _nan_to_mean(b)
-        ra = Representations.from_arrays([a[groups[g]].T for g in names], names, dtype=np.float64)
-        rb = Representations.from_arrays([b[groups[g]].T for g in names], names, dtype=np.float64)
+        ra = reps([a[groups[g]].T for g in names], names)
+        rb = reps([b[groups[g]].T for g in names], names)
         for m in methods:
             acc[f"rsa_{m}"].append(np.diag(rsa(ra.rdms, rb.rdms, method=m)))
         acc["cka_unbiased"].append(np.diag(cka_from_grams(ra.grams, rb.grams, True)))
@@ -771,10 +903,17 @@ class MatchAccumulator:
     """One-to-one neuron-to-unit matching streamed over chunks of units.
 
     For every fold the best unit of each neuron is the one whose activations correlate best
-    with the neuron's responses on the training stimuli (one matrix product per chunk and fold;
-    on CUDA when ``device`` says so). ``result()`` maps each neuron's best unit by least
-    squares on the training stimuli and predicts the held-out ones.
+    with the neuron's responses on the training stimuli (numpy: one matrix product per chunk
+    and fold; torch/CUDA: all folds at once, on CUDA through a fused Triton kernel that never
+    writes the cells x units product, see ``_update_torch``). ``result()`` maps each neuron's
+    best unit by least squares on the training stimuli and predicts the held-out ones.
     """
+
+    # torch on CUDA: the fused Triton kernel (matchkernel) where triton imports; else, and if
+    # False, plain torch, with units per batched product cut so that folds x cells x units
+    # stays under max_product (4 GiB of float32), whatever the chunk size
+    fused = True
+    max_product = 1 << 30
 
     def __init__(
         self,
@@ -789,6 +928,10 @@ class MatchAccumulator:
         self.device = resolve_device(device)
         self.dtype = np.dtype(dtype)
         self._cuda = _is_cuda(self.device)
+        self.n_units = 0
+        if self._cuda:
+            self._init_torch()
+            return
         self._A, self._tr = [], []
         for tr, _ in self.folds:
             y = self.Y[tr] - self.Y[tr].mean(0)
@@ -803,14 +946,113 @@ class MatchAccumulator:
         self.best_r = np.full((k, self.n_cells), -np.inf)
         self.best_unit = np.full((k, self.n_cells), -1, dtype=np.int64)
         self.best_act = np.zeros((k, self.n_cells, self.n))
-        if self._cuda:
-            import torch
 
-            dev = _torch_device(self.device)
-            self.best_r = torch.as_tensor(self.best_r, device=dev)
-            self.best_unit = torch.as_tensor(self.best_unit, device=dev)
-            self.best_act = torch.as_tensor(self.best_act, device=dev)
-        self.n_units = 0
+    def _init_torch(self) -> None:
+        """The folds' neuron matrices as one (folds, cells, >= m + 1) tensor, built on the device
+        (m: the most training stimuli of any fold; column m: ones that meet the penalty row;
+        zero columns up to the kernel's multiple of 32). Folds are sorted by training size,
+        so the folds of one size are one slice; a smaller fold's missing columns are zero."""
+        import torch
+
+        dev, k, c = _torch_device(self.device), len(self.folds), self.n_cells
+        sizes = [len(tr) for tr, _ in self.folds]
+        order = sorted(range(k), key=sizes.__getitem__)
+        m = max(sizes)
+        self._kp = -(-m // 32) * 32  # the kernel's rows: m padded to its blocks of 32 rows
+        Y = torch.as_tensor(self.Y, device=dev)
+        A = torch.zeros((k, c, max(m + 1, self._kp)), dtype=torch.float64, device=dev)
+        rows = torch.empty((k, m), dtype=torch.int64, device=dev)  # training rows, padded
+        for p, f in enumerate(order):
+            tr = torch.as_tensor(self.folds[f][0], dtype=torch.int64, device=dev)
+            y = Y[tr] - Y[tr].mean(0)
+            norm = y.square().sum(0).sqrt()
+            A[p, :, : len(tr)] = torch.where(norm > 0, y / norm, 0.0).T
+            rows[p] = tr[0]
+            rows[p, : len(tr)] = tr
+        A[:, :, m] = 1.0
+        self._Ab, self._rows, self._m = A.to(getattr(torch, self.dtype.name)), rows, m
+        self._groups = []  # (first, stop, training size) of each size's slice of folds
+        for nt in sorted(set(sizes)):
+            pos = [p for p in range(k) if sizes[order[p]] == nt]
+            self._groups.append((pos[0], pos[-1] + 1, nt))
+        unsort = np.argsort(order)
+        self._unsort = None if order == sorted(order) else torch.as_tensor(unsort, device=dev)
+        self.best_r = torch.full((k, c), -np.inf, dtype=torch.float64, device=dev)
+        self.best_unit = torch.full((k, c), -1, dtype=torch.int64, device=dev)
+        self.best_act = torch.zeros((k, c, self.n), dtype=torch.float64, device=dev)
+
+    def _use_kernel(self, U) -> bool:
+        """Whether the fused Triton kernel runs: ``fused``, float32 on CUDA (or in Triton's
+        interpreter, for tests), triton importable."""
+        import os
+
+        import torch
+
+        if not self.fused or U.dtype != torch.float32:
+            return False
+        if not (U.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+            return False
+        try:
+            from mice2machines import matchkernel  # noqa: F401
+        except ImportError:  # pragma: no cover - no triton: plain torch
+            return False
+        return True
+
+    def _update_torch(self, U, offset: int) -> None:
+        """All folds at once. Each fold's training rows are centred, and each unit's scale to
+        unit norm found (var_mean: constant units get exactly zero variance and a -1e30
+        penalty); then either the fused kernel (product, scale, penalty and max over units,
+        no product in memory) or, in blocks of ``max_product``, the scaled rows in one batched
+        product with a penalty row, and the max over units."""
+        import torch
+
+        k, m, c = len(self.folds), self._m, self.n_cells
+        n_units = int(U.shape[1])
+        if n_units == 0:
+            return
+        kernel = self._use_kernel(U)
+        n_blocks = 1 if kernel else -(-n_units // max(1, self.max_product // (k * c)))
+        step = -(-n_units // n_blocks)  # blocks of even size
+        for lo in range(0, n_units, step):
+            V = U[:, lo : lo + step]
+            rows_z = self._kp if kernel else m + 1
+            Z = torch.empty((k, rows_z, V.shape[1]), dtype=V.dtype, device=V.device)
+            if kernel:
+                scale, pen = torch.empty((2, k, V.shape[1]), dtype=V.dtype, device=V.device)
+                Z[:, m:] = 0.0
+            for a, b, nt in self._groups:
+                Ut = V[self._rows[a:b, :nt]]  # (folds, nt, units): these folds' training rows
+                var, mean = torch.var_mean(Ut, dim=1, correction=0, keepdim=True)
+                s = torch.where(var > 0, (var * nt).rsqrt(), 0.0)
+                p = (var[:, 0] == 0) * -1e30  # constant units never win
+                torch.sub(Ut, mean, out=Z[a:b, :nt])
+                if nt < m:
+                    Z[a:b, nt:m] = 0.0  # meets the zero columns of _Ab
+                if kernel:
+                    scale[a:b], pen[a:b] = s[:, 0], p
+                    continue
+                Z[a:b, :nt] *= s
+                Z[a:b, m] = p
+            if kernel:
+                from mice2machines import matchkernel
+
+                try:
+                    r, j = matchkernel.rowmax(self._Ab, Z, scale, pen)
+                except Exception as err:  # e.g. a Triton that cannot build it: plain torch
+                    msg = f"fused matching kernel failed, plain torch instead: {err!r}"
+                    warnings.warn(msg, stacklevel=3)
+                    self.fused = False  # this accumulator only
+                    return self._update_torch(U, offset)  # one block: nothing kept yet
+            else:
+                r, j = torch.bmm(self._Ab[:, :, : m + 1], Z).max(dim=2)  # (folds, cells)
+            if self._unsort is not None:
+                r, j = r[self._unsort], j[self._unsort]
+            r = r.double()
+            better = r > self.best_r
+            self.best_r = torch.where(better, r, self.best_r)
+            self.best_unit = torch.where(better, j + (offset + lo), self.best_unit)
+            cols = V[:, j.reshape(-1)].T.reshape(k, c, self.n).double()  # best units' columns
+            self.best_act = torch.where(better[..., None], cols, self.best_act)
 
     def update(self, chunk) -> None:
         """Add a (stimuli, units) chunk; unit numbers continue from the previous chunks."""
@@ -819,25 +1061,11 @@ class MatchAccumulator:
             raise ValueError(f"expected a ({self.n}, units) chunk, got {tuple(U.shape)}")
         offset = self.n_units
         self.n_units += int(U.shape[1])
+        if self._cuda:
+            self._update_torch(U, offset)
+            return
         for f in range(len(self.folds)):
             Ut = U[self._tr[f]]
-            if self._cuda:
-                import torch
-
-                nt = Ut.shape[0]
-                var, mean = torch.var_mean(Ut, dim=0, correction=0)
-                Z = torch.empty((nt + 1, Ut.shape[1]), dtype=Ut.dtype, device=Ut.device)
-                torch.sub(Ut, mean, out=Z[:nt])
-                Z[:nt] *= torch.where(var > 0, (var * nt).rsqrt(), 0.0)
-                Z[nt] = (var == 0) * -1e30  # constant units never win
-                r, j = (self._A[f] @ Z).max(dim=1)  # correlations on the training stimuli
-                r = r.double()
-                better = r > self.best_r[f]
-                self.best_r[f] = torch.where(better, r, self.best_r[f])
-                self.best_unit[f] = torch.where(better, j + offset, self.best_unit[f])
-                cols = U[:, j].T.double()  # (cells, stimuli)
-                self.best_act[f] = torch.where(better[:, None], cols, self.best_act[f])
-                continue
             Uc = Ut - Ut.mean(0)
             norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
             pen = ((norm == 0) * -1e30)[None].astype(Uc.dtype)  # constant units never win

@@ -8,9 +8,9 @@ area and Cre line; responses pass a static nonlinearity, Poisson spiking, a GCaM
 calcium kernel and noise. The planted parameters are written next to each file so later
 stages can check that they recover the truth.
 
-With a layer drive (config ``synthetic.drive.kind: layer``) each neuron instead copies one unit
-of a known layer of a known zoo model (`model_layer_drive`, `layer_rates`), so the comparison
-stage can check that this layer ranks first.
+With a layer drive (config ``synthetic.drive.kind: layer``) each neuron is instead driven by one
+unit of a known layer of a known zoo model (`model_layer_drive`, `layer_rates`), so the
+comparison stage can check that this layer ranks first.
 """
 
 from __future__ import annotations
@@ -243,33 +243,97 @@ def _rates_from_drive(u: np.ndarray, cells: pd.DataFrame) -> np.ndarray:
     return cells["baseline_rate_hz"].to_numpy()[:, None] + peak * nl
 
 
-def layer_rates(activations: np.ndarray, cells: pd.DataFrame, rng) -> np.ndarray:
+#: The views of a unit a layer-driven neuron can copy: the unit itself (what `match` finds),
+#: its channel averaged over space (the paper's unit maps, `rf_rmse`) and that channel after
+#: NeuRN (the paper's "NeuRN + feature maps", `rf_rmse_neurn`).
+DRIVE_VIEWS = ("unit", "channel", "neurn")
+#: Default shares of the neurons per view (relative weights)
+DRIVE_MIX = {"unit": 2.0, "channel": 5.0, "neurn": 3.0}
+DRIVE_NEURN = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
+
+
+def view_counts(n: int, mix: dict) -> dict:
+    """Neurons per view: ``n`` split in proportion to ``mix`` (largest remainders)."""
+    unknown = set(mix) - set(DRIVE_VIEWS)
+    if unknown:
+        raise ValueError(f"layer drive: unknown views {sorted(unknown)}; known: {DRIVE_VIEWS}")
+    w = np.array([float(mix.get(k, 0.0)) for k in DRIVE_VIEWS])
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"layer drive: view shares must be >= 0, not all 0: {mix}")
+    share = n * w / w.sum()
+    counts = np.floor(share).astype(int)
+    counts[np.argsort(counts - share, kind="stable")[: n - counts.sum()]] += 1
+    return dict(zip(DRIVE_VIEWS, counts.tolist(), strict=True))
+
+
+def layer_rates(
+    activations: np.ndarray, cells: pd.DataFrame, rng, mix: dict | None = None
+) -> np.ndarray:
     """Mean rate (Hz) of every cell to every image when each cell copies one model unit.
 
-    ``activations`` (n_images, n_units) are one layer's responses (e.g. channels averaged over
-    space, see `model_layer_drive`). Each cell is driven by one unit, drawn with ``rng``
-    among the units that vary across images (distinct units while there are enough); the unit
-    is standardised over images and passed through the same softplus, peak and baseline
-    scaling as `firing_rates` (no untuned luminance term, so the layer is the whole tuning).
-    The unit index is recorded in ``cells`` as column ``drive_unit`` (an existing column is
-    used as given). Returns (n_cells, n_images).
+    ``activations``: one layer's views (views, n_images, n_units) in `DRIVE_VIEWS` order (see
+    `model_layer_drive`), or one view (n_images, n_units). The cells are shared among the
+    views as ``mix`` says (default `DRIVE_MIX`), in random order; each copies one unit of its
+    view, drawn with ``rng`` among the units that vary across images (distinct units while
+    there are enough). The copy is standardised over images and passed through the same
+    softplus, peak and baseline scaling as `firing_rates` (no untuned luminance term, so the
+    layer is the whole tuning). The truth goes to columns ``drive_view`` and ``drive_unit``
+    of ``cells`` (existing columns are used as given). Returns (n_cells, n_images).
     """
     act = np.asarray(activations, dtype=np.float64)
-    if act.ndim != 2:
-        raise ValueError(f"layer drive: expected (n_images, n_units), got shape {act.shape}")
-    sd = act.std(0)
-    alive = np.flatnonzero(sd > 1e-6 * max(float(sd.max()), 1e-300))
-    if alive.size == 0:
-        raise ValueError("layer drive: every unit is constant over the images")
+    if act.ndim == 2:
+        act, mix = act[None], {"unit": 1.0}
+    if act.ndim != 3 or len(act) not in (1, len(DRIVE_VIEWS)):
+        raise ValueError(f"layer drive: expected (views, n_images, n_units), got {act.shape}")
+    views = DRIVE_VIEWS[: len(act)]
+    sd = act.std(1)
+    alive = [np.flatnonzero(v > 1e-6 * max(float(v.max()), 1e-300)) for v in sd]
+    n = len(cells)
+    if "drive_view" not in cells:
+        counts = view_counts(n, DRIVE_MIX if mix is None else mix)
+        labels = np.concatenate([np.full(counts[v], v, dtype=object) for v in views])
+        if len(labels) != n:
+            raise ValueError(f"layer drive: mix {mix} gives neurons to views not in {views}")
+        cells["drive_view"] = rng.permutation(labels)
+    view = np.array([views.index(v) for v in cells["drive_view"]], dtype=np.int64)
     if "drive_unit" not in cells:
-        n = len(cells)
-        cells["drive_unit"] = rng.choice(alive, size=n, replace=n > alive.size).astype(np.int64)
+        unit = np.full(n, -1, dtype=np.int64)
+        for k, v in enumerate(views):
+            at = np.flatnonzero(view == k)
+            if at.size and alive[k].size == 0:
+                raise ValueError(f"layer drive: every unit of view {v!r} is constant")
+            if at.size:
+                unit[at] = rng.choice(alive[k], size=at.size, replace=at.size > alive[k].size)
+        cells["drive_unit"] = unit
     cells["rf_type"] = "layer"  # the planted RF parameters no longer describe the tuning
     unit = cells["drive_unit"].to_numpy(np.int64)
-    if not np.isin(unit, alive).all():
+    if not all(np.isin(unit[view == k], alive[k]).all() for k in range(len(views))):
         raise ValueError("layer drive: drive_unit names a unit that is constant or absent")
-    z = (act - act.mean(0)) / np.where(sd > 0, sd, 1.0)
-    return _rates_from_drive(z[:, unit].T, cells)
+    z = (act - act.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)[:, None]
+    return _rates_from_drive(z[view, :, unit], cells)
+
+
+def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:
+    """(views, images, units) of one layer's output (images, C[, H, W]), `DRIVE_VIEWS` order.
+
+    Units are the stored units, (c, y, x) for conv outputs: ``unit`` is the output itself,
+    ``channel`` channel c averaged over space, ``neurn`` channel c of the NeuRN local-contrast
+    maps averaged over space, as the comparison computes it with the same ``neurn`` settings
+    (default `DRIVE_NEURN`). Flat outputs (images, units) have one view, repeated.
+    """
+    out = np.asarray(out, dtype=np.float64)
+    n = out.shape[0]
+    if out.ndim == 2:
+        return np.stack([out] * len(DRIVE_VIEWS))
+    if out.ndim != 4:
+        raise ValueError(f"layer drive: expected (images, C[, H, W]) output, got {out.shape}")
+    from .receptive_fields import channel_activity
+
+    t, scale = channel_activity(out, {**DRIVE_NEURN, **(neurn or {})})
+    if scale is not None:
+        t = t / np.where(scale > 0, scale, 1.0)[:, None]
+    views = [out] + [np.broadcast_to(v[:, :, None, None], out.shape) for v in (out.mean((2, 3)), t)]
+    return np.stack(views).reshape(len(DRIVE_VIEWS), n, -1)
 
 
 def model_layer_drive(
@@ -280,15 +344,13 @@ def model_layer_drive(
     weights_dir: str | Path,
     seed: int = 0,
     batch_size: int = 64,
-    pool: bool = True,
+    neurn: dict | None = None,
 ) -> np.ndarray:
-    """Responses (n_images, n_units) of ``layer`` of zoo model ``model_name`` on CPU.
+    """Views (views, n_images, n_units) of ``layer`` of zoo model ``model_name``, run on CPU.
 
     ``images`` (n, h, w) in 0-255 go through the zoo row's preprocessing; the model is built
     as activation extraction builds it (``zoo.build_model`` with the same ``seed``, so a
-    random twin has the same weights). Outputs with spatial dims (conv: C, y, x) are averaged
-    over space, so units are channels; with ``pool=False`` every stored (channel, y, x)
-    unit is a candidate, so each neuron copies one unit exactly as extraction stores it.
+    random twin has the same weights). See `layer_views` for the views and units.
     """
     import torch
 
@@ -320,12 +382,13 @@ def model_layer_drive(
                 x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
                 model(preprocess(x))
                 out = captured[0]
-                if out.ndim > 2 and pool:
-                    out = out.flatten(2).mean(2)
-                parts.append(out.reshape(out.shape[0], -1).cpu().numpy())
+                parts.append(out.cpu().numpy())
     finally:
         handle.remove()
-    return np.concatenate(parts).astype(np.float64)
+    out = np.concatenate(parts).astype(np.float64)
+    if out.ndim == 3:  # (images, tokens, features), e.g. a ViT block: flat units
+        out = out.reshape(len(out), -1)
+    return layer_views(out, neurn)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -350,13 +413,15 @@ def simulate_session(
     n_repeats: int,
     tail_frames: int = 120,
     drive: np.ndarray | None = None,
+    mix: dict | None = None,
 ) -> dict:
     """All arrays of one session: traces, stimulus table, timestamps, planted cells.
 
     `tail_frames` of spontaneous activity follow the last presentation (a real three_session_B
-    recording holds ~115,000 frames, most of them other stimuli). `drive` (n_images, n_units),
-    when given, replaces the receptive-field drive: each cell copies one of its units (see
-    `layer_rates`; the cells table then holds `drive_unit`).
+    recording holds ~115,000 frames, most of them other stimuli). `drive` (views, n_images,
+    n_units), when given, replaces the receptive-field drive: each cell copies one unit of one
+    view, shared as `mix` says (see `layer_rates`; the cells table then holds `drive_view` and
+    `drive_unit`).
     """
     rng = np.random.default_rng(exp.seed + 1)
     h, w = images.shape[1:]
@@ -364,9 +429,9 @@ def simulate_session(
     if drive is None:
         rates = firing_rates(cells, images)
     else:
-        if len(drive) != len(images):
-            raise ValueError(f"drive has {len(drive)} images, the stimuli {len(images)}")
-        rates = layer_rates(drive, cells, np.random.default_rng(exp.seed + 2))
+        if drive.shape[-2] != len(images):
+            raise ValueError(f"drive has {drive.shape[-2]} images, the stimuli {len(images)}")
+        rates = layer_rates(drive, cells, np.random.default_rng(exp.seed + 2), mix)
 
     seq = presentation_sequence(n_repeats, rng)
     lead = 120
@@ -484,7 +549,8 @@ def write_experiment(
 ) -> None:
     """Simulate one manifest row and write its NWB file and planted-cell table.
 
-    `drive` (n_images, n_units): optional layer drive replacing the receptive fields.
+    `drive` (views, n_images, n_units): optional layer drive replacing the receptive fields,
+    shared among the neurons as ``cfg["drive"]["mix"]`` says.
     """
     exp = Experiment(
         experiment_id=int(row["experiment_id"]),
@@ -495,7 +561,8 @@ def write_experiment(
         n_cells=int(row["n_cells"]),
         seed=int(cfg.get("seed", 0)) * 100_003 + int(row["experiment_id"]) % 100_000,
     )
-    session = simulate_session(exp, images, int(cfg["n_repeats"]), drive=drive)
+    mix = (cfg.get("drive") or {}).get("mix")
+    session = simulate_session(exp, images, int(cfg["n_repeats"]), drive=drive, mix=mix)
     write_nwb(out_nwb, exp, session, images)
     cells = session["cells"].copy()
     cells.insert(1, "experiment_id", exp.experiment_id)
@@ -547,7 +614,7 @@ def write_session(
 ) -> None:
     """Simulate the manifest row of `experiment_id`; write NWB and planted cells atomically.
 
-    `drive` (n_images, n_units): optional layer drive (see `model_layer_drive`).
+    `drive` (views, n_images, n_units): optional layer drive (see `model_layer_drive`).
     """
     from .io import atomic_path
 

@@ -17,9 +17,9 @@ if drive_cfg.get("kind", "rf") == "layer":
         snakemake.params.drive["models_table"],
         snakemake.params.drive["weights_dir"],
         seed=snakemake.params.drive["seed"],
-        pool=drive_cfg.get("pool", True),
+        neurn=drive_cfg.get("neurn"),
     )
-    log.info("layer drive: %d units", drive.shape[1])
+    log.info("layer drive: %d units x %d views", drive.shape[2], drive.shape[0])
 log.info("simulating experiment %d", eid)
 synthetic.write_session(
     snakemake.input.template,

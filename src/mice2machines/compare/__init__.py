@@ -20,6 +20,7 @@ from ..similarity import METRICS
 DEFAULTS: dict = {
     "models": None,
     "metrics": list(METRICS),  # every registered metric, in registry order
+    "rsa_remove_mean_pattern": True,
     "groups": ["area", "cre_line", "ei_class"],
     "min_cells": 5,
     "min_reliability": None,

@@ -158,6 +158,7 @@ def compare_model(
     do_ridge = "ridge" in want
     do_rf, do_rfn = "rf_rmse" in want, "rf_rmse_neurn" in want
     neurn_cfg = dict(cfg["neurn"])
+    no_mean = bool(cfg["rsa_remove_mean_pattern"])
     n_cells, L = len(cell_pos), len(layers)
     log.info(
         "model %s: %d layers, %d cells for per-cell metrics (%d selected), device %s",
@@ -226,7 +227,7 @@ def compare_model(
                 total,
             )
         grams.append(gram.gram())
-        rdms.append(gram.rdm())
+        rdms.append(gram.rdm(remove_mean_pattern=no_mean))
         n_units.append(total)
         kinds.append("spatial" if spatial else "flat")
         if do_ridge:
@@ -272,7 +273,7 @@ def compare_model(
     G = len(groups)
     pos = [np.flatnonzero(m) for m in membership_all]
     neural_reps = sim.Representations.from_arrays(
-        [R[p].T for p in pos], list(groups), dtype=np.float64
+        [R[p].T for p in pos], list(groups), dtype=np.float64, remove_mean_pattern=no_mean
     )
     model_reps = sim.Representations(layers, np.stack(grams), np.stack(rdms))
     score = np.full((len(metrics), G, L), np.nan)
@@ -363,7 +364,13 @@ def compare_model(
             "quantile": np.asarray(QUANTILES),
             **cell_coords,
         },
-        attrs={"model": model, "n_boot": n_boot, "ci_level": level, "device": device},
+        attrs={
+            "model": model,
+            "n_boot": n_boot,
+            "ci_level": level,
+            "device": device,
+            "rsa_remove_mean_pattern": int(no_mean),
+        },
     )
     ds["score"].attrs["description"] = "; ".join(
         f"{m}: {sim.get_metric(m).description}" for m in metrics

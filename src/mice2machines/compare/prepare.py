@@ -86,7 +86,13 @@ def prepare_neural(
     log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
 
     positions = dict(zip(groups["group"], groups["positions"], strict=True))
-    ceil = sim.group_ceilings(responses, positions, int(cfg["n_splits"]), int(cfg["seed"]))
+    ceil = sim.group_ceilings(
+        responses,
+        positions,
+        int(cfg["n_splits"]),
+        int(cfg["seed"]),
+        remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
+    )
     if "reliability" in pop:
         reliability = np.asarray(pop["reliability"].values, dtype=np.float64)
     else:
