@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 import triton
+from matching import cuda_ms  # the sibling benchmark's CUDA-event timer
 
 from mice2machines import matchkernel as mk
 
@@ -30,19 +30,7 @@ CONFIGS = [
     (128, 256, 32, 8, 3),
 ]
 
-
-def cuda_ms(fn, reps=7, warmup=2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        out.append(s.elapsed_time(e))
-    return statistics.median(out)
+REPS = 7  # CUDA-event timings per median
 
 
 def main():
@@ -75,9 +63,11 @@ def main():
     for mode in ("fp32", "tf32"):
         torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
         out[f"{mode}_default_config"] = "x".join(map(str, mk.CONFIG[mode.replace("fp32", "ieee")]))
-        ms = cuda_ms(lambda: [torch.bmm(A1, Z1[:, :, : hi - lo]).max(dim=2) for lo, hi in chunks])
+        ms = cuda_ms(
+            lambda: [torch.bmm(A1, Z1[:, :, : hi - lo]).max(dim=2) for lo, hi in chunks], REPS
+        )
         out[f"{mode}_bmm_max_ms"] = round(ms, 2)
-        ms = cuda_ms(lambda: [torch.bmm(A1, Z1[:, :, : hi - lo]) for lo, hi in chunks])
+        ms = cuda_ms(lambda: [torch.bmm(A1, Z1[:, :, : hi - lo]) for lo, hi in chunks], REPS)
         out[f"{mode}_bmm_only_ms"] = round(ms, 2)
         r0, j0 = mk.rowmax_reference(A, Z[:, :K], scale, pen)
         for cfg in CONFIGS:
@@ -86,7 +76,7 @@ def main():
                 r, j = mk.rowmax(A, Z, scale, pen, K=K, config=cfg)
                 out[key + "_same_unit"] = round(float((j == j0).float().mean()), 5)
                 out[key + "_max_abs_diff_r"] = float((r - r0).abs().max())
-                out[key + "_ms"] = round(cuda_ms(lambda cfg=cfg: fused(cfg)), 2)
+                out[key + "_ms"] = round(cuda_ms(lambda cfg=cfg: fused(cfg), REPS), 2)
             except Exception as err:  # a sweep: report and go on
                 out[key + "_error"] = repr(err)[:300]
     print(json.dumps(out, indent=1))

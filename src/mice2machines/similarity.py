@@ -984,8 +984,6 @@ class MatchAccumulator:
     def _use_kernel(self, U) -> bool:
         """Whether the fused Triton kernel runs: ``fused``, float32 on CUDA (or in Triton's
         interpreter, for tests), triton importable."""
-        import os
-
         import torch
 
         if not self.fused or U.dtype != torch.float32:
