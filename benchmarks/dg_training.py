@@ -190,14 +190,16 @@ def resume_check(store_dir: Path, arch: str, epochs: int, device: str) -> dict:
         )
         return proc, time.perf_counter() - t0
 
-    killed, _ = job("killed", [2, 5])
-    resumed, _ = job("killed", None)
-    clean, wall = job("clean", None)
-    if resumed.returncode or clean.returncode:
-        raise RuntimeError((resumed.stderr + clean.stderr)[-3000:])
-    a = json.loads((work / "killed" / "metrics.json").read_text())
-    b = json.loads((work / "clean" / "metrics.json").read_text())
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        killed, _ = job("killed", [2, 5])
+        resumed, _ = job("killed", None)
+        clean, wall = job("clean", None)
+        if resumed.returncode or clean.returncode:
+            raise RuntimeError((resumed.stderr + clean.stderr)[-3000:])
+        a = json.loads((work / "killed" / "metrics.json").read_text())
+        b = json.loads((work / "clean" / "metrics.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return {
         "resume_check": arch,
         "device": b["run"]["device"],

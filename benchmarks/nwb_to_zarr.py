@@ -79,7 +79,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--block", type=int, default=64)
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="m2m-bench-"))
+    with tempfile.TemporaryDirectory(prefix="m2m-bench-") as tmp:
+        report(a, Path(tmp))
+
+
+def report(a: argparse.Namespace, tmp: Path) -> None:
+    """Time the conversions of one simulated session written under ``tmp``."""
     images = synthetic.make_stimuli(64, 80, seed=0)
     exp = synthetic.Experiment(
         900_000_000, 800_000_000, "VISp", "Cux2-CreERT2", 175, a.cells, seed=1
