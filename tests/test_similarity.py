@@ -104,6 +104,36 @@ def test_rsa_equals_rsatoolbox(rsatoolbox_refs):
         S.rsa(mine[0], mine[1], method="nope")
 
 
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_rank_equals_scipy_rankdata(rows):
+    """Ranks behind Spearman RSA: scipy's average ranks, with ties, NaN rows, threaded blocks."""
+    from scipy.stats import rankdata
+
+    g = rng(rows)
+    v = g.normal(size=(rows, 300))
+    v[0, :20] = v[0, 20]  # a run of ties
+    if rows > 1:
+        v[1, :100] = np.round(v[1, :100], 1)  # many small tie groups
+        v[-1, 7] = np.nan
+    got = S._rank(v)
+    np.testing.assert_array_equal(got, rankdata(v, axis=-1))
+    np.testing.assert_array_equal(S._rank(v[0]), rankdata(v[0]))
+    stack = v.reshape(rows, 2, 150) if rows > 1 else v.reshape(1, 2, 150)
+    np.testing.assert_array_equal(S._rank(stack), rankdata(stack, axis=-1))
+
+
+def test_rsa_table_equals_rsa_per_method():
+    g = rng(4)
+    a = np.stack([S.rdm(g.normal(size=(15, 30))) for _ in range(3)])
+    b = np.stack([S.rdm(g.normal(size=(15, 8))) for _ in range(20)])
+    b[5, 0, 1] = b[5, 1, 0] = np.nan
+    table = S.rsa_table(a, b, ("spearman", "pearson", "rho-a"))
+    for method, got in table.items():
+        assert got.shape == (3, 20)
+        np.testing.assert_array_equal(got, S.rsa(a, b, method=method))
+    assert S.rsa_table(a[0], b[:1])["spearman"].shape == (1, 1)
+
+
 def test_rsa_nan_pairs_dropped_per_comparison():
     g = rng(2)
     a, b, c = (S.rdm(g.normal(size=(12, 40))) for _ in range(3))

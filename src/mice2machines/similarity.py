@@ -140,8 +140,31 @@ def _centred_unit(v: np.ndarray) -> np.ndarray:
         return v / norm[..., None]
 
 
+def _rank_rows(v: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis of a 2-D block: one unstable argsort and a scatter
+    (half of scipy's stable-sort rankdata); rows with ties or NaN go to rankdata."""
+    k, m = v.shape
+    order = np.argsort(v, axis=-1)
+    ranks = np.empty_like(v, dtype=np.float64)
+    ranks[np.arange(k)[:, None], order] = np.arange(1.0, m + 1.0)
+    s = np.take_along_axis(v, order, axis=-1)
+    odd = (s[:, 1:] == s[:, :-1]).any(axis=-1) | np.isnan(s[:, -1])
+    if odd.any():
+        ranks[odd] = rankdata(v[odd], axis=-1)
+    return ranks
+
+
 def _rank(v: np.ndarray) -> np.ndarray:
-    return rankdata(v, axis=-1).astype(np.float64)
+    """scipy.stats.rankdata(v, axis=-1) as float64; row blocks on the CPU Gram's threads."""
+    v = np.asarray(v)
+    flat = v.reshape(-1, v.shape[-1]) if v.ndim != 2 else v
+    workers = min(cpu_workers(), len(flat) // 8)
+    if workers < 2:
+        out = _rank_rows(flat)
+    else:
+        blocks = np.array_split(np.arange(len(flat)), workers)
+        out = np.concatenate(list(_pool(workers).map(lambda i: _rank_rows(flat[i]), blocks)))
+    return out.reshape(v.shape)
 
 
 def _cmp_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,10 +208,18 @@ def rsa(rdm_a, rdm_b, method: str = "spearman", min_fraction: float = 0.5):
     RDM of a comparison are dropped from that comparison; it is NaN when fewer than
     `min_fraction` of the pairs remain (degenerate representations).
     """
-    if method not in RDM_COMPARATORS:
-        raise ValueError(f"unknown RSA method {method!r}; known: {sorted(RDM_COMPARATORS)}")
     a, single_a = _rdm_vectors(rdm_a)
     b, single_b = _rdm_vectors(rdm_b)
+    out = _rsa_vectors(a, b, method, min_fraction)
+    if single_a and single_b:
+        return float(out[0, 0])
+    return out
+
+
+def _rsa_vectors(a: np.ndarray, b: np.ndarray, method: str, min_fraction: float) -> np.ndarray:
+    """(A, B) comparisons of two stacks of upper-triangle vectors (float64)."""
+    if method not in RDM_COMPARATORS:
+        raise ValueError(f"unknown RSA method {method!r}; known: {sorted(RDM_COMPARATORS)}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"RDMs differ in size: {a.shape[1]} vs {b.shape[1]} pairs")
     fn = RDM_COMPARATORS[method]
@@ -202,8 +233,6 @@ def rsa(rdm_a, rdm_b, method: str = "spearman", min_fraction: float = 0.5):
                 ok = fa[i] & fb[j]
                 if ok.sum() >= max(3, min_fraction * len(ok)):
                     out[i, j] = fn(a[i : i + 1, ok], b[j : j + 1, ok])[0, 0]
-    if single_a and single_b:
-        return float(out[0, 0])
     return out
 
 
@@ -557,7 +586,8 @@ def rsa_table(neural, model, methods: Sequence[str] = ("spearman", "pearson")) -
     """{method: (neural k, model k) RSA matrix} for two sets of Representations or RDM stacks."""
     a = neural.rdms if isinstance(neural, Representations) else neural
     b = model.rdms if isinstance(model, Representations) else model
-    return {m: rsa(np.asarray(a), np.asarray(b), method=m) for m in methods}
+    a, b = _rdm_vectors(a)[0], _rdm_vectors(b)[0]  # the triangles once for every method
+    return {m: _rsa_vectors(a, b, m, 0.5) for m in methods}
 
 
 # --------------------------------------------------------------------------- metric registry
