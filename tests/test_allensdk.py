@@ -98,3 +98,83 @@ def test_discovery_on_real_cached_containers(sdk_python, tmp_path):
     assert {r["experiment_id"] for r in rows} == expected and len(rows) > 5
     assert {r["area"] for r in rows} == {"VISp", "VISal"}
     assert {r["ei_class"] for r in rows} == {"excitatory"}
+
+
+@pytest.mark.workflow
+def test_allen_config_plans_every_area_cre_line_and_model(sdk_python, tmp_path):
+    """config/allen.yaml on the real Allen metadata: the discovery job runs (allensdk, offline
+    cache), then the plan has a download and a conversion for every three_session_B experiment
+    of the six areas and all Cre lines, an extraction and a comparison for every model of the
+    paper-size zoo, and the figures. The downloads themselves need the network (not here)."""
+    import yaml
+    from conftest import snakemake_cmd
+
+    from mice2machines.zoo import read_zoo
+
+    root = real_fixtures()
+    if root is None:
+        pytest.skip("real Allen metadata (shared/data/allen) not present")
+    (tmp_path / "config").mkdir()
+    for f in (ROOT / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / "config" / f.name)
+    cfg = yaml.safe_load((ROOT / "config" / "allen.yaml").read_text())
+    cfg["allen"]["python"] = str(sdk_python)
+    (tmp_path / "config" / "allen.yaml").write_text(yaml.safe_dump(cfg))
+    cache = tmp_path / cfg["allen"]["cache_dir"]
+    cache.mkdir(parents=True)
+    for name in ("experiment_containers.json", "manifest.json", "stimulus_mappings.json"):
+        shutil.copy(root / "brain_observatory_cache" / name, cache / name)
+    manifest = f"{cfg['results_dir']}/manifest.tsv"
+
+    def snakemake(*args):
+        proc = subprocess.run(
+            snakemake_cmd(tmp_path, "--configfile", "config/allen.yaml", *args, timeout_s=600),
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    snakemake("--cores", "1", manifest)
+    rows = read_manifest(tmp_path / manifest)
+    raw = json.loads((root / "brain_observatory_cache" / "experiment_containers.json").read_text())
+    kept = [
+        c
+        for c in raw
+        if not c["failed"] and c["targeted_structure"]["acronym"] in cfg["allen"]["areas"]
+    ]
+    expected = {
+        e["id"]
+        for c in kept
+        for e in c["ophys_experiments"]
+        if e["stimulus_name"] == "three_session_B"
+    }
+    cre_lines = {
+        t["name"]
+        for c in kept
+        for t in c["specimen"]["donor"]["transgenic_lines"]
+        if t["transgenic_line_type_name"] == "driver" and "Cre" in t["name"]
+    }
+    assert {r["experiment_id"] for r in rows} == expected
+    assert {r["area"] for r in rows} == set(cfg["allen"]["areas"])
+    assert {r["cre_line"] for r in rows} == cre_lines and len(cre_lines) >= 6
+    # this cache is of December 2017, before the inhibitory (Sst, Vip, Pvalb) lines were out;
+    # their classification is tested on every real genotype spelling elsewhere
+    assert {r["ei_class"] for r in rows} == {"excitatory"}
+
+    plan = snakemake("-n", "--quiet", "rules")
+    counts = {}
+    for line in plan.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    models = read_zoo(ROOT / cfg["models"]["table"])
+    assert len(models) >= 25 and {m.weights_kind for m in models} >= {"random", "torchvision"}
+    n = len(expected)
+    assert counts.get("allen_download") == n and counts.get("nwb_to_zarr") == n, counts
+    assert counts.get("fetch_weights") == counts.get("extract_activations") == len(models), counts
+    assert counts.get("compare_model") == len(models), counts
+    for rule in ("population", "stimuli", "compare_prepare", "compare_select"):
+        assert counts.get(rule) == 1, (rule, counts)
+    assert counts.get("compare_aggregate") == 1 and counts.get("compare_figures", 0) >= 1, counts

@@ -117,7 +117,9 @@ else:
             mem_mb=500,
             runtime=120,
         params:
-            url=config["allen"]["url_template"],
+            url=lambda wildcards: config["allen"]["url_template"].format(
+                experiment_id=int(wildcards.eid)
+            ),
         script:
             "../scripts/allen_download.py"
 
