@@ -84,8 +84,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             _remove(tmp)
 
 
+def portable_strings(ds):
+    """Fixed-width unicode (numpy ``<U``) as variable-length strings: zarr v3 has no spec for
+    the former (stores that other zarr readers may not open), and one for the latter."""
+
+    def fix(items):
+        return {k: v.variable.astype(object) for k, v in items if v.dtype.kind == "U"}
+
+    return ds.assign_coords(fix(ds.coords.items())).assign(fix(ds.data_vars.items()))
+
+
 def write_zarr_atomic(ds, path: str | os.PathLike, encoding: dict | None = None) -> Path:
     """Write an xarray Dataset to a zarr v3 store at `path` via a temporary store and rename."""
+    ds = portable_strings(ds)
     with atomic_path(path) as tmp:
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
     return Path(path)
