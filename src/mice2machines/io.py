@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 
 
@@ -92,6 +94,12 @@ def portable_strings(ds):
         return {k: v.variable.astype(object) for k, v in items if v.dtype.kind == "U"}
 
     return ds.assign_coords(fix(ds.coords.items())).assign(fix(ds.data_vars.items()))
+
+
+def as_str(values) -> np.ndarray:
+    """Labels as a numpy str array, from object, fixed-width or StringDType values (zarr's
+    variable-length strings read back as StringDType, which does not cast to str directly)."""
+    return np.asarray(values, dtype=object).astype(str)
 
 
 def write_zarr_atomic(ds, path: str | os.PathLike, encoding: dict | None = None) -> Path:

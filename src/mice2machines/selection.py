@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .io import as_str
+
 DEFAULTS = {
     "per_class": 500,
     "n_clusters": 10,
@@ -109,7 +111,7 @@ def select_neurons(
     0 = nearest), selected.
     """
     X = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
-    ei = np.asarray(ei_class).astype(str)
+    ei = as_str(ei_class)
     cells = np.arange(len(X)) if cells is None else np.asarray(cells)
     if not (len(ei) == len(X) == len(cells)):
         raise ValueError("maps, ei_class and cells differ in length")

@@ -12,6 +12,7 @@ import xarray as xr
 
 from .. import receptive_fields as rf
 from .. import similarity as sim
+from ..io import as_str
 from . import settings
 
 log = logging.getLogger("mice2machines")
@@ -352,9 +353,9 @@ def compare_model(
         },
         coords={
             "metric": metrics,
-            "group": groups.astype(str),
-            "group_by": ("group", neural["group_by"].values.astype(str)),
-            "group_value": ("group", neural["group_value"].values.astype(str)),
+            "group": as_str(groups),
+            "group_by": ("group", as_str(neural["group_by"].values)),
+            "group_value": ("group", as_str(neural["group_value"].values)),
             "layer": np.asarray(layers, dtype=str),
             "layer_index": ("layer", np.arange(L)),
             "layer_depth": ("layer", depth),
