@@ -159,7 +159,7 @@ def _rank(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v)
     flat = v.reshape(-1, v.shape[-1]) if v.ndim != 2 else v
     workers = min(cpu_workers(), len(flat) // 8)
-    if workers < 2:
+    if workers < 2 or threading.current_thread().name.startswith("gram"):  # no pool in pool
         out = _rank_rows(flat)
     else:
         blocks = np.array_split(np.arange(len(flat)), workers)
