@@ -101,3 +101,36 @@ def test_ruff_clean():
     for args in (["check", *dirs], ["format", "--check", *dirs]):
         proc = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_layer_drive_through_the_workflow(tmp_path):
+    """synthetic.drive {kind: layer} wired through the synthetic_session rule: the planted table
+    names each neuron's view and stored unit of the configured layer; the rule log says so."""
+    import yaml
+
+    (tmp_path / "config").mkdir()
+    for f in (ROOT / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / "config" / f.name)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["synthetic"].update(
+        areas=["VISp"],
+        cre_lines=["Cux2-CreERT2"],
+        cells_per_experiment=40,
+        drive={"kind": "layer", "model": "resnet18_random", "layer": "layer2.0.conv1"},
+    )
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    eid = int(synthetic.experiment_table(cfg["synthetic"]).experiment_id[0])
+    target = f"results/synthetic/planted/{eid}_cells.tsv"
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "--cores", "2", target, timeout_s=600),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = pd.read_csv(tmp_path / target, sep="\t")
+    assert cells.drive_view.value_counts().to_dict() == {"channel": 20, "neurn": 12, "unit": 8}
+    # layer2.0.conv1 of a ResNet-18 at 48 px: 128 channels x 6 x 6 stored units
+    assert cells.drive_unit.between(0, 128 * 6 * 6 - 1).all() and cells.drive_unit.nunique() > 1
+    log = (tmp_path / "logs" / "synthetic_session" / f"{eid}.log").read_text()
+    assert "layer drive: resnet18_random / layer2.0.conv1" in log
