@@ -3,6 +3,8 @@ float64 formulas) and planted structure."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -334,6 +336,22 @@ def test_torch_matching_batched_folds_equal_numpy(monkeypatch):
     keep = np.array([0, 2, 3, 4])
     assert (out["cut"]["best_unit"][:, keep] == planted[keep]).all()
     assert (out["cut"]["best_unit"] != 7).all()
+
+
+def test_nonzero_constant_units_never_win_on_any_device():
+    """The rounded float32 mean of a nonzero constant leaves a residual whose correlation is
+    ~0: it must not beat anticorrelated units (numpy and torch give the same unit)."""
+    g = rng(3)
+    n = 60
+    y = g.normal(size=(n, 1))
+    U = np.concatenate([-y - 0.5 * g.normal(size=(n, 3)), np.full((n, 4), 0.1)], axis=1)
+    U = U.astype(np.float32)
+    U[:, 5] = 1e4 / 3
+    a = S.match_units(y, U, n_folds=3, device="cpu")
+    assert (a["best_unit"] < 3).all() and (a["train_r"] < -0.5).all()
+    if importlib.util.find_spec("torch") is not None:
+        b = S.match_units(y, U, n_folds=3, device="torch:cpu")
+        np.testing.assert_array_equal(a["best_unit"], b["best_unit"])
 
 
 _FUSED_CHECK = """

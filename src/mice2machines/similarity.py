@@ -1094,10 +1094,17 @@ class MatchAccumulator:
             return
         for f in range(len(self.folds)):
             Ut = U[self._tr[f]]
-            Uc = Ut - Ut.mean(0)
+            mu = Ut.mean(0)
+            Uc = Ut - mu
             norm = np.sqrt(np.einsum("ij,ij->j", Uc, Uc))
-            pen = ((norm == 0) * -1e30)[None].astype(Uc.dtype)  # constant units never win
-            Z = np.concatenate([Uc / np.where(norm > 0, norm, 1).astype(Uc.dtype), pen])
+            # constant units never win; the rounded mean of a nonzero constant leaves a
+            # residual (torch's var_mean gives exactly zero), so near-constant ones are
+            # tested exactly
+            const = norm == 0
+            near = np.flatnonzero(norm <= 1e-5 * np.sqrt(len(Ut)) * np.abs(mu))
+            const[near] |= (Ut[:, near] == Ut[:1, near]).all(axis=0)
+            pen = (const * -1e30)[None].astype(Uc.dtype)
+            Z = np.concatenate([Uc / np.where(const, 1, norm).astype(Uc.dtype), pen])
             C = self._A[f] @ Z  # (cells, units): correlations on the training stimuli
             j = np.argmax(C, axis=1)
             r = C[np.arange(self.n_cells), j].astype(np.float64)
