@@ -27,36 +27,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
 import torch
+from common import cuda_ms, emit
 
 from mice2machines import similarity as sim
-
-
-def cuda_ms(fn, reps: int, warmup: int = 2) -> float:
-    """Median ms of fn: CUDA events on a GPU, a host clock elsewhere (smoke runs on CPU)."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        if not torch.cuda.is_available():
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        out.append(start.elapsed_time(end))
-    return statistics.median(out)
 
 
 def sync():
@@ -214,10 +193,7 @@ def main():
     gpu = sim.match_units(Ysub, U_host[:, :sub], n_folds=a.folds, device=dev, chunk=8192)
     out["cpu_gpu_same_best_unit"] = float((cpu["best_unit"] == gpu["best_unit"]).mean())
     out["cpu_gpu_max_abs_diff_r"] = float(np.abs(cpu["r"] - gpu["r"]).max())
-    print(json.dumps(out, indent=1))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, a.json)
 
 
 if __name__ == "__main__":

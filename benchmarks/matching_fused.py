@@ -14,11 +14,10 @@ units in chunks of 131,072), fp32 (TF32 off) and with TF32 allowed, CUDA events,
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import triton
-from matching import cuda_ms  # the sibling benchmark's CUDA-event timer
+from common import cuda_ms, emit
 
 from mice2machines import matchkernel as mk
 
@@ -79,10 +78,7 @@ def main():
                 out[key + "_ms"] = round(cuda_ms(lambda cfg=cfg: fused(cfg), REPS), 2)
             except Exception as err:  # a sweep: report and go on
                 out[key + "_error"] = repr(err)[:300]
-    print(json.dumps(out, indent=1))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, a.json)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ error against a float64 evaluation of the same function.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from common import cuda_ms
 
 from mice2machines import neurn as N
 from mice2machines.neurn import neurn
@@ -30,25 +31,7 @@ def box_means_separable(xp, k):
     return both[:, :c], both[:, c:]
 
 
-def timed(fn, reps: int = 20, warmup: int = 5) -> float:
-    """Median milliseconds of ``fn()`` (CUDA events on the GPU)."""
-    for _ in range(warmup):
-        fn()
-    cuda = torch.cuda.is_available()
-    out = []
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            out.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(out)
+timed = functools.partial(cuda_ms, warmup=5)  # median ms, after 5 warm-up calls
 
 
 def bench(shape, dtype, device, compiled, reps) -> dict:

@@ -22,7 +22,6 @@ the peak memory the engine adds (tracemalloc) against the size of the inputs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from common import emit
 
 from mice2machines import similarity as sim
 
@@ -147,10 +147,7 @@ def main():
         "max_abs_diff_rsa_pearson": float(np.abs(table["pearson"] - ref_pe).max()),
         "engine_peak_MiB": round(peak / 2**20, 1),
     }
-    print(json.dumps(out, indent=1))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, a.json)
 
 
 if __name__ == "__main__":
