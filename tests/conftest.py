@@ -111,6 +111,16 @@ def snakemake_cmd(workdir: Path, *args: str, timeout_s: int = 1200) -> list[str]
     ]
 
 
+def copy_config(workdir: Path) -> Path:
+    """The repository's config/ files copied into ``workdir/config`` (returned), to run or edit."""
+    dest = workdir / "config"
+    dest.mkdir()
+    for f in (ROOT / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The embedded default (config/config.yaml) run end to end once; returns the workdir.
@@ -120,10 +130,7 @@ def demo_run(tmp_path_factory) -> Path:
     import subprocess
 
     work = tmp_path_factory.mktemp("demo")
-    (work / "config").mkdir()
-    shutil.copy(ROOT / "config" / "config.yaml", work / "config" / "config.yaml")
-    for extra in (ROOT / "config").glob("*.tsv"):
-        shutil.copy(extra, work / "config" / extra.name)
+    copy_config(work)
     proc = subprocess.run(snakemake_cmd(work, "--cores", "2"), capture_output=True, text=True)
     (work / "snakemake.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-5000:]

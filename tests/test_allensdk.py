@@ -107,17 +107,14 @@ def test_allen_config_plans_every_area_cre_line_and_model(sdk_python, tmp_path):
     of the six areas and all Cre lines, an extraction and a comparison for every model of the
     paper-size zoo, and the figures. The downloads themselves need the network (not here)."""
     import yaml
-    from conftest import snakemake_cmd
+    from conftest import copy_config, snakemake_cmd
 
     from mice2machines.zoo import read_zoo
 
     root = real_fixtures()
     if root is None:
         pytest.skip("real Allen metadata (shared/data/allen) not present")
-    (tmp_path / "config").mkdir()
-    for f in (ROOT / "config").iterdir():
-        if f.is_file():
-            shutil.copy(f, tmp_path / "config" / f.name)
+    copy_config(tmp_path)
     cfg = yaml.safe_load((ROOT / "config" / "allen.yaml").read_text())
     cfg["allen"]["python"] = str(sdk_python)
     (tmp_path / "config" / "allen.yaml").write_text(yaml.safe_dump(cfg))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import ROOT, snakemake_cmd
+from conftest import ROOT, copy_config, snakemake_cmd
 
 from mice2machines import synthetic
 
@@ -64,10 +64,7 @@ def test_invalid_config_is_rejected(tmp_path):
 
 def test_allen_config_dry_run_plans_discovery(tmp_path):
     """config/allen.yaml parses, validates and starts from the discovery checkpoint."""
-    (tmp_path / "config").mkdir()
-    for f in (ROOT / "config").iterdir():
-        if f.is_file():
-            shutil.copy(f, tmp_path / "config" / f.name)
+    copy_config(tmp_path)
     proc = subprocess.run(
         snakemake_cmd(
             tmp_path, "-n", "--configfile", str(tmp_path / "config" / "allen.yaml"), timeout_s=120
@@ -108,10 +105,7 @@ def test_layer_drive_through_the_workflow(tmp_path):
     names each neuron's view and stored unit of the configured layer; the rule log says so."""
     import yaml
 
-    (tmp_path / "config").mkdir()
-    for f in (ROOT / "config").iterdir():
-        if f.is_file():
-            shutil.copy(f, tmp_path / "config" / f.name)
+    copy_config(tmp_path)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["synthetic"].update(
         areas=["VISp"],
