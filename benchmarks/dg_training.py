@@ -1,7 +1,7 @@
 """DG training throughput with and without NeuRN in front, same run; and the demo sweep's wall time.
 
 Throughput: for each architecture, baseline and NeuRN models built from one seed train on the
-same in-memory uint8 digits with ``mice2machines.training.train_epoch`` (the jobs' own loop).
+same in-memory uint8 digits with ``mice2machines.dg.training.train_epoch`` (the jobs' own loop).
 Measurements alternate baseline / NeuRN for several rounds (drift hits both alike); reported:
 median images per second of each and the NeuRN overhead ``t_neurn / t_baseline - 1``, with
 NeuRN in the loop (every step) and as the jobs run it (computed once per image; the one-time
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mice2machines import networks, training
+from mice2machines.dg import networks, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +154,7 @@ def sweep(cores: int) -> dict:
 
 KILLABLE = """
 import json, logging, os, signal, sys
-from mice2machines import training
+from mice2machines.dg import training
 logging.basicConfig(level=logging.INFO)
 cfg, source, targets, out, kill_at = json.loads(sys.argv[1])
 def on_batch(epoch, batch):

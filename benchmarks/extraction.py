@@ -3,7 +3,7 @@
 For each model (random weights: speed does not depend on the values) and precision, all
 Conv2d layers of ``--images`` stimuli at full Allen size (918 x 1174, resized on the GPU):
 
-- wall time of ``mice2machines.activations.extract`` (probe, preflight, store creation,
+- wall time of ``mice2machines.models.extract.extract`` (probe, preflight, store creation,
   forward, host copies, zarr writes, rename), and the same plus ``os.sync()``;
 - its floor, measured in the same run: max(bare forward of the same model over the same
   batches, bytes written / the disk's sequential write rate with fsync);
@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mice2machines import activations as A
-from mice2machines import zoo
+from mice2machines.models import extract as A
+from mice2machines.models import hooks as H
+from mice2machines.models import store as St
+from mice2machines.models import zoo
 
 
 def dir_bytes(path: Path) -> int:
@@ -61,10 +63,10 @@ def zarr_write_rate(path: Path, gb: float, writers: int, chunk_mb: float) -> dic
     slab = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     n_slabs = max(1, int(gb * 2**30 / slab.nbytes))
     arr = zarr.create_array(
-        str(path), shape=(16 * n_slabs, *shape[1:]), chunks=A._chunks(shape[1:], 16, 4, chunk_mb),
+        str(path), shape=(16 * n_slabs, *shape[1:]), chunks=St._chunks(shape[1:], 16, 4, chunk_mb),
         dtype="float32", compressors=None, fill_value=np.nan,
     )  # fmt: skip
-    files = A._ChunkFiles(arr)
+    files = St._ChunkFiles(arr)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(writers) as pool:
         jobs = [pool.submit(job) for i in range(n_slabs) for job in files.tasks(16 * i, slab)]
@@ -179,7 +181,7 @@ def main():
         )
         model = zoo.build_model(spec).to(device)
         pre = zoo.make_preprocess(spec).to(device)
-        layers = A.select_layers(model, "types", ["Conv2d"])
+        layers = H.select_layers(model, "types", ["Conv2d"])
         with torch.inference_mode():
             xb = [
                 pre(torch.from_numpy(images[a : a + args.batch]).to(device))

@@ -19,7 +19,7 @@ import torch
 import triton
 from common import cuda_ms, emit
 
-from mice2machines import matchkernel as mk
+from mice2machines.compare import matchkernel as mk
 
 CONFIGS = [
     (64, 128, 32, 4, 3),

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from mice2machines import synthetic  # noqa: E402
-from mice2machines.nwb import CELL_IDS, DFF, DFF_TIME  # noqa: E402
+from mice2machines.neural.nwb import CELL_IDS, DFF, DFF_TIME  # noqa: E402
 
 BARE = """
 import sys, time, json, h5py, numpy as np
@@ -54,7 +54,8 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
             return int(line.split()[1])
-from mice2machines import neural, nwb
+from mice2machines.neural import convert as neural
+from mice2machines.neural import nwb
 import xarray, zarr, dask.array  # imports outside the timed region
 base = hwm()
 t = time.perf_counter()

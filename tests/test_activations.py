@@ -10,9 +10,11 @@ import xarray as xr
 import zarr
 from torch import nn
 
-from mice2machines import activations as A
-from mice2machines import zoo
 from mice2machines.io import write_zarr_atomic
+from mice2machines.models import extract as A
+from mice2machines.models import hooks as H
+from mice2machines.models import store as St
+from mice2machines.models import zoo
 
 N_IMAGES = 6
 
@@ -67,15 +69,15 @@ def test_hooked_outputs_equal_direct_submodule_calls(stimuli, resnet_store):
         "fc": logits,
     }
     for layer, want in direct.items():
-        got = A.open_layer(path, layer)
+        got = St.open_layer(path, layer)
         assert got.dims == (("image", "unit") if layer == "fc" else ("image", "channel", "y", "x"))
         torch.testing.assert_close(torch.from_numpy(got.values), want, rtol=1e-4, atol=1e-5)
 
 
 def test_store_layout_metadata_and_attrs(stimuli, resnet_store):
     path, ex = resnet_store
-    table = A.list_layers(path)
-    assert list(table.columns) == list(A.TABLE_COLUMNS)
+    table = St.list_layers(path)
+    assert list(table.columns) == list(H.TABLE_COLUMNS)
     assert table["order"].tolist() == list(range(len(table)))
     assert table["depth"].iloc[0] == 0 and table["depth"].iloc[-1] == 1
     row = table.set_index("layer").loc["layer1.0.conv1"]
@@ -86,14 +88,14 @@ def test_store_layout_metadata_and_attrs(stimuli, resnet_store):
     assert {"layer1.0.relu", "layer1.0.relu@1"} <= set(table["layer"])
     root = zarr.open_group(str(path), mode="r")
     assert set(root.group_keys()) == set(table.loc[table["stored"], "layer"])
-    fc = A.open_layer(path, "fc")
+    fc = St.open_layer(path, "fc")
     assert fc.shape == (N_IMAGES, 1000)
     np.testing.assert_array_equal(fc["image"].values, np.arange(N_IMAGES) + 100)
     arr = root["conv1/activations"]
     assert arr.shape == (N_IMAGES, 64, 16, 16) and arr.chunks[0] == 3  # batch 4 -> 2 x 3
     for layer in table.loc[table["stored"], "layer"]:
-        assert not np.isnan(A.open_layer(path, layer).values).any(), layer
-    key = A.read_cache_key(path)
+        assert not np.isnan(St.open_layer(path, layer).values).any(), layer
+    key = St.read_cache_key(path)
     for field in ("model", "weights_sha256", "state_sha256", "preprocess", "neurn", "code_version"):
         assert field in key
     assert key["preprocess"]["input_size"] == 32 and key["neurn"] is None
@@ -130,7 +132,7 @@ def run_tiny(stimuli, path, n_images=N_IMAGES, **settings):
     spec = zoo.ModelSpec("tiny", "torchvision:x", "random", 8)
     return A.extract(
         net, zoo.make_preprocess(spec), images_of(stimuli)[:n_images], path,
-        A.select_layers(net, "all"), A.ExtractSettings(**{"batch_size": 4, **settings}),
+        H.select_layers(net, "all"), A.ExtractSettings(**{"batch_size": 4, **settings}),
     )  # fmt: skip
 
 
@@ -144,16 +146,16 @@ def test_inplace_safety_and_dedup(stimuli, tmp_path):
     assert t.loc["5.act@1", "duplicate_of"] == ""
     assert t.loc["6", "duplicate_of"] == "" and t.loc["6", "dims"] == "image,unit"
     assert list(t.index[t["stored"]]) == ["0", "1", "5.act@1", "6", "7"]
-    conv = A.open_layer(path, "0").values
+    conv = St.open_layer(path, "0").values
     assert conv.min() < 0  # the in-place ReLU after it did not clobber the captured output
-    np.testing.assert_array_equal(A.open_layer(path, "2").values, A.open_layer(path, "1").values)
-    assert A.open_layer(path, "2").name == "2"
+    np.testing.assert_array_equal(St.open_layer(path, "2").values, St.open_layer(path, "1").values)
+    assert St.open_layer(path, "2").name == "2"
     assert not (path / "2").exists()
-    np.testing.assert_allclose(A.open_layer(path, "1").values, np.maximum(conv, 0))
-    twice = A.open_layer(path, "5.act@1").values
+    np.testing.assert_allclose(St.open_layer(path, "1").values, np.maximum(conv, 0))
+    twice = St.open_layer(path, "5.act@1").values
     np.testing.assert_allclose(twice, np.maximum(np.maximum(conv, 0) - 0.5, 0))
     with pytest.raises(KeyError, match="no layer"):
-        A.open_layer(path, "nope")
+        St.open_layer(path, "nope")
 
 
 class Flaky(nn.Module):
@@ -171,7 +173,7 @@ class Flaky(nn.Module):
 def test_duplicate_check_catches_probe_coincidence(stimuli, tmp_path):
     net = nn.Sequential(nn.Conv2d(3, 2, 3), Flaky())
     spec = zoo.ModelSpec("f", "torchvision:x", "random", 8)
-    with pytest.raises(A.ExtractionError, match="matched"):
+    with pytest.raises(H.ExtractionError, match="matched"):
         A.extract(net, zoo.make_preprocess(spec), images_of(stimuli), tmp_path / "f.zarr",
                   ["0", "1"], A.ExtractSettings(batch_size=2))  # fmt: skip
     assert not (tmp_path / "f.zarr").exists()
@@ -194,7 +196,7 @@ def test_preflight_limits(stimuli, tmp_path):
     assert small.estimates["store_bytes"] == per_image * N_IMAGES
     for layer in ("0", "7"):
         np.testing.assert_array_equal(
-            A.open_layer(path, layer).values, A.open_layer(tmp_path / "ref.zarr", layer).values
+            St.open_layer(path, layer).values, St.open_layer(tmp_path / "ref.zarr", layer).values
         )
 
 
@@ -203,16 +205,16 @@ def test_float16_store_bf16_compute_and_compression(stimuli, tmp_path):
     run_tiny(stimuli, ref)
     run_tiny(stimuli, tmp_path / "lz4.zarr", compressor="lz4")
     np.testing.assert_array_equal(
-        A.open_layer(tmp_path / "lz4.zarr", "7").values, A.open_layer(ref, "7").values
+        St.open_layer(tmp_path / "lz4.zarr", "7").values, St.open_layer(ref, "7").values
     )
     run_tiny(stimuli, tmp_path / "f16.zarr", store_dtype="float16")
-    f16 = A.open_layer(tmp_path / "f16.zarr", "0")
+    f16 = St.open_layer(tmp_path / "f16.zarr", "0")
     assert f16.dtype == np.float16
-    np.testing.assert_allclose(f16.values, A.open_layer(ref, "0").values, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(f16.values, St.open_layer(ref, "0").values, rtol=1e-3, atol=1e-3)
     run_tiny(stimuli, tmp_path / "bf16.zarr", precision="bf16")
     for layer in ("0", "7"):
-        a = A.open_layer(tmp_path / "bf16.zarr", layer).values.astype(np.float64)
-        b = A.open_layer(ref, layer).values.astype(np.float64)
+        a = St.open_layer(tmp_path / "bf16.zarr", layer).values.astype(np.float64)
+        b = St.open_layer(ref, layer).values.astype(np.float64)
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 2e-2  # bf16: 8-bit mantissa
 
 
@@ -227,29 +229,29 @@ def test_direct_chunk_files_equal_zarr_writes(stimuli, tmp_path, chunk_mb):
     root = zarr.open_group(str(tmp_path / "direct.zarr"), mode="r")
     assert root["6/activations"].chunks == ((3, 86) if chunk_mb < 1 else (3, 256))
     for layer in ("0", "1", "5.act@1", "6", "7"):
-        got = A.open_layer(tmp_path / "direct.zarr", layer).values
-        want = A.open_layer(tmp_path / "zarr.zarr", layer).values
+        got = St.open_layer(tmp_path / "direct.zarr", layer).values
+        want = St.open_layer(tmp_path / "zarr.zarr", layer).values
         assert got.shape[0] == 5 and not np.isnan(got).any()
         np.testing.assert_array_equal(got, want)
 
 
 def test_select_layers():
     net = tiny_net()
-    assert A.select_layers(net, "types", ["ReLU"]) == ["1", "4", "5.act"]
-    assert A.select_layers(net, "types", ["Module"])[0] == "0"  # MRO: every module
-    assert A.select_layers(net, "names", ["7", "0"]) == ["7", "0"]
-    assert "5" not in A.select_layers(net, "all")  # containers are not leaves
+    assert H.select_layers(net, "types", ["ReLU"]) == ["1", "4", "5.act"]
+    assert H.select_layers(net, "types", ["Module"])[0] == "0"  # MRO: every module
+    assert H.select_layers(net, "names", ["7", "0"]) == ["7", "0"]
+    assert "5" not in H.select_layers(net, "all")  # containers are not leaves
     with pytest.raises(ValueError, match="no module of types"):
-        A.select_layers(net, "types", ["Conv3d"])
+        H.select_layers(net, "types", ["Conv3d"])
     with pytest.raises(ValueError, match="no modules named"):
-        A.select_layers(net, "names", ["99"])
-    assert A.make_out_of_place(net) == ["1", "5.act"]
-    assert A.make_out_of_place(net) == []
+        H.select_layers(net, "names", ["99"])
+    assert H.make_out_of_place(net) == ["1", "5.act"]
+    assert H.make_out_of_place(net) == []
 
 
 def test_readers_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError):
-        A.list_layers(tmp_path / "missing.zarr")
+        St.list_layers(tmp_path / "missing.zarr")
 
 
 def test_neurn_in_front_changes_input(stimuli, tmp_path):
@@ -258,12 +260,12 @@ def test_neurn_in_front_changes_input(stimuli, tmp_path):
     )
     ex = A.extract_model(spec, stimuli, tmp_path / "n.zarr", A.ExtractSettings(batch_size=8))
     assert ex.table["layer"].tolist() == ["conv1"]
-    key = A.read_cache_key(tmp_path / "n.zarr")
+    key = St.read_cache_key(tmp_path / "n.zarr")
     assert key["neurn"]["kernel_size"] == 3 and key["preprocess"]["neurn"]["kernel_size"] == 3
     m = zoo.build_model(spec)
     with torch.no_grad():
         x = zoo.make_preprocess(spec)(torch.from_numpy(images_of(stimuli).values))
         want = m.conv1(x)
-    got = torch.from_numpy(A.open_layer(tmp_path / "n.zarr", "conv1").values)
+    got = torch.from_numpy(St.open_layer(tmp_path / "n.zarr", "conv1").values)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert os.path.isdir(tmp_path / "n.zarr" / "conv1")

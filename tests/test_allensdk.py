@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, allensdk_python, real_fixtures, require_or_skip
 
-from mice2machines.allen import read_manifest
-from mice2machines.nwb import read_session
+from mice2machines.neural.allen import read_manifest
+from mice2machines.neural.nwb import read_session
 
 pytestmark = pytest.mark.allensdk
 
@@ -66,7 +66,7 @@ def test_discovery_on_real_cached_containers(sdk_python, tmp_path):
     cmd = [
         str(sdk_python),
         "-m",
-        "mice2machines.allen",
+        "mice2machines.neural.allen",
         "discover",
         "--manifest-file",
         str(cache / "manifest.json"),
@@ -109,7 +109,7 @@ def test_allen_config_plans_every_area_cre_line_and_model(sdk_python, tmp_path):
     import yaml
     from conftest import copy_config, snakemake_cmd
 
-    from mice2machines.zoo import read_zoo
+    from mice2machines.models.zoo import read_zoo
 
     root = real_fixtures()
     if root is None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mice2machines import archsim
+from mice2machines.models import archsim
 from mice2machines.neurn import NeuRN
 
 
@@ -126,7 +126,7 @@ def test_heatmap_written(tmp_path):
 
 
 def test_torchvision_families_are_more_alike():
-    from mice2machines.zoo import ModelSpec, build_architecture
+    from mice2machines.models.zoo import ModelSpec, build_architecture
 
     seqs = {
         arch: archsim.layer_sequence(

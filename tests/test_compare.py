@@ -11,8 +11,14 @@ import xarray as xr
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from mice2machines import selection  # noqa: E402
-from mice2machines.compare import aggregate, figures, job, prepare, settings  # noqa: E402
+from mice2machines.compare import (  # noqa: E402
+    aggregate,
+    figures,
+    job,
+    prepare,
+    selection,  # noqa: E402
+    settings,
+)
 from mice2machines.io import write_zarr_atomic  # noqa: E402
 
 N_IMG, H, W = 118, 24, 30
@@ -51,7 +57,7 @@ def net(seed):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    from mice2machines.activations import ExtractSettings, extract
+    from mice2machines.models.extract import ExtractSettings, extract
 
     d = tmp_path_factory.mktemp("compare")
     g = np.random.default_rng(0)
@@ -237,21 +243,14 @@ def test_aggregate_tables_and_figures(results, tmp_path):
     assert set(t.variant) == {"feature maps", "NeuRN + feature maps"}
 
 
-def test_fallback_layout_reader(tmp_path):
-    """A store in the contract's layout (root group, one group per layer with `activations`)."""
-    import zarr
-
+def test_unit_chunks_follow_store_chunks(tmp_path):
+    """A layer chunked along channels streams in blocks of about unit_chunk units."""
     path = tmp_path / "m.zarr"
-    zarr.open_group(str(path), mode="w").attrs["layers"] = ["b", "a"]
     g = np.random.default_rng(0)
-    xr.Dataset({"activations": (("image", "unit"), g.normal(size=(10, 7)))}).to_zarr(
-        path, group="b", mode="a", consolidated=False
-    )
     xr.Dataset(
         {"activations": (("image", "channel", "y", "x"), g.normal(size=(10, 3, 2, 2)))}
-    ).chunk({"channel": 1}).to_zarr(path, group="a", mode="a", consolidated=False)
-    assert list(job._fallback_list_layers(path)["name"]) == ["b", "a"]
-    da = job._fallback_open_layer(path, "a")
+    ).chunk({"channel": 1}).to_zarr(path, group="a", mode="w", consolidated=False)
+    da = xr.open_zarr(path, group="a", consolidated=False)["activations"]
     chunks = list(job.iter_unit_chunks(da, unit_chunk=8))
     assert [s for s, _ in chunks] == [0, 8] and chunks[0][1].shape == (10, 2, 2, 2)
     np.testing.assert_allclose(np.concatenate([c for _, c in chunks], 1), da.values, rtol=1e-6)
@@ -302,7 +301,7 @@ def test_demo_comparison_outputs(demo_run):
 def test_rsa_mean_pattern_option(stores, neural, selected, remove):
     """RSA scores and RSA ceilings follow compare.rsa_remove_mean_pattern, on both sides."""
     from mice2machines import similarity as sim
-    from mice2machines.activations import open_layer
+    from mice2machines.models.store import open_layer
 
     cfg = {
         **CFG,

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from mice2machines import dg_results as R
+from mice2machines.dg import results as R
 
 T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
 
@@ -79,7 +79,7 @@ def test_single_seed_has_no_interval(tmp_path):
 
 
 def test_outputs_markdown_csv_plot_manifest(known, tmp_path):
-    from mice2machines.zoo import read_zoo
+    from mice2machines.models.zoo import read_zoo
 
     out = tmp_path / "out"
     R.write_results(known, out / "t.csv", out / "t.md", out / "a.png", out / "models.tsv")
@@ -113,7 +113,7 @@ def test_demo_dg_table(demo_run):
     """The demo trains baseline and NeuRN small CNNs on MNIST and tables every offline target."""
     import yaml
 
-    from mice2machines import domains, networks
+    from mice2machines.dg import domains, networks
 
     dg = demo_run / "results" / "dg"
     cfg = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["dg"]

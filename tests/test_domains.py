@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mice2machines import domains as D
+from mice2machines.dg import domains as D
 
 # ------------------------------------------------------------------ offline builders
 

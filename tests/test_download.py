@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from mice2machines.allen import DownloadError, download, is_complete
+from mice2machines.neural.allen import DownloadError, download, is_complete
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import real_fixtures
 
-from mice2machines.labels import (
+from mice2machines.neural.labels import (
     CRE_LINES,
     UnknownCreLineError,
     cre_line_from_genotype,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mice2machines import networks
+from mice2machines.dg import networks
 from mice2machines.neurn import NeuRN
 
 

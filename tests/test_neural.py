@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mice2machines import neural, synthetic
-from mice2machines.nwb import read_session
+from mice2machines import synthetic
+from mice2machines.neural import convert as neural
+from mice2machines.neural.nwb import read_session
 
 
 def test_window_mean_matches_loop():

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mice2machines import neural
-from mice2machines.nwb import NWBError, read_session
+from mice2machines.neural import convert as neural
+from mice2machines.neural.nwb import NWBError, read_session
 
 P = "processing/brain_observatory_pipeline"
 

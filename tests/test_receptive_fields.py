@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mice2machines import receptive_fields as rf
+from mice2machines.compare import receptive_fields as rf
 
 
 def rng(seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mice2machines import selection
+from mice2machines.compare import selection
 
 
 def blobs(n_exc, n_inh, seed=0, centres=6, dim=30):

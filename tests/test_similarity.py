@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from mice2machines import similarity as S
+from mice2machines.compare.rsa import _rank as rank
+from mice2machines.devices import blas_controller
 
 
 def rng(seed=0):
@@ -117,11 +119,11 @@ def test_rank_equals_scipy_rankdata(rows):
     if rows > 1:
         v[1, :100] = np.round(v[1, :100], 1)  # many small tie groups
         v[-1, 7] = np.nan
-    got = S._rank(v)
+    got = rank(v)
     np.testing.assert_array_equal(got, rankdata(v, axis=-1))
-    np.testing.assert_array_equal(S._rank(v[0]), rankdata(v[0]))
+    np.testing.assert_array_equal(rank(v[0]), rankdata(v[0]))
     stack = v.reshape(rows, 2, 150) if rows > 1 else v.reshape(1, 2, 150)
-    np.testing.assert_array_equal(S._rank(stack), rankdata(stack, axis=-1))
+    np.testing.assert_array_equal(rank(stack), rankdata(stack, axis=-1))
 
 
 def test_rsa_table_equals_rsa_per_method():
@@ -209,7 +211,7 @@ def test_threaded_gram_equals_one_thread(monkeypatch):
             acc.update(X[:, lo:hi])
         return acc.gram(), acc.rdm()
 
-    blas = S._blas()
+    blas = blas_controller()
     before = [lib.num_threads for lib in blas.lib_controllers] if blas else None
     K1, R1 = run(1)
     np.testing.assert_allclose(R1, S.rdm(X), atol=1e-12)
@@ -356,7 +358,8 @@ def test_nonzero_constant_units_never_win_on_any_device():
 
 _FUSED_CHECK = """
 import numpy as np, torch
-from mice2machines import matchkernel as K, similarity as S
+from mice2machines import similarity as S
+from mice2machines.compare import matchkernel as K
 g = torch.Generator().manual_seed(0)
 for folds, cells, units, k in [(3, 70, 300, 25), (2, 9, 700, 40)]:
     A = torch.randn(folds, cells, k + 1, generator=g)
@@ -411,7 +414,7 @@ def test_fused_match_kernel_equals_torch_in_triton_interpreter():
 def test_fused_match_kernel_failure_falls_back_to_torch(monkeypatch):
     """A kernel that cannot run (say, an old Triton) warns and leaves plain torch's results."""
     pytest.importorskip("torch")
-    matchkernel = pytest.importorskip("mice2machines.matchkernel")
+    matchkernel = pytest.importorskip("mice2machines.compare.matchkernel")
 
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel here")
@@ -509,4 +512,4 @@ def test_metric_registry():
         S.register_metric(S.METRICS["ridge"])
     g = rng(12)
     a = S.Representations.from_arrays([g.normal(size=(10, 8))], dtype=np.float64)
-    assert S.METRICS["cka_unbiased"].fn(a, a)[0, 0] == pytest.approx(1.0)
+    assert S.METRICS["cka_unbiased"].score(a, a)[0, 0] == pytest.approx(1.0)

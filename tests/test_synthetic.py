@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mice2machines import synthetic
-from mice2machines.nwb import read_session
+from mice2machines.neural.nwb import read_session
 
 P = "processing/brain_observatory_pipeline"
 
@@ -163,12 +163,13 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     pytest.importorskip("torch")
     import xarray as xr
 
-    from mice2machines import neural, selection, zoo
     from mice2machines import similarity as sim
-    from mice2machines.activations import ExtractSettings, extract
-    from mice2machines.compare import job, prepare, settings
+    from mice2machines.compare import job, prepare, selection, settings
     from mice2machines.io import write_zarr_atomic
-    from mice2machines.nwb import read_session
+    from mice2machines.models import zoo
+    from mice2machines.models.extract import ExtractSettings, extract
+    from mice2machines.neural import convert as neural
+    from mice2machines.neural.nwb import read_session
 
     table = tmp_path / "models.tsv"
     table.write_text(

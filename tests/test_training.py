@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mice2machines import domains, networks, training
+from mice2machines.dg import domains, networks, training
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -63,7 +63,7 @@ def test_tiny_cpu_run_beats_chance(stores, tmp_path):
 
 KILLABLE = textwrap.dedent("""
     import json, logging, os, signal, sys
-    from mice2machines import training
+    from mice2machines.dg import training
     logging.basicConfig(level=logging.INFO)
     cfg, source, targets, out, kill_at = json.loads(sys.argv[1])
     def on_batch(epoch, batch):

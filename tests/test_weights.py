@@ -5,7 +5,7 @@ import hashlib
 import pytest
 import torch
 
-from mice2machines import weights as W
+from mice2machines.models import weights as W
 
 
 def _named_weights(tmp_path, name="tiny"):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mice2machines import weights as W
-from mice2machines import zoo
+from mice2machines.models import weights as W
+from mice2machines.models import zoo
 from mice2machines.neurn import neurn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,9 +106,7 @@ def test_parse_neurn_and_layers():
 def test_importing_zoo_needs_no_torch():
     import subprocess
 
-    code = (
-        "import sys, mice2machines.zoo as z; z.read_zoo(sys.argv[1]); print('torch' in sys.modules)"
-    )
+    code = "import sys, mice2machines.models.zoo as z; z.read_zoo(sys.argv[1]); print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "config" / "models.tsv")],
         capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT / "src")},
@@ -189,7 +187,7 @@ def test_register_builder():
 
 
 def test_digits_checkpoints_of_this_project(tmp_path):
-    networks = pytest.importorskip("mice2machines.networks")
+    networks = pytest.importorskip("mice2machines.dg.networks")
     assert zoo.BUILDERS["digits"].owns_neurn
     spec = zoo.ModelSpec("d", "digits:small_cnn", "random", 32, "unit", neurn="default")
     assert zoo.preprocess_settings(spec)["neurn"] is None  # the network holds NeuRN itself

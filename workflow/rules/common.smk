@@ -79,7 +79,7 @@ def experiment_ids(wildcards=None):
     """Experiment ids of the run: static for synthetic data, from discovery for Allen data."""
     if SOURCE == "synthetic":
         return [int(e) for e in synthetic_table().experiment_id]
-    from mice2machines.allen import read_manifest
+    from mice2machines.neural.allen import read_manifest
 
     manifest = checkpoints.allen_manifest.get().output.manifest
     return [r["experiment_id"] for r in read_manifest(manifest)]

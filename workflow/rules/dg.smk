@@ -4,8 +4,8 @@ Digit domains -> one training job per (arch, variant, source, seed) -> one resul
 (accuracy mean +- std over seeds, NeuRN minus baseline paired by seed).
 """
 
-from mice2machines.domains import OFFLINE as DG_OFFLINE
-from mice2machines.domains import ONLINE as DG_ONLINE
+from mice2machines.dg.domains import OFFLINE as DG_OFFLINE
+from mice2machines.dg.domains import ONLINE as DG_ONLINE
 
 DG = config["dg"]
 DGR = f"{RESULTS}/dg"

@@ -2,7 +2,7 @@
 
 import re
 
-from mice2machines.zoo import read_zoo
+from mice2machines.models.zoo import read_zoo
 
 MODELS_CFG = config["models"]
 ZOO_TABLE = (

@@ -100,7 +100,7 @@ else:
                 else ""
             ),
         shell:
-            "PYTHONPATH={params.src} {params.python} -m mice2machines.allen discover"
+            "PYTHONPATH={params.src} {params.python} -m mice2machines.neural.allen discover"
             " --manifest-file {params.manifest_file} --out {output.manifest}"
             " --areas {params.areas} {params.cre} {params.depths} {params.limit}"
             " > {log} 2>&1"

@@ -1,8 +1,7 @@
 """compare_select: the paper's neuron selection (UMAP, K-means, nearest to each centre)."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines import selection
-from mice2machines.compare import settings
+from mice2machines.compare import selection, settings
 from mice2machines.io import open_zarr, script_logger
 
 log = script_logger(snakemake.log[0])

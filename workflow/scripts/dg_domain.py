@@ -1,7 +1,7 @@
 """dg_domain: build one digit domain (offline from wheels, or downloaded) into a zarr store."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines import domains
+from mice2machines.dg import domains
 from mice2machines.io import script_logger
 
 log = script_logger(snakemake.log[0])

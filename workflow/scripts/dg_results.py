@@ -1,7 +1,7 @@
 """dg_results: metrics JSONs -> DG table (CSV + markdown), plot and model-zoo manifest."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines import dg_results
+from mice2machines.dg import results as dg_results
 from mice2machines.io import script_logger
 
 log = script_logger(snakemake.log[0])

@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from mice2machines import training
+from mice2machines.dg import training
 from mice2machines.io import script_logger
 
 log = script_logger(snakemake.log[0])

@@ -2,9 +2,9 @@
 
 import torch
 
-from mice2machines import zoo
-from mice2machines.activations import ExtractSettings, extract_model
 from mice2machines.io import script_logger
+from mice2machines.models import zoo
+from mice2machines.models.extract import ExtractSettings, extract_model
 
 log = script_logger(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from mice2machines import archsim, zoo
 from mice2machines.io import script_logger
+from mice2machines.models import archsim, zoo
 
 log = script_logger(snakemake.log[0])
 cfg = dict(snakemake.params.cfg)

@@ -2,8 +2,8 @@
 
 import json
 
-from mice2machines import zoo
 from mice2machines.io import script_logger
+from mice2machines.models import zoo
 
 log = script_logger(snakemake.log[0])
 spec = zoo.ModelSpec(**snakemake.params.spec)

@@ -1,5 +1,6 @@
-from mice2machines import neural, nwb
 from mice2machines.io import script_logger
+from mice2machines.neural import convert as neural
+from mice2machines.neural import nwb
 
 log = script_logger(snakemake.log[0])
 session = nwb.read_session(snakemake.input.nwb)

@@ -1,6 +1,6 @@
-from mice2machines import neural
 from mice2machines.cluster import dask_client
 from mice2machines.io import script_logger
+from mice2machines.neural import convert as neural
 
 log = script_logger(snakemake.log[0])
 log.info("assembling %d experiment stores", len(snakemake.input.stores))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 
-from ..selection import DEFAULTS as SELECTION_DEFAULTS
-from ..similarity import METRICS
+from .registry import METRICS
+from .selection import DEFAULTS as SELECTION_DEFAULTS
 
 DEFAULTS: dict = {
     "models": None,

@@ -9,23 +9,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .registry import METRICS, cell_variables
+
 LAYER_VARS = ("layer_index", "layer_depth", "n_units", "layer_kind")
-FILL = {
-    "match_unit": -1,
-    "rf_unit": -1,
-    "rf_unit_neurn": -1,
-    "layer_index": -1,
-    "n_units": 0,
-    "layer_kind": "",
-    "n_cells": 0,
-}
-#: per-cell variables: (per-cell metric name, lower is better)
-CELL_VARS = {
-    "ridge_r": ("ridge", False),
-    "match_r": ("match", False),
-    "rf_rmse": ("rf_rmse", True),
-    "rf_rmse_neurn": ("rf_rmse_neurn", True),
-}
+LAYER_FILL = {"layer_index": -1, "n_units": 0, "layer_kind": "", "n_cells": 0}
+
+
+def fill_values() -> dict:
+    """Fill value of each variable where a model lacks a layer: the registry's per-cell
+    variables, the layer coordinates and the group cell counts (NaN for the rest)."""
+    return {**{k: v.fill for k, v in cell_variables().items()}, **LAYER_FILL}
 
 
 def open_store(path) -> xr.Dataset:
@@ -55,7 +48,7 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
         coords="minimal",
         compat="override",
         data_vars="all",
-        fill_value={**FILL, **{v: np.nan for v in parts[0].data_vars if v not in FILL}},
+        fill_value={**{v: np.nan for v in parts[0].data_vars}, **fill_values()},
     )
     out = out.set_coords([c for c in LAYER_VARS if c in out])
     # uniform chunks for zarr: one model per chunk, everything else whole
@@ -68,7 +61,8 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
 
 def tidy(ds: xr.Dataset) -> pd.DataFrame:
     """Long table: model, layer, layer_index, layer_depth, group_by, group, metric, score,
-    ci_low, ci_high, ceiling, score_ceiled (score / ceiling for similarity metrics), n_cells."""
+    ci_low, ci_high, ceiling, score_ceiled (score / ceiling where the metric has a ceiling),
+    n_cells."""
     ds = ds.load() if hasattr(ds, "load") else ds
     df = ds[["score", "ci_low", "ci_high"]].to_dataframe().reset_index()
     df = df.dropna(subset=["score"])
@@ -79,9 +73,7 @@ def tidy(ds: xr.Dataset) -> pd.DataFrame:
         how="left",
     )
     with np.errstate(invalid="ignore", divide="ignore"):
-        df["score_ceiled"] = np.where(
-            df["metric"].str.startswith("rf_"), np.nan, df["score"] / df["ceiling"]
-        )
+        df["score_ceiled"] = df["score"] / df["ceiling"]  # NaN where a metric has no ceiling
     keep = [
         c
         for c in (
@@ -114,11 +106,16 @@ def bottom_up(ds: xr.Dataset) -> pd.DataFrame:
     cell_cols = {
         c: ds[c].values for c in ("area", "cre_line", "ei_class", "selected") if c in ds.coords
     }
-    for var, (metric, lower) in CELL_VARS.items():
-        if var not in ds:
+    for spec in METRICS.values():
+        var, metric, lower, unit_var = (
+            spec.cell_var,
+            spec.name,
+            not spec.higher_is_better,
+            spec.unit_var,
+        )
+        if spec.kind != "cell" or var not in ds:
             continue
         v = ds[var].transpose("model", "cell", "layer").values
-        unit_var = {"rf_rmse": "rf_unit", "rf_rmse_neurn": "rf_unit_neurn"}.get(var)
         for mi, model in enumerate(ds["model"].values):
             x = v[mi]
             ok = np.isfinite(x).any(1)
@@ -136,7 +133,7 @@ def bottom_up(ds: xr.Dataset) -> pd.DataFrame:
                     **{c: val for c, val in cell_cols.items()},
                 }
             )
-            if unit_var:
+            if unit_var and unit_var in ds:
                 u = ds[unit_var].transpose("model", "cell", "layer").values[mi]
                 frame["best_unit"] = u[np.arange(len(u)), best]
             rows.append(frame[ok])

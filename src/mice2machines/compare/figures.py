@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import similarity as sim
+from .registry import get_metric
 
 AREA_ORDER = ("VISp", "VISl", "VISal", "VISpm", "VISam", "VISrl")
 
@@ -28,10 +28,7 @@ def _order(values, preferred=AREA_ORDER) -> list:
 
 
 def _lower(metric: str) -> bool:
-    try:
-        return not sim.get_metric(metric).higher_is_better
-    except ValueError:
-        return metric.startswith("rf_")
+    return not get_metric(metric).higher_is_better
 
 
 def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):

@@ -1,7 +1,14 @@
-"""The per-model job: stream every layer once, compute every metric against every group."""
+"""The per-model job: stream every layer once, compute every metric against every group.
+
+``compare_model`` = open the job -> stream the layers (each layer's Gram statistics and every
+cell metric's scorer fed from one pass over its units) -> group scores (with ceilings and
+bootstrap intervals) -> one labelled Dataset. What each metric computes, and how its groups,
+ceilings and intervals are formed, comes from the metric registry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -10,41 +17,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import receptive_fields as rf
-from .. import similarity as sim
+from ..devices import resolve_device
 from ..io import as_str
+from ..models.store import list_layers, open_layer
 from . import settings
+from .bootstrap import (
+    bootstrap_cell_r,
+    bootstrap_indices,
+    bootstrap_representation,
+    percentile_ci,
+)
+from .gram import GramAccumulator, Representations
+from .registry import JobContext, Metric, get_metric
+from .ridge import kfold
 
 log = logging.getLogger("mice2machines")
-
-#: quantiles of the activity (over images) of each neuron's best-matching unit (bottom-up)
-QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
-
-
-# --------------------------------------------------------------------------- activation stores
-
-
-def _fallback_list_layers(path) -> pd.DataFrame:
-    import zarr
-
-    root = zarr.open_group(str(path), mode="r")
-    names = root.attrs.get("layers")
-    if names and isinstance(names[0], dict):
-        names = [d["name"] for d in names]
-    return pd.DataFrame({"name": list(names) if names else sorted(root.group_keys())})
-
-
-def _fallback_open_layer(path, layer) -> xr.DataArray:
-    return xr.open_zarr(str(path), group=layer, consolidated=False)["activations"]
-
-
-def activation_api():
-    """(list_layers, open_layer) of mice2machines.activations, or a reader of the same layout."""
-    try:
-        from ..activations import list_layers, open_layer
-    except ImportError:
-        return _fallback_list_layers, _fallback_open_layer
-    return list_layers, open_layer
 
 
 def iter_unit_chunks(da: xr.DataArray, unit_chunk: int = 65536):
@@ -76,9 +63,6 @@ def iter_unit_chunks(da: xr.DataArray, unit_chunk: int = 65536):
         units_done += block[0].size
 
 
-# --------------------------------------------------------------------------- summaries
-
-
 def group_median(values: np.ndarray, membership: np.ndarray) -> np.ndarray:
     """(groups, ...) NaN-median over each group's cells of values (cells, ...)."""
     out = np.full((len(membership),) + values.shape[1:], np.nan)
@@ -105,11 +89,287 @@ def cell_bootstrap_ci(
         if len(v) == 0 or n_boot == 0:
             continue
         meds = np.median(v[rng.integers(0, len(v), (n_boot, len(v)))], axis=1)
-        lo[g], hi[g] = sim.percentile_ci(meds, level)
+        lo[g], hi[g] = percentile_ci(meds, level)
     return lo, hi
 
 
 # --------------------------------------------------------------------------- the job
+
+
+@dataclasses.dataclass
+class Job:
+    """One model against the prepared neural store: settings, cells, folds, metrics."""
+
+    cfg: dict
+    model: str
+    metrics: list[Metric]
+    ctx: JobContext
+    R: np.ndarray  # (cells of the store, images)
+    membership_all: np.ndarray  # (groups, cells of the store)
+    cell_pos: np.ndarray  # the job's cells (positions in the store)
+    neural: xr.Dataset
+
+    @property
+    def membership(self) -> np.ndarray:
+        """(groups, job cells)."""
+        return self.membership_all[:, self.cell_pos]
+
+    @property
+    def cell_metrics(self) -> list[Metric]:
+        return [m for m in self.metrics if m.kind == "cell"]
+
+
+def open_job(neural: xr.Dataset, selected: np.ndarray, cfg: dict, model: str) -> Job:
+    """The neural side of one model's job: cells, folds and the scorers' context."""
+    R = np.asarray(neural["responses"].values, dtype=np.float64)  # (cell, image)
+    n = R.shape[1]
+    selected = np.asarray(selected, dtype=np.int64)
+    cell_pos = selected if cfg["cell_metrics_on"] == "selected" else np.arange(len(R))
+    is_sel = np.isin(cell_pos, selected)
+    maps = np.asarray(neural["maps"].values[cell_pos[is_sel]], dtype=np.float64)
+    F = np.asarray(neural["stimulus_matrix"].values, dtype=np.float64).reshape(n, -1)
+    ctx = JobContext(
+        Y=R[cell_pos].T,
+        folds=kfold(n, int(cfg["n_folds"]), int(cfg["seed"])),
+        selected=is_sel,
+        maps=maps.reshape(len(maps), -1),
+        stimulus_matrix=F,
+        device=resolve_device(cfg["device"]),
+        dtype=np.dtype(cfg["dtype"]),
+        cfg=cfg,
+    )
+    return Job(
+        cfg=cfg,
+        model=model,
+        metrics=[get_metric(m) for m in cfg["metrics"]],
+        ctx=ctx,
+        R=R,
+        membership_all=np.asarray(neural["membership"].values, dtype=bool),
+        cell_pos=cell_pos,
+        neural=neural,
+    )
+
+
+@dataclasses.dataclass
+class Layer:
+    """What one layer contributed: its Gram statistics and every cell metric's results."""
+
+    name: str
+    gram: np.ndarray
+    rdm: np.ndarray
+    n_units: int
+    kind: str
+    cells: dict  # per-cell variables of the cell metrics
+    predictions: dict  # metric -> (cells, images) float32 held-out predictions
+
+
+def stream_layer(job: Job, path, name: str, index: str) -> Layer:
+    """One pass over a layer's units: the Gram engine and every cell metric's scorer."""
+    da = open_layer(path, name)
+    if "image" in da.coords and "image" in job.neural.coords:
+        da = da.sel(image=job.neural["image"].values)
+    n, ctx = job.ctx.n_images, job.ctx
+    gram = GramAccumulator(n, device=ctx.device, dtype=ctx.dtype)
+    scorers = {m.name: m.layer(ctx) for m in job.cell_metrics}
+    total = int(np.prod(da.shape[1:]))
+    for start, block in iter_unit_chunks(da, int(job.cfg["unit_chunk"])):
+        flat = block.reshape(n, -1)
+        gram.update(flat)
+        for scorer in scorers.values():
+            scorer.update(block)
+        log.info(
+            "model %s layer %s %s: units %d-%d of %d",
+            job.model,
+            name,
+            index,
+            start,
+            start + flat.shape[1],
+            total,
+        )
+    layer = Layer(
+        name=name,
+        gram=gram.gram(),
+        rdm=gram.rdm(remove_mean_pattern=bool(job.cfg["rsa_remove_mean_pattern"])),
+        n_units=total,
+        kind="spatial" if da.ndim == 4 else "flat",
+        cells={},
+        predictions={},
+    )
+    for metric_name, scorer in scorers.items():
+        res = scorer.result(layer)
+        pred = res.pop("prediction", None)
+        if pred is not None:
+            layer.predictions[metric_name] = np.asarray(pred, dtype=np.float32)
+        layer.cells.update(res)
+    return layer
+
+
+def stream_layers(job: Job, path, table: pd.DataFrame) -> list[Layer]:
+    """Every layer of the store once; a byte-identical copy of an earlier layer (the table's
+    ``duplicate_of``) reuses that layer's results."""
+    names = [str(v) for v in table["layer"]]
+    dup_of = table["duplicate_of"].fillna("").astype(str).tolist()
+    done: dict[str, Layer] = {}
+    layers = []
+    for li, name in enumerate(names):
+        index = f"({li + 1}/{len(names)})"
+        t0 = time.perf_counter()
+        if dup_of[li] in done:
+            layers.append(dataclasses.replace(done[dup_of[li]], name=name))
+            log.info("model %s layer %s %s: duplicate of %s", job.model, name, index, dup_of[li])
+            continue
+        layer = stream_layer(job, path, name, index)
+        done[name] = layer
+        layers.append(layer)
+        log.info(
+            "model %s layer %s %s: %d units in %.1f s",
+            job.model,
+            name,
+            index,
+            layer.n_units,
+            time.perf_counter() - t0,
+        )
+    return layers
+
+
+def per_cell(job: Job, layers: list[Layer]) -> dict[str, np.ndarray]:
+    """(layer, ...) arrays of every per-cell variable of the cell metrics."""
+    out = {}
+    for metric in job.cell_metrics:
+        for var in metric.variables:
+            out[var] = np.stack([layer.cells[var] for layer in layers])
+    return out
+
+
+def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.ndarray]:
+    """score, ci_low, ci_high (metric, group, layer); ceiling, n_cells (metric, group)."""
+    cfg, metrics = job.cfg, job.metrics
+    G, L = len(job.membership_all), len(layers)
+    score = np.full((len(metrics), G, L), np.nan)
+    ci_lo, ci_hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
+    ceiling = np.full((len(metrics), G), np.nan)
+    n_in_group = np.zeros((len(metrics), G), dtype=np.int64)
+    n_boot, level, seed = int(cfg["n_boot"]), float(cfg["ci_level"]), int(cfg["seed"])
+    boot_idx = bootstrap_indices(job.ctx.n_images, n_boot, seed)
+    t0 = time.perf_counter()
+
+    rep = [m for m in metrics if m.kind == "representation"]
+    if rep:
+        groups = job.neural["group"].values
+        pos = [np.flatnonzero(m) for m in job.membership_all]
+        neural_reps = Representations.from_arrays(
+            [job.R[p].T for p in pos],
+            list(groups),
+            dtype=np.float64,
+            remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
+        )
+        model_reps = Representations(
+            [layer.name for layer in layers],
+            np.stack([layer.gram for layer in layers]),
+            np.stack([layer.rdm for layer in layers]),
+        )
+        names = [m.name for m in rep]
+        boots = bootstrap_representation(neural_reps, model_reps, names, boot_idx) if n_boot else {}
+        log.info(
+            "model %s: representation metrics %s, %d bootstrap resamples in %.1f s",
+            job.model,
+            names,
+            n_boot,
+            time.perf_counter() - t0,
+        )
+    reliability = np.asarray(job.neural["reliability"].values, dtype=np.float64)[job.cell_pos]
+    membership = job.membership
+    for mi, m in enumerate(metrics):
+        if m.kind == "representation":
+            score[mi] = m.score(neural_reps, model_reps)
+            if m.name in boots:
+                ci_lo[mi], ci_hi[mi] = percentile_ci(boots[m.name], level, estimate=score[mi])
+            if m.ceiling == "split_half" and m.name in job.neural["metric"].values:
+                ceiling[mi] = job.neural["ceiling"].sel(metric=m.name).values
+            n_in_group[mi] = job.membership_all.sum(1)
+            continue
+        t1 = time.perf_counter()
+        values = cells[m.cell_var]
+        score[mi] = group_median(values.T, membership)
+        n_in_group[mi] = (membership & np.isfinite(values).any(0)[None]).sum(1)
+        if m.ceiling == "reliability":
+            ceiling[mi] = group_median(reliability[:, None], membership)[:, 0]
+        if n_boot and m.cell_bootstrap == "images":
+            for li, layer in enumerate(layers):
+                br = bootstrap_cell_r(layer.predictions[m.name], job.ctx.Y.T, boot_idx)
+                meds = group_median(br.T, membership)  # (G, boot)
+                ci_lo[mi, :, li], ci_hi[mi, :, li] = percentile_ci(
+                    meds, level, axis=1, estimate=score[mi, :, li]
+                )
+        elif n_boot:
+            for li in range(L):
+                ci_lo[mi, :, li], ci_hi[mi, :, li] = cell_bootstrap_ci(
+                    values[li], membership, n_boot, seed + li, level
+                )
+        log.info(
+            "model %s: %s group scores, %d bootstrap resamples over %s in %.1f s",
+            job.model,
+            m.name,
+            n_boot,
+            m.cell_bootstrap,
+            time.perf_counter() - t1,
+        )
+    return {
+        "score": score,
+        "ci_low": ci_lo,
+        "ci_high": ci_hi,
+        "ceiling": ceiling,
+        "n_cells": n_in_group,
+    }
+
+
+def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells) -> xr.Dataset:
+    """The job's labelled store: group scores, per-cell variables, layer and cell coords."""
+    neural, L = job.neural, len(layers)
+    dims = {"score": ("metric", "group", "layer"), "ceiling": ("metric", "group")}
+    data = {k: (dims["score"] if v.ndim == 3 else dims["ceiling"], v) for k, v in scores.items()}
+    extra = {"fold": np.arange(len(job.ctx.folds))}
+    for m in job.cell_metrics:
+        for var, spec in m.variables.items():
+            data[var] = (("layer", *spec.dims), cells[var].astype(spec.dtype))
+            extra.update({k: np.asarray(v) for k, v in spec.coords.items()})
+    cell_coords = {
+        "cell": neural["cell"].values[job.cell_pos],
+        "selected": ("cell", job.ctx.selected),
+    }
+    for c in ("area", "cre_line", "ei_class", "experiment_id"):
+        if c in neural.coords:
+            cell_coords[c] = ("cell", neural[c].values[job.cell_pos])
+    depth = (
+        table["depth"].to_numpy(dtype=np.float64)
+        if "depth" in table
+        else np.arange(L) / max(L - 1, 1)
+    )
+    ds = xr.Dataset(
+        data,
+        coords={
+            "metric": [m.name for m in job.metrics],
+            "group": as_str(neural["group"].values),
+            "group_by": ("group", as_str(neural["group_by"].values)),
+            "group_value": ("group", as_str(neural["group_value"].values)),
+            "layer": np.asarray([layer.name for layer in layers], dtype=str),
+            "layer_index": ("layer", np.arange(L)),
+            "layer_depth": ("layer", depth),
+            "n_units": ("layer", np.asarray([la.n_units for la in layers], dtype=np.int64)),
+            "layer_kind": ("layer", np.asarray([la.kind for la in layers], dtype=str)),
+            **extra,
+            **cell_coords,
+        },
+        attrs={
+            "model": job.model,
+            "n_boot": int(job.cfg["n_boot"]),
+            "ci_level": float(job.cfg["ci_level"]),
+            "device": job.ctx.device,
+            "rsa_remove_mean_pattern": int(bool(job.cfg["rsa_remove_mean_pattern"])),
+        },
+    )
+    ds["score"].attrs["description"] = "; ".join(f"{m.name}: {m.description}" for m in job.metrics)
+    return ds
 
 
 def compare_model(
@@ -124,256 +384,17 @@ def compare_model(
     neural: the store of prepare_neural; selected: positions of the selected cells (the
     paper's RF analysis; also the per-cell metrics when compare.cell_metrics_on = selected).
     """
-    cfg = settings(cfg)
-    metrics = list(cfg["metrics"])
-    for m in metrics:
-        sim.get_metric(m)
-    device = sim.resolve_device(cfg["device"])
-    dtype = np.dtype(cfg["dtype"])
-    seed = int(cfg["seed"])
-    list_layers, open_layer = activation_api()
+    job = open_job(neural, selected, settings(cfg), model or str(activations_path))
     table = list_layers(activations_path)
-    layers = [str(v) for v in table["name" if "name" in table else "layer"]]
-    dup_of = (
-        table["duplicate_of"].fillna("").astype(str).tolist()
-        if "duplicate_of" in table
-        else [""] * len(layers)
-    )
-    model = model or str(activations_path)
-
-    R = np.asarray(neural["responses"].values, dtype=np.float64)  # (cell, image)
-    n = R.shape[1]
-    membership_all = np.asarray(neural["membership"].values, dtype=bool)
-    selected = np.asarray(selected, dtype=np.int64)
-    cell_pos = selected if cfg["cell_metrics_on"] == "selected" else np.arange(len(R))
-    is_sel = np.isin(cell_pos, selected)
-    Y = R[cell_pos].T  # (image, cells)
-    membership = membership_all[:, cell_pos]
-    F = np.asarray(neural["stimulus_matrix"].values, dtype=np.float64).reshape(n, -1)
-    maps_sel = np.asarray(neural["maps"].values[cell_pos[is_sel]], dtype=np.float64)
-    maps_sel = maps_sel.reshape(len(maps_sel), -1)
-    center, norm = bool(cfg["map_center"]), cfg["map_normalize"]
-    folds = sim.kfold(n, int(cfg["n_folds"]), seed)
-    want = set(metrics)
-    do_match = "match" in want
-    do_ridge = "ridge" in want
-    do_rf, do_rfn = "rf_rmse" in want, "rf_rmse_neurn" in want
-    neurn_cfg = dict(cfg["neurn"])
-    no_mean = bool(cfg["rsa_remove_mean_pattern"])
-    n_cells, L = len(cell_pos), len(layers)
     log.info(
         "model %s: %d layers, %d cells for per-cell metrics (%d selected), device %s",
-        model,
-        L,
-        n_cells,
-        int(is_sel.sum()),
-        device,
+        job.model,
+        len(table),
+        job.ctx.n_cells,
+        int(job.ctx.selected.sum()),
+        job.ctx.device,
     )
-
-    grams, rdms, n_units, kinds = [], [], [], []
-    per_cell = {
-        k: np.full((L, n_cells), np.nan)
-        for k in ("ridge_r", "match_r", "rf_rmse", "rf_mean_rmse", "rf_rmse_neurn")
-    }
-    units = {k: np.full((L, n_cells), -1, dtype=np.int64) for k in ("rf_unit", "rf_unit_neurn")}
-    match_unit = np.full((L, len(folds), n_cells), -1, dtype=np.int64)
-    act_q = np.full((L, n_cells, len(QUANTILES)), np.nan)
-    preds = {k: np.full((L, n_cells, n), np.nan, dtype=np.float32) for k in ("ridge", "match")}
-    match_block = max(1024, (1 << 28) // max(n_cells, 1))
-
-    done: dict[str, int] = {}
-    for li, name in enumerate(layers):
-        t0 = time.perf_counter()
-        if dup_of[li] in done:  # a byte-identical copy of an earlier layer: reuse its results
-            src = done[dup_of[li]]
-            grams.append(grams[src])
-            rdms.append(rdms[src])
-            n_units.append(n_units[src])
-            kinds.append(kinds[src])
-            for arr in (*per_cell.values(), *units.values(), match_unit, act_q, *preds.values()):
-                arr[li] = arr[src]
-            log.info(
-                "model %s layer %s (%d/%d): duplicate of %s", model, name, li + 1, L, dup_of[li]
-            )
-            continue
-        done[name] = li
-        da = open_layer(activations_path, name)
-        if "image" in da.coords and "image" in neural.coords:
-            da = da.sel(image=neural["image"].values)
-        spatial = da.ndim == 4
-        gram = sim.GramAccumulator(n, device=device, dtype=dtype)
-        match = sim.MatchAccumulator(Y, folds, device=device, dtype=dtype) if do_match else None
-        acc_rf = rf.RMSEAccumulator(maps_sel) if do_rf else None
-        neurn_t, neurn_s = [], []
-        total = int(np.prod(da.shape[1:]))
-        for start, block in iter_unit_chunks(da, int(cfg["unit_chunk"])):
-            flat = block.reshape(n, -1)
-            gram.update(flat)
-            if match is not None:  # sub-blocks keep the (cells x units) product near 1 GiB
-                for lo in range(0, flat.shape[1], match_block):
-                    match.update(flat[:, lo : lo + match_block])
-            if acc_rf is not None:
-                T = rf.channel_activity(block)[0] if spatial else flat
-                acc_rf.update(rf.unit_maps(T, F, center, norm), activity=T)
-            if do_rfn and spatial and block.shape[2] * block.shape[3] > 1:  # NeuRN needs space
-                t, s = rf.channel_activity(block, neurn_cfg, device=device)
-                neurn_t.append(t)
-                neurn_s.append(s)
-            log.info(
-                "model %s layer %s: units %d-%d of %d",
-                model,
-                name,
-                start,
-                start + flat.shape[1],
-                total,
-            )
-        grams.append(gram.gram())
-        rdms.append(gram.rdm(remove_mean_pattern=no_mean))
-        n_units.append(total)
-        kinds.append("spatial" if spatial else "flat")
-        if do_ridge:
-            pred, _ = sim.ridge_cv(grams[-1], Y, cfg["ridge_alphas"], folds)
-            preds["ridge"][li] = pred.T
-            per_cell["ridge_r"][li] = sim.pearson_rows(pred.T, Y.T)
-        if match is not None:
-            res = match.result()
-            preds["match"][li] = res["prediction"].T
-            per_cell["match_r"][li] = sim.pearson_rows(res["prediction"].T, Y.T)
-            match_unit[li] = res["best_unit"]
-        if acc_rf is not None:
-            res = acc_rf.result()
-            per_cell["rf_rmse"][li, is_sel] = res["best_rmse"]
-            per_cell["rf_mean_rmse"][li, is_sel] = res["mean_rmse"]
-            units["rf_unit"][li, is_sel] = res["best_unit"]
-            if "best_activity" in res:  # the best unit's activity distribution over images
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    act_q[li, is_sel] = np.nanquantile(res["best_activity"], QUANTILES, axis=1).T
-        if neurn_t:
-            T = np.concatenate(neurn_t, axis=1)
-            if neurn_s[0] is not None:
-                scale = np.max(np.stack(neurn_s), axis=0)
-                T = T / np.where(scale > 0, scale, 1.0)[:, None]
-            acc = rf.RMSEAccumulator(maps_sel)
-            acc.update(rf.unit_maps(T, F, center, norm))
-            res = acc.result()
-            per_cell["rf_rmse_neurn"][li, is_sel] = res["best_rmse"]
-            units["rf_unit_neurn"][li, is_sel] = res["best_unit"]
-        log.info(
-            "model %s layer %s (%d/%d): %d units in %.1f s",
-            model,
-            name,
-            li + 1,
-            L,
-            total,
-            time.perf_counter() - t0,
-        )
-
-    # ---- group-level scores
-    groups = neural["group"].values
-    G = len(groups)
-    pos = [np.flatnonzero(m) for m in membership_all]
-    neural_reps = sim.Representations.from_arrays(
-        [R[p].T for p in pos], list(groups), dtype=np.float64, remove_mean_pattern=no_mean
-    )
-    model_reps = sim.Representations(layers, np.stack(grams), np.stack(rdms))
-    score = np.full((len(metrics), G, L), np.nan)
-    ci_lo, ci_hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
-    ceiling = np.full((len(metrics), G), np.nan)
-    n_in_group = np.zeros((len(metrics), G), dtype=np.int64)
-    n_boot, level = int(cfg["n_boot"]), float(cfg["ci_level"])
-    boot_idx = sim.bootstrap_indices(n, n_boot, seed)
-    rep_metrics = [m for m in metrics if sim.get_metric(m).kind == "representation"]
-    boots = (
-        sim.bootstrap_representation(neural_reps, model_reps, rep_metrics, boot_idx)
-        if rep_metrics and n_boot
-        else {}
-    )
-    neural_ceiling = neural["ceiling"].to_series() if "ceiling" in neural else None
-    reliability = np.asarray(neural["reliability"].values, dtype=np.float64)[cell_pos]
-    for mi, m in enumerate(metrics):
-        spec = sim.get_metric(m)
-        if spec.kind == "representation":
-            score[mi] = spec.fn(neural_reps, model_reps)
-            if m in boots:
-                ci_lo[mi], ci_hi[mi] = sim.percentile_ci(boots[m], level, estimate=score[mi])
-            if neural_ceiling is not None and m in neural["metric"].values:
-                ceiling[mi] = neural["ceiling"].sel(metric=m).values
-            n_in_group[mi] = membership_all.sum(1)
-            continue
-        values = {
-            "ridge": per_cell["ridge_r"],
-            "match": per_cell["match_r"],
-            "rf_rmse": per_cell["rf_rmse"],
-            "rf_rmse_neurn": per_cell["rf_rmse_neurn"],
-        }[m]
-        score[mi] = group_median(values.T, membership)
-        n_in_group[mi] = (membership & np.isfinite(values).any(0)[None]).sum(1)
-        if m in ("ridge", "match"):
-            ceiling[mi] = group_median(reliability[:, None], membership)[:, 0]
-            if n_boot:
-                for li in range(L):
-                    br = sim.bootstrap_cell_r(preds[m][li], Y.T, boot_idx)  # (boot, cells)
-                    meds = group_median(br.T, membership)  # (G, boot)
-                    ci_lo[mi, :, li], ci_hi[mi, :, li] = sim.percentile_ci(
-                        meds, level, axis=1, estimate=score[mi, :, li]
-                    )
-        elif n_boot:
-            for li in range(L):
-                ci_lo[mi, :, li], ci_hi[mi, :, li] = cell_bootstrap_ci(
-                    values[li], membership, n_boot, seed + li, level
-                )
-
-    cells = neural["cell"].values[cell_pos]
-    cell_coords = {"cell": cells, "selected": ("cell", is_sel)}
-    for c in ("area", "cre_line", "ei_class", "experiment_id"):
-        if c in neural.coords:
-            cell_coords[c] = ("cell", neural[c].values[cell_pos])
-    depth = (
-        table["depth"].to_numpy(dtype=np.float64)
-        if "depth" in table
-        else np.arange(L) / max(L - 1, 1)
-    )
-    ds = xr.Dataset(
-        {
-            "score": (("metric", "group", "layer"), score),
-            "ci_low": (("metric", "group", "layer"), ci_lo),
-            "ci_high": (("metric", "group", "layer"), ci_hi),
-            "ceiling": (("metric", "group"), ceiling),
-            "n_cells": (("metric", "group"), n_in_group),
-            "ridge_r": (("layer", "cell"), per_cell["ridge_r"]),
-            "match_r": (("layer", "cell"), per_cell["match_r"]),
-            "match_unit": (("layer", "fold", "cell"), match_unit),
-            "rf_rmse": (("layer", "cell"), per_cell["rf_rmse"]),
-            "rf_mean_rmse": (("layer", "cell"), per_cell["rf_mean_rmse"]),
-            "rf_unit": (("layer", "cell"), units["rf_unit"]),
-            "rf_rmse_neurn": (("layer", "cell"), per_cell["rf_rmse_neurn"]),
-            "rf_unit_neurn": (("layer", "cell"), units["rf_unit_neurn"]),
-            "rf_unit_activity": (("layer", "cell", "quantile"), act_q),
-        },
-        coords={
-            "metric": metrics,
-            "group": as_str(groups),
-            "group_by": ("group", as_str(neural["group_by"].values)),
-            "group_value": ("group", as_str(neural["group_value"].values)),
-            "layer": np.asarray(layers, dtype=str),
-            "layer_index": ("layer", np.arange(L)),
-            "layer_depth": ("layer", depth),
-            "n_units": ("layer", np.asarray(n_units, dtype=np.int64)),
-            "layer_kind": ("layer", np.asarray(kinds, dtype=str)),
-            "fold": np.arange(len(folds)),
-            "quantile": np.asarray(QUANTILES),
-            **cell_coords,
-        },
-        attrs={
-            "model": model,
-            "n_boot": n_boot,
-            "ci_level": level,
-            "device": device,
-            "rsa_remove_mean_pattern": int(no_mean),
-        },
-    )
-    ds["score"].attrs["description"] = "; ".join(
-        f"{m}: {sim.get_metric(m).description}" for m in metrics
-    )
-    return ds
+    layers = stream_layers(job, activations_path, table)
+    cells = per_cell(job, layers)
+    scores = group_scores(job, layers, cells)
+    return to_dataset(job, layers, table, scores, cells)

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import receptive_fields as rf
-from .. import similarity as sim
+from ..neural.reliability import cell_reliability
+from . import receptive_fields as rf
 from . import settings
+from .ceilings import group_ceilings, split_half_metrics
 
 log = logging.getLogger("mice2machines")
 
 CELL_COORDS = ("experiment_id", "area", "cre_line", "ei_class", "imaging_depth")
-REPRESENTATION_METRICS = ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased")
 
 
 def neural_groups(cells: pd.DataFrame, group_by, min_cells: int = 1) -> pd.DataFrame:
@@ -86,17 +86,21 @@ def prepare_neural(
     log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
 
     positions = dict(zip(groups["group"], groups["positions"], strict=True))
-    ceil = sim.group_ceilings(
+    ceiled = (
+        split_half_metrics()
+    )  # every registered one: prepare does not depend on compare.metrics
+    ceil = group_ceilings(
         responses,
         positions,
         int(cfg["n_splits"]),
         int(cfg["seed"]),
+        metrics=ceiled,
         remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
     )
     if "reliability" in pop:
         reliability = np.asarray(pop["reliability"].values, dtype=np.float64)
     else:
-        reliability = sim.cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
+        reliability = cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
     log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
 
     membership = np.zeros((len(groups), len(cells)), dtype=bool)
@@ -113,7 +117,7 @@ def prepare_neural(
             "group": groups["group"].to_numpy().astype(str),
             "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
             "group_value": ("group", groups["value"].to_numpy().astype(str)),
-            "metric": list(REPRESENTATION_METRICS),
+            "metric": ceiled,
             "y_map": np.arange(size[0]),
             "x_map": np.arange(size[1]),
         }
@@ -147,7 +151,9 @@ def prepare_neural(
             "membership": (("group", "cell"), membership),
             "ceiling": (
                 ("metric", "group"),
-                np.stack([ceil[m] for m in REPRESENTATION_METRICS]),
+                np.array([ceil[m] for m in ceiled], dtype=np.float64).reshape(
+                    len(ceiled), len(groups)
+                ),
                 {"long_name": "split-half noise ceiling (Spearman-Brown)"},
             ),
         },

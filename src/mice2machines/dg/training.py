@@ -10,7 +10,7 @@ run. The baseline and NeuRN variants of one seed share split, batch order and in
 
 Files in the job directory: ``state.pt`` (written atomically after every epoch; the resume
 point, removed on success unless ``keep_state``), ``best.pt`` (the selected network, loadable
-with :func:`mice2machines.networks.load_checkpoint`) and ``metrics.json``.
+with :func:`mice2machines.dg.networks.load_checkpoint`) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimize
 
 
 def _save_state(path: Path, state: dict) -> None:
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -272,9 +272,9 @@ def run_job(
     after each epoch's checkpoint, ``on_batch(epoch, batch)`` after each step (hooks for tests
     and progress bars).
     """
-    from .io import code_version
+    from ..io import code_version
 
-    log = log or logging.getLogger("mice2machines.training")
+    log = log or logging.getLogger("mice2machines.dg.training")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(cfg.deterministic)
@@ -456,7 +456,7 @@ def run_job(
 
 def write_json_atomic(obj, path: str | os.PathLike) -> Path:
     """JSON file written to a temporary sibling and renamed."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=True, default=float))

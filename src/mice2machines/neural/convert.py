@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .io import atomic_path, open_zarr, provenance, sha256_file, write_zarr_atomic
+from ..io import atomic_path, open_zarr, provenance, sha256_file, write_zarr_atomic
 from .nwb import NWBError, Session
 
 log = logging.getLogger("mice2machines")

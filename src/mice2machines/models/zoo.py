@@ -282,7 +282,7 @@ def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
 
 def _networks():
     try:
-        from . import networks
+        from ..dg import networks
     except ImportError as err:
         raise ZooError(f"digits models need mice2machines.networks ({err})") from err
     return networks
@@ -463,7 +463,7 @@ def preprocess_class():
     import torch.nn.functional as F
     from torch import nn
 
-    from .neurn import NeuRN
+    from ..neurn import NeuRN
 
     class _Preprocess(nn.Module):
         """Resize, scale to [0, 1], to C channels, optional NeuRN, then (x - mean) / std.
@@ -510,7 +510,7 @@ def cache_key(
     import torch
     import torchvision
 
-    from .io import code_version
+    from ..io import code_version
 
     key = {
         "model": spec.name,

@@ -140,7 +140,7 @@ class DigitNet(nn.Module):
         if neurn is None:
             self.neurn: nn.Module = nn.Identity()
         else:
-            from .neurn import NeuRN
+            from ..neurn import NeuRN
 
             self.neurn = NeuRN(**neurn)
         self.body = body
@@ -163,7 +163,7 @@ def build(arch: str, num_classes: int = 10, neurn: None | bool | dict = None) ->
 
 def save_checkpoint(model: DigitNet, path: str | os.PathLike, **extra) -> Path:
     """Write a model checkpoint atomically (temporary file, then rename)."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     record = {
         "format": CHECKPOINT_FORMAT,

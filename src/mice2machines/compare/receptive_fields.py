@@ -131,7 +131,7 @@ def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
         return (out.cpu().numpy() if hasattr(out, "cpu") else out), None
     import torch
 
-    from .neurn import NeuRN, local_std
+    from ..neurn import NeuRN, local_std
 
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     t = t.to(device=str(device).removeprefix("torch:"), dtype=torch.float32)

@@ -199,7 +199,7 @@ def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax_diff.set_ylabel("NeuRN - baseline (points)")
         ax_diff.set_title(f"paired by seed, {conf:.0%} t interval")
     fig.tight_layout()
-    from .io import atomic_path
+    from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -238,7 +238,7 @@ def write_results(
     confidence: float = 0.95,
 ) -> pd.DataFrame:
     """Collect, summarise and write the CSV (long), markdown (wide), plot and manifest."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     df = collect(metrics_paths)
     summary = summarize(df, confidence)

@@ -27,17 +27,15 @@ and the coordinate ``image``. Read with ``list_layers`` and ``open_layer``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -47,25 +45,28 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .io import atomic_path
+from ..io import atomic_path
+from .hooks import (
+    ExtractionError,
+    Recorder,
+    _fingerprint,
+    _stored_shape,
+    make_out_of_place,
+    probe,
+    select_layers,
+)
+from .store import COMPRESSORS, _ChunkFiles, _create_store, _json_table
+
+log = logging.getLogger("mice2machines")
 
 PRECISIONS = ("fp32", "bf16")
-STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-COMPRESSORS = ("none", "lz4", "zstd")
-TABLE_COLUMNS = (
-    "layer", "module", "call", "type", "order", "depth", "dims", "shape", "features",
-    "parameters", "dtype", "duplicate_of", "stored",
-)  # fmt: skip
 
-log = logging.getLogger(__name__)
+
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class PreflightError(RuntimeError):
     """The extraction would exceed a configured memory or disk limit."""
-
-
-class ExtractionError(RuntimeError):
-    """The extraction produced something inconsistent (e.g. a failed duplicate check)."""
 
 
 @dataclass
@@ -103,163 +104,6 @@ class ExtractSettings:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
-
-
-# ---------------------------------------------------------------- choosing and hooking layers
-
-
-def make_out_of_place(model: nn.Module) -> list[str]:
-    """Switch every module with ``inplace=True`` to out-of-place; return their names."""
-    changed = []
-    for name, m in model.named_modules():
-        if isinstance(getattr(m, "inplace", None), bool) and m.inplace:
-            m.inplace = False
-            changed.append(name)
-    return changed
-
-
-def select_layers(model: nn.Module, mode: str, items: Sequence[str] = ()) -> list[str]:
-    """Module names to hook, in registration order.
-
-    ``all``: every leaf module. ``types``: every module that is an instance of a class of
-    one of these names (checked along the class's MRO, so ``Conv2d`` also takes subclasses;
-    custom block classes such as ``EncoderBlock`` work too). ``names``: exactly these.
-    """
-    modules = [(n, m) for n, m in model.named_modules() if n]
-    if mode == "all":
-        chosen = [n for n, m in modules if not any(True for _ in m.children())]
-    elif mode == "types":
-        wanted = set(items)
-        chosen = [n for n, m in modules if wanted & {c.__name__ for c in type(m).__mro__}]
-        seen = {c.__name__ for _, m in modules for c in type(m).__mro__}
-        if not chosen:
-            raise ValueError(f"no module of types {sorted(wanted)}; the model has {sorted(seen)}")
-    elif mode == "names":
-        have = dict(modules)
-        missing = [n for n in items if n not in have]
-        if missing:
-            raise ValueError(f"no modules named {missing} in the model")
-        chosen = list(items)
-    else:
-        raise ValueError(f"unknown layer selection mode {mode!r}")
-    return chosen
-
-
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            if isinstance(o, torch.Tensor):
-                return o
-    return None
-
-
-def layer_key(name: str, call: int) -> str:
-    """Store name of the ``call``-th call of module ``name`` (``name``, ``name@1``, ...)."""
-    return name if call == 0 else f"{name}@{call}"
-
-
-class Recorder:
-    """Forward hooks on named modules; each call is passed to ``sink(key, name, call, module, t)``."""
-
-    def __init__(self, model: nn.Module, names: Sequence[str]):
-        self.model = model
-        self.names = list(names)
-        self.calls: Counter = Counter()
-        self.sink: Callable | None = None
-        self._handles = []
-
-    def __enter__(self):
-        modules = dict(self.model.named_modules())
-        for name in self.names:
-            self._handles.append(modules[name].register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            call = self.calls[name]
-            self.calls[name] += 1
-            t = _first_tensor(output)
-            if t is not None and self.sink is not None:
-                self.sink(layer_key(name, call), name, call, module, t)
-
-        return hook
-
-    def run(self, fn: Callable, sink: Callable):
-        """Run ``fn()`` (a forward pass) with ``sink`` receiving every hooked call."""
-        self.calls.clear()
-        self.sink = sink
-        try:
-            return fn()
-        finally:
-            self.sink = None
-
-
-# ---------------------------------------------------------------- layer table
-
-
-def _dims(shape: Sequence[int]) -> str:
-    return "image,channel,y,x" if len(shape) == 3 else "image,unit"
-
-
-def _stored_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    return tuple(shape) if len(shape) == 3 else (int(np.prod(shape, dtype=np.int64)),)
-
-
-def _fingerprint(t: torch.Tensor) -> torch.Tensor:
-    """Exact, layout-independent fingerprint of a tensor's values (integer sums of its bits)."""
-    flat = t.detach().contiguous().reshape(-1)
-    bits = flat.view(
-        {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
-    )
-    bits = bits.to(torch.int64)
-    weight = torch.arange(bits.numel(), device=bits.device, dtype=torch.int64) % 65521 + 1
-    return torch.stack([bits.sum(), (bits * weight).sum()])
-
-
-def probe(model: nn.Module, forward: Callable, x: torch.Tensor) -> pd.DataFrame:
-    """One ``forward(x, sink)``: the layer table, duplicates marked by a hash of their outputs."""
-    rows, hashes = [], {}
-    params = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_modules()}
-
-    def sink(key, name, call, module, t):
-        host = t.detach().to("cpu", copy=True).contiguous()
-        digest = hashlib.sha1(host.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
-        hkey = (tuple(host.shape), str(host.dtype), digest)
-        shape = [int(s) for s in host.shape[1:]]
-        rows.append(
-            {
-                "layer": key,
-                "module": name,
-                "call": call,
-                "type": type(module).__name__,
-                "dims": _dims(shape),
-                "shape": shape,
-                "features": int(np.prod(shape, dtype=np.int64)),
-                "parameters": int(params[name]),
-                "dtype": str(host.dtype).replace("torch.", ""),
-                "duplicate_of": hashes.get(hkey, ""),
-            }
-        )
-        hashes.setdefault(hkey, key)
-
-    forward(x, sink)
-    if not rows:
-        raise ExtractionError("none of the chosen layers produced a tensor output")
-    table = pd.DataFrame(rows)
-    table.insert(4, "order", np.arange(len(table)))
-    table.insert(5, "depth", table["order"] / max(len(table) - 1, 1))
-    table["stored"] = table["duplicate_of"] == ""
-    return table[list(TABLE_COLUMNS)]
-
-
-# ---------------------------------------------------------------- preflight
 
 
 def bytes_per_image(table: pd.DataFrame, store_dtype: str = "float32") -> int:
@@ -311,115 +155,6 @@ def preflight(
         "batch_size": batch,
         "staging_bytes": 2 * per_image * batch,
     }
-
-
-# ---------------------------------------------------------------- the store
-
-
-def _compressors(name: str, itemsize: int):
-    if name == "none":
-        return None
-    from zarr.codecs import BloscCodec
-
-    return [
-        BloscCodec(
-            cname=name, clevel=1 if name == "lz4" else 3, shuffle="shuffle", typesize=itemsize
-        )
-    ]
-
-
-def _chunks(stored_shape: tuple[int, ...], batch: int, itemsize: int, chunk_mb: float):
-    """Chunks: ``batch`` images (aligned with writes) x about chunk_mb worth of channels/units,
-    split evenly so the edge chunk (stored full size) wastes little."""
-    inner = int(np.prod(stored_shape[1:], dtype=np.int64)) if len(stored_shape) > 1 else 1
-    per_lead = batch * inner * itemsize
-    most = max(1, min(stored_shape[0], int(chunk_mb * 2**20 // max(per_lead, 1))))
-    lead = math.ceil(stored_shape[0] / math.ceil(stored_shape[0] / most))
-    return (batch, lead, *stored_shape[1:])
-
-
-class _ChunkFiles:
-    """Writes batch slabs of an uncompressed zarr v3 array straight into its chunk files.
-
-    The array's only codec is ``bytes`` (little endian), so a chunk file is the chunk's
-    C-order bytes (the zarr v3 spec); edge chunks are stored full size, padded with the fill
-    value. Writing them from our threads avoids zarr's single event-loop thread, which caps
-    ``arr[a:b] = x`` near 1 GB/s; a slab that is one whole chunk is written without a copy.
-    Arrays with a compressor go through ``arr.__setitem__``.
-    """
-
-    def __init__(self, arr):
-        self.arr = arr
-        meta = arr.metadata
-        self.direct = (
-            sys.byteorder == "little"
-            and len(meta.codecs) == 1
-            and type(meta.codecs[0]).__name__ == "BytesCodec"
-            and isinstance(getattr(arr.store_path.store, "root", None), Path)
-        )
-        self.chunks = tuple(meta.chunk_grid.chunk_shape)
-        self.base = Path(arr.store_path.store.root) / arr.store_path.path if self.direct else None
-        self.fill = meta.fill_value
-
-    def tasks(self, a: int, slab: np.ndarray) -> list[Callable[[], None]]:
-        """Zero-argument jobs writing ``slab`` (images a .. a + len(slab)) to the store."""
-        if not self.direct:
-            return [functools.partial(self.arr.__setitem__, slice(a, a + len(slab)), slab)]
-        bi, lead = a // self.chunks[0], self.chunks[1]
-        tail = (0,) * (len(self.chunks) - 2)
-        return [
-            functools.partial(
-                self._write,
-                self.arr.metadata.encode_chunk_key((bi, j, *tail)),
-                slab[:, c0 : c0 + lead],
-            )
-            for j, c0 in enumerate(range(0, self.arr.shape[1], lead))
-        ]
-
-    def _write(self, key: str, part: np.ndarray) -> None:
-        if part.shape != self.chunks:
-            full = np.full(self.chunks, self.fill, dtype=part.dtype)
-            full[tuple(slice(0, n) for n in part.shape)] = part
-            part = full
-        path = self.base / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(np.ascontiguousarray(part).data)
-
-
-def _create_store(
-    path: Path, table: pd.DataFrame, image_ids: np.ndarray, batch: int, s: ExtractSettings, pool
-):
-    """Empty store: one group per stored layer with ``image`` and a NaN-filled ``activations``."""
-    import zarr
-
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    dtype = np.dtype(s.store_dtype)
-
-    def create(row):
-        shape = _stored_shape(row.shape)
-        g = root.create_group(row.layer)
-        img = g.create_array(
-            "image", shape=image_ids.shape, dtype=image_ids.dtype, dimension_names=["image"],
-            compressors=None,
-        )  # fmt: skip
-        img[:] = image_ids
-        return row.layer, g.create_array(
-            "activations",
-            shape=(len(image_ids), *shape),
-            chunks=_chunks(shape, batch, dtype.itemsize, s.chunk_mb),
-            dtype=dtype,
-            fill_value=np.nan,
-            compressors=_compressors(s.compressor, dtype.itemsize),
-            dimension_names=row.dims.split(","),
-            attributes={"layer": row.layer, "module": row.module, "type": row.type},
-        )
-
-    return root, dict(pool.map(create, table[table["stored"]].itertuples()))
-
-
-def _json_table(table: pd.DataFrame) -> list[dict]:
-    return json.loads(table.to_json(orient="records"))
 
 
 @dataclass
@@ -589,50 +324,6 @@ def _check_duplicates(table: pd.DataFrame, fingerprints: dict) -> None:
             )
 
 
-# ---------------------------------------------------------------- readers
-
-
-def _root_attrs(path: str | os.PathLike) -> dict:
-    import zarr
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: activation store does not exist")
-    return dict(zarr.open_group(str(path), mode="r").attrs)
-
-
-def list_layers(path: str | os.PathLike) -> pd.DataFrame:
-    """The layer table of an activation store (one row per hooked layer call)."""
-    table = pd.DataFrame(_root_attrs(path)["layers"])
-    table["shape"] = table["shape"].map(tuple)
-    return table
-
-
-def read_cache_key(path: str | os.PathLike) -> dict:
-    """The cache key an activation store was made with."""
-    return _root_attrs(path)["cache_key"]
-
-
-def open_layer(path: str | os.PathLike, layer: str):
-    """One layer's activations as a lazy (dask-backed) xarray DataArray.
-
-    Dims (image, channel, y, x) or (image, unit); a de-duplicated layer returns the data of the
-    layer it duplicates, named after the requested layer.
-    """
-    import xarray as xr
-
-    table = list_layers(path).set_index("layer")
-    if layer not in table.index:
-        raise KeyError(f"{path} has no layer {layer!r}; layers: {list(table.index)}")
-    group = table.loc[layer, "duplicate_of"] or layer
-    da = xr.open_zarr(str(path), group=group, consolidated=False)["activations"]
-    da.attrs.update({"layer": layer, "duplicate_of": table.loc[layer, "duplicate_of"]})
-    return da.rename(layer)
-
-
-# ---------------------------------------------------------------- one zoo model, end to end
-
-
 def extract_model(
     spec,
     stimuli: str | os.PathLike,
@@ -644,8 +335,8 @@ def extract_model(
     logger: logging.Logger | None = None,
 ) -> Extraction:
     """Build a zoo model (``zoo.ModelSpec``), extract its layers for the stimulus store."""
+    from ..io import open_zarr, provenance, sha256_file
     from . import zoo
-    from .io import open_zarr, provenance, sha256_file
     from .weights import verify
 
     s = settings or ExtractSettings()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .io import as_str
+from ..io import as_str
 
 DEFAULTS = {
     "per_class": 500,

@@ -1,0 +1,52 @@
+"""Noise ceilings of the representation metrics: split halves of the repeats."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..neural.reliability import _nan_to_mean, spearman_brown, split_halves
+from .gram import Representations
+
+
+def split_half_metrics(metrics: Sequence[str] | None = None) -> list[str]:
+    """The registered metrics (of ``metrics``, default all) whose ceiling rule is split_half."""
+    from .registry import METRICS, get_metric
+
+    names = list(METRICS) if metrics is None else list(metrics)
+    return [m for m in names if get_metric(m).ceiling == "split_half"]
+
+
+def group_ceilings(
+    responses: np.ndarray,
+    groups: dict,
+    n_splits: int = 10,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    remove_mean_pattern: bool = False,
+) -> dict:
+    """Split-half (Spearman-Brown) ceilings of the representation metrics for neural groups.
+
+    responses: (cells, stimuli, repeats); groups: {name: cell positions}; metrics: those with
+    a split_half ceiling rule (default: every registered one). Returns {metric: (G,) array},
+    the step-up of the mean over splits of each metric's half-vs-half score.
+    ``remove_mean_pattern``: of the RSA RDMs, as in `rdm`.
+    """
+    from .registry import get_metric
+
+    names = list(groups)
+    specs = [get_metric(m) for m in split_half_metrics(metrics)]
+    reps = functools.partial(
+        Representations.from_arrays, dtype=np.float64, remove_mean_pattern=remove_mean_pattern
+    )
+    acc: dict[str, list] = {m.name: [] for m in specs}
+    for a, b in split_halves(responses, n_splits, seed):
+        a = _nan_to_mean(a)
+        b = _nan_to_mean(b)
+        ra = reps([a[groups[g]].T for g in names], names)
+        rb = reps([b[groups[g]].T for g in names], names)
+        for m in specs:
+            acc[m.name].append(np.diag(m.score(ra, rb)))
+    return {k: spearman_brown(np.mean(v, axis=0)) for k, v in acc.items()}

@@ -1,0 +1,22 @@
+"""Linear CKA of the Gram matrices: unbiased HSIC (the default) or biased."""
+
+from __future__ import annotations
+
+from ..cka import cka_from_grams
+from ..registry import Metric, register_metric
+
+ORDER = 2
+
+for _unbiased, _what in ((True, "unbiased HSIC (Song et al. 2012)"), (False, "biased HSIC")):
+    register_metric(
+        Metric(
+            name="cka_unbiased" if _unbiased else "cka_biased",
+            kind="representation",
+            higher_is_better=True,
+            description=f"linear CKA, {_what}",
+            score=lambda neural, model, _u=_unbiased: cka_from_grams(
+                neural.grams, model.grams, unbiased=_u
+            ),
+            ceiling="split_half",
+        )
+    )

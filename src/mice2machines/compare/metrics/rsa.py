@@ -1,0 +1,39 @@
+"""RSA: Spearman or Pearson correlation of 1 - Pearson RDMs on their upper triangle."""
+
+from __future__ import annotations
+
+from ..bootstrap import resampled_pairs
+from ..registry import Metric, register_metric
+from ..rsa import RDM_COMPARATORS, rsa
+
+ORDER = 1
+
+
+def _score(method: str):
+    return lambda neural, model: rsa(neural.rdms, model.rdms, method=method)
+
+
+def _bootstrap(method: str):
+    """One resample of the stimuli; pairs of a stimulus with its own copy are dropped
+    (rsatoolbox's convention)."""
+
+    def fn(neural, model, idx):
+        ii, jj = resampled_pairs(idx)
+        return RDM_COMPARATORS[method](neural.rdms[:, ii, jj], model.rdms[:, ii, jj])
+
+    return fn
+
+
+for _method in ("spearman", "pearson"):
+    register_metric(
+        Metric(
+            name=f"rsa_{_method}",
+            kind="representation",
+            higher_is_better=True,
+            description=f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle; the "
+            "workflow removes the mean pattern first, compare.rsa_remove_mean_pattern)",
+            score=_score(_method),
+            bootstrap=_bootstrap(_method),
+            ceiling="split_half",
+        )
+    )

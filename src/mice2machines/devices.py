@@ -1,0 +1,101 @@
+"""Where array code runs: numpy on the CPU, or torch on a device; the CPU thread pool.
+
+Device strings: 'cpu' (numpy), 'cuda' / 'cuda:N' (torch on a GPU), 'torch:cpu' (the torch
+code on the CPU, for tests); None / 'auto' picks CUDA when torch sees one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def resolve_device(device: str | None = None) -> str:
+    """'cpu' (numpy) or a torch device ('cuda', 'cuda:N'; 'torch:cpu' runs the torch code on
+    the CPU); None/'auto' picks CUDA when torch sees one."""
+    if device not in (None, "auto"):
+        return str(device)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is installed wherever CUDA is
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def uses_torch(device: str) -> bool:
+    """True where torch computes: 'cuda', 'cuda:N', or 'torch:cpu' (torch on the CPU)."""
+    return str(device).startswith(("cuda", "torch:"))
+
+
+def torch_device(device: str) -> str:
+    return str(device).removeprefix("torch:")
+
+
+def to_device(x, device: str, dtype):
+    """numpy array on CPU, torch tensor on CUDA, in the compute dtype."""
+    if uses_torch(device):
+        import torch
+
+        tdt = getattr(torch, np.dtype(dtype).name)
+        if isinstance(x, torch.Tensor):
+            return x.to(device=torch_device(device), dtype=tdt)
+        x = torch.as_tensor(np.ascontiguousarray(x))
+        return x.to(device=torch_device(device), dtype=tdt)
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+_BLAS = None  # threadpoolctl's controller of the loaded BLAS; False without threadpoolctl
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (threads, pool)
+
+
+_POOL_LOCK = threading.Lock()
+
+
+def blas_controller():
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _BLAS = False
+    return _BLAS or None
+
+
+def cpu_workers() -> int:
+    """Threads for the CPU Gram: BLAS's current thread count, at most the usable cores
+    (1 without threadpoolctl), so that the threads replace BLAS's rather than add to them."""
+    ctl = blas_controller()
+    if ctl is None:
+        return 1
+    blas = max((lib.num_threads for lib in ctl.lib_controllers), default=1)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(blas, cores))
+
+
+def thread_pool(n: int) -> ThreadPoolExecutor:
+    """A shared pool of at least n threads."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] < n:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (n, ThreadPoolExecutor(n, thread_name_prefix="gram"))
+        return _POOL[1]

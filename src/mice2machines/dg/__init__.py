@@ -1,0 +1,1 @@
+"""Domain generalization with NeuRN: digit domains, networks, training jobs, results tables."""
