@@ -35,22 +35,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-DEFAULTS: dict[str, Any] = {
-    "cluster": "local",
-    "n_workers": 1,
-    "cores": 1,
-    "memory": "2GB",
-    "processes": 1,
-    "queue": None,
-    "account": None,
-    "walltime": "01:00:00",
-    "interface": None,
-    "job_extra_directives": [],
-    "job_script_prologue": [],
-    "local_directory": None,
-    "log_directory": "logs/dask",
-    "timeout": 300,
-}
+from .settings import defaults
+
+#: the dask section's defaults (schemas/dask.schema.yaml)
+DEFAULTS: dict[str, Any] = defaults("dask")
 CLUSTERS = ("local", "slurm", "synchronous")
 
 

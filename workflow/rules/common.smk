@@ -4,28 +4,15 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
 
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+from mice2machines.settings import validate_config
 
-validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
-for _section in (
-    "synthetic",
-    "allen",
-    "neural",
-    "dask",
-    "models",
-    "compare",
-    "dg",
-    "resources",
-):
-    if (SCHEMAS / f"{_section}.schema.yaml").exists():
-        config.setdefault(_section, {})
-        validate(config[_section], schema=str(SCHEMAS / f"{_section}.schema.yaml"))
+# the package's schemas (workflow/schemas) fill every default and name the key of a mistake
+validate_config(config)
 
 MAIN_ENV = "../../envs/main.yaml"
 ALLENSDK_ENV = "../../envs/allensdk.yaml"

@@ -12,44 +12,10 @@ Stages (one Snakemake rule each, see workflow/rules/compare.smk):
 
 from __future__ import annotations
 
-import copy
-
-from .registry import METRICS
-from .selection import DEFAULTS as SELECTION_DEFAULTS
-
-DEFAULTS: dict = {
-    "models": None,
-    "metrics": list(METRICS),  # every registered metric, in registry order
-    "rsa_remove_mean_pattern": True,
-    "groups": ["area", "cre_line", "ei_class"],
-    "min_cells": 5,
-    "min_reliability": None,
-    "cell_metrics_on": "selected",
-    "map_size": [32, 40],
-    "map_center": True,
-    "map_normalize": "zscore",
-    "neurn": {"kernel_size": 5, "max_over": "image", "padding": "reflect"},
-    # the selection module's own defaults; its seed is the section-wide `seed`
-    "selection": {k: v for k, v in SELECTION_DEFAULTS.items() if k != "seed"},
-    "n_folds": 5,
-    "ridge_alphas": [1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6],
-    "n_splits": 10,
-    "n_boot": 1000,
-    "ci_level": 0.95,
-    "seed": 0,
-    "unit_chunk": 65536,
-    "device": "auto",
-    "dtype": "float32",
-    "gpu": 0,
-}
-
 
 def settings(cfg: dict | None) -> dict:
-    """The `compare` config section with defaults filled in (nested dicts merged)."""
-    out = copy.deepcopy(DEFAULTS)
-    for k, v in (cfg or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k].update(v)
-        else:
-            out[k] = v
-    return out
+    """The `compare` config section, validated, with every default filled in (defaults and
+    their documentation: schemas/compare.schema.yaml)."""
+    from ..settings import section
+
+    return section("compare", cfg)

@@ -16,16 +16,15 @@ import pandas as pd
 
 from ..io import as_str
 
-DEFAULTS = {
-    "per_class": 500,
-    "n_clusters": 10,
-    "balanced": True,
-    "embedding": "umap",
-    "pca_components": 50,
-    "n_neighbors": 15,
-    "min_dist": 0.1,
-    "seed": 0,
-}
+def _defaults() -> dict:
+    from ..settings import defaults
+
+    cfg = defaults("compare")
+    return {**cfg["selection"], "seed": cfg["seed"]}
+
+
+#: compare.selection's defaults (schemas/compare.schema.yaml) and the section-wide seed
+DEFAULTS = _defaults()
 
 
 def embed(

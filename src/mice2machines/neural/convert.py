@@ -22,28 +22,12 @@ from .nwb import NWBError, Session
 
 log = logging.getLogger("mice2machines")
 
-DEFAULTS = {
-    "baseline_frames": 28,
-    "response_offset_frames": 0,
-    "response_frames": 14,
-    "percent": True,
-    "trial_window_frames": [-30, 45],
-    "store_trials": True,
-    "cell_block": 32,
-    "bad_traces": "drop",
-    "reliability_split": "odd_even",
-    "reliability_seed": 0,
-    "min_reliability": None,
-    "areas": None,
-    "cre_lines": None,
-}
-
-
 def settings(cfg: dict | None) -> dict:
-    """The `neural` config section with defaults filled in."""
-    out = dict(DEFAULTS)
-    out.update({k: v for k, v in (cfg or {}).items() if v is not None or k in DEFAULTS})
-    return out
+    """The `neural` config section, validated, with defaults filled in
+    (schemas/neural.schema.yaml)."""
+    from ..settings import section
+
+    return section("neural", cfg)
 
 
 def window_mean(dff: np.ndarray, starts: np.ndarray, offset: int, length: int) -> np.ndarray:

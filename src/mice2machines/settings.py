@@ -1,0 +1,138 @@
+"""The one source of every setting: the JSON schemas in `mice2machines/schemas/`.
+
+Each config section has one schema (``<section>.schema.yaml``) holding its keys, their
+defaults and their documentation; the workflow validates with it and the package reads its
+defaults from it, so no default is written twice. ``{$ref: neurn.schema.yaml}`` shares one
+definition between sections. Allowed values that come from a registry (the metrics, DG
+architectures and domains) are filled in when a schema is loaded.
+
+    section("compare", cfg)   # validated copy of cfg with every default filled in
+    defaults("neurn")         # {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
+    validate_config(config)   # the whole config, as the workflow does before planning
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import yaml
+
+SCHEMAS = Path(__file__).parent / "schemas"
+#: config sections with a schema of their own, in the order they are checked
+SECTIONS = ("synthetic", "allen", "neural", "dask", "models", "compare", "dg")
+
+
+class ConfigError(ValueError):
+    """A config value the schema refuses: names the key, the value and the allowed form."""
+
+
+def _compare_metrics(schema: dict, cfg: Mapping | None) -> None:
+    from .compare.registry import METRICS, load_plugins
+
+    load_plugins((cfg or {}).get("plugins") or ())
+    prop = schema["properties"]["metrics"]
+    prop["items"]["enum"] = list(METRICS)
+    prop["default"] = list(METRICS)
+
+
+#: per section: functions that fill registry values into its schema (given the raw section)
+REGISTRY_HOOKS: dict[str, list[Callable[[dict, Mapping | None], None]]] = {
+    "compare": [_compare_metrics],
+}
+
+
+@functools.cache
+def _raw(name: str) -> dict:
+    path = SCHEMAS / f"{name}.schema.yaml"
+    if not path.exists():
+        raise ConfigError(f"no schema for config section {name!r} ({path})")
+    return _inline(yaml.safe_load(path.read_text()))
+
+
+def _inline(node):
+    """Replace ``{$ref: other.schema.yaml}`` by that schema (without its $schema key)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.endswith(".schema.yaml"):
+            other = copy.deepcopy(_raw(ref.removesuffix(".schema.yaml")))
+            other.pop("$schema", None)
+            return {**other, **{k: v for k, v in node.items() if k != "$ref"}}
+        return {k: _inline(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v) for v in node]
+    return node
+
+
+def schema(name: str, cfg: Mapping | None = None) -> dict:
+    """The schema of a section, with registry values filled in (``cfg``: the raw section,
+    for plugins it names)."""
+    out = copy.deepcopy(_raw(name))
+    for hook in REGISTRY_HOOKS.get(name, ()):
+        hook(out, cfg)
+    return out
+
+
+def _fill(node: dict, value):
+    """Defaults of ``node`` filled into ``value`` (objects recursively)."""
+    if value is None and "default" in node:
+        value = copy.deepcopy(node["default"])
+    props = node.get("properties")
+    if props and (value is None or isinstance(value, dict)):
+        out = dict(value or {})
+        for key, sub in props.items():
+            if key not in out:
+                if "default" in sub or ("properties" in sub and sub.get("type") == "object"):
+                    out[key] = _fill(sub, None)
+            elif isinstance(out[key], dict) and "properties" in sub:
+                out[key] = _fill(sub, out[key])
+        return out
+    return value
+
+
+def defaults(name: str) -> dict:
+    """Every default of a section."""
+    return _fill(schema(name), {})
+
+
+def _message(section: str, err) -> str:
+    path = ".".join([section, *(str(p) for p in err.absolute_path)])
+    sub = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties":
+        allowed = sorted(sub.get("properties", {}))
+        return f"config {path}: {err.message}; allowed keys: {', '.join(allowed)}"
+    form = {k: sub[k] for k in ("type", "enum", "minimum", "maximum", "pattern") if k in sub}
+    hint = f"; allowed: {form}" if form else ""
+    return f"config {path}: {err.message}{hint}"
+
+
+def check(name: str, cfg: Mapping | None, node: dict | None = None) -> None:
+    """Raise ConfigError (one line: key, value, allowed form) if ``cfg`` breaks the schema."""
+    import jsonschema
+
+    node = node if node is not None else schema(name, cfg)
+    errors = sorted(
+        jsonschema.Draft202012Validator(node).iter_errors(dict(cfg or {})),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        raise ConfigError(_message(name, errors[0]))
+
+
+def section(name: str, cfg: Mapping | None = None) -> dict:
+    """A validated copy of config section ``name`` with every default filled in."""
+    node = schema(name, cfg)
+    check(name, cfg, node)
+    return _fill(node, copy.deepcopy(dict(cfg or {})))
+
+
+def validate_config(config: dict) -> dict:
+    """The whole config: the top level, then every section, defaults filled in place."""
+    check("config", config)
+    for key, value in _fill(schema("config"), {}).items():
+        config.setdefault(key, value)
+    for name in SECTIONS:
+        config[name] = section(name, config.get(name))
+    return config
