@@ -332,3 +332,67 @@ def test_rsa_mean_pattern_option(stores, neural, selected, remove):
     xr.testing.assert_equal(
         n.ceiling.sel(metric="cka_unbiased"), other.ceiling.sel(metric="cka_unbiased")
     )
+
+
+TOY = '''
+"""A toy metric: Pearson r of the neural and model Gram matrices' upper triangles."""
+import numpy as np
+
+from mice2machines.compare.registry import Metric, register_metric
+
+
+def score(neural, model):
+    i, j = np.triu_indices(neural.grams.shape[-1], k=1)
+    a, b = neural.grams[:, i, j], model.grams[:, i, j]
+    a = (a - a.mean(1, keepdims=True)) / a.std(1, keepdims=True)
+    b = (b - b.mean(1, keepdims=True)) / b.std(1, keepdims=True)
+    return a @ b.T / a.shape[1]
+
+
+register_metric(
+    Metric("toy_gram_r", "representation", True, "toy: r of the Gram triangles", score=score,
+           ceiling="split_half")
+)
+'''
+
+
+@pytest.fixture
+def toy_plugin(tmp_path):
+    """A metric added by one module of its own (compare.plugins), removed afterwards."""
+    import sys
+
+    from mice2machines.compare.registry import METRICS
+
+    path = tmp_path / "toy_metric.py"
+    path.write_text(TOY)
+    yield str(path)
+    METRICS.pop("toy_gram_r", None)
+    sys.modules.pop("m2m_plugin_toy_metric", None)
+
+
+def test_metric_added_by_one_module(toy_plugin, stores, selected, tmp_path):
+    """A plugin module alone puts its metric into the schema's allowed values, the per-model
+    store, the aggregated store, the tidy CSV and the figures."""
+    from mice2machines.settings import ConfigError, schema
+
+    with pytest.raises(ConfigError, match=r"compare\.metrics\.1: 'toy_gram_r' is not one of"):
+        settings({"metrics": ["rsa_spearman", "toy_gram_r"]})
+    cfg = {**CFG, "plugins": [toy_plugin], "metrics": ["rsa_spearman", "toy_gram_r"]}
+    assert "toy_gram_r" in schema("compare", cfg)["properties"]["metrics"]["items"]["enum"]
+    assert settings(cfg)["metrics"] == ["rsa_spearman", "toy_gram_r"]
+
+    neural_ = prepare.prepare_neural(stores["pop"], stores["stim"], cfg)
+    assert np.isfinite(neural_.ceiling.sel(metric="toy_gram_r").values).all()
+    ds = job.compare_model(stores["planted_net"], neural_, selected, cfg, model="planted_net")
+    toy = ds.score.sel(metric="toy_gram_r")
+    assert np.isfinite(toy.values).all() and np.isfinite(ds.ci_low.sel(metric="toy_gram_r")).all()
+    write_zarr_atomic(ds, tmp_path / "m.zarr")
+    agg = aggregate.aggregate([tmp_path / "m.zarr"], ["planted_net"])
+    df = aggregate.tidy(agg)
+    rows = df[df.metric == "toy_gram_r"]
+    assert len(rows) == len(LAYERS) * ds.sizes["group"] and rows.score_ceiled.notna().all()
+    df.to_csv(tmp_path / "scores.csv", index=False)
+    assert "toy_gram_r" in set(pd.read_csv(tmp_path / "scores.csv").metric)
+    out = {"heatmap:toy_gram_r": tmp_path / "h.png", "best_layer": tmp_path / "b.png"}
+    figures.save_all(agg.load(), df, out, dpi=40)
+    assert all(p.stat().st_size > 1000 for p in out.values())

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..io import as_str
 
+
 def _defaults() -> dict:
     from ..settings import defaults
 

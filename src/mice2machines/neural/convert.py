@@ -22,6 +22,7 @@ from .nwb import NWBError, Session
 
 log = logging.getLogger("mice2machines")
 
+
 def settings(cfg: dict | None) -> dict:
     """The `neural` config section, validated, with defaults filled in
     (schemas/neural.schema.yaml)."""
