@@ -33,6 +33,8 @@ CFG = {
     "selection": {"per_class": 30, "n_clusters": 3, "embedding": "pca"},
     "groups": ["area", "cre_line", "ei_class"],
     "min_cells": 5,
+    "n_perm": 99,
+    "n_perm_max": 99,
 }
 
 
@@ -396,3 +398,61 @@ def test_metric_added_by_one_module(toy_plugin, stores, selected, tmp_path):
     out = {"heatmap:toy_gram_r": tmp_path / "h.png", "best_layer": tmp_path / "b.png"}
     figures.save_all(agg.load(), df, out, dpi=40)
     assert all(p.stat().st_size > 1000 for p in out.values())
+
+
+@pytest.mark.slow
+def test_planted_layer_is_significant_for_every_metric(stores, neural, selected):
+    """Power: with enough permutations the planted layer passes q < 0.01 for every metric
+    (rf_rmse_neurn has no value there: NeuRN needs space, the planted layer is 1 x 1)."""
+    metrics = ["rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased", "ridge", "match"]
+    cfg = {**CFG, "n_boot": 0, "n_perm": 299, "n_perm_max": 199}
+    cfg["metrics"] = metrics + ["rf_rmse", "rf_rmse_neurn"]
+    ds = job.compare_model(stores["planted_net"], neural, selected, cfg, model="planted_net")
+    assert np.isnan(ds.score.sel(metric="rf_rmse_neurn", layer=PLANTED)).all()
+    ds = ds.sel(metric=metrics + ["rf_rmse"])
+    q = ds.q.sel(group="all", layer=PLANTED)
+    assert (q < 0.01).all(), q.to_series()
+    assert (ds.p.sel(group="all", layer=PLANTED) <= 1 / 200 + 1e-12).all()
+    best = ds.score.sel(group="all").idxmax("layer").where(~ds.metric.str.startswith("rf_"))
+    assert (best.dropna("metric") == PLANTED).all(), best.values
+    z = ds.z.sel(group="all", layer=PLANTED)
+    assert (z > 3).all(), z.to_series()
+
+
+def _null_population(stores, seed: int) -> xr.Dataset:
+    """The planted population's shape and labels, responses independent of the images."""
+    pop = stores["pop"]
+    g = np.random.default_rng(100 + seed)
+    resp = g.normal(size=pop.responses.shape).astype(np.float32)
+    return pop.assign(responses=(pop.responses.dims, resp))
+
+
+@pytest.mark.slow
+def test_null_data_scores_at_chance_and_calibrated_tests(stores):
+    """No image-locked signal: scores average to chance (null-corrected RF-RMSE to 0),
+    uncorrected tests reject at their level, FDR discoveries stay rare."""
+    # p <= 0.05 is exactly a 5 % test with 39 (2/40) and 19 (1/20) permutations
+    cfg = {**CFG, "n_boot": 0, "n_perm": 39, "n_perm_max": 19, "cell_metrics_on": "all"}
+    scores, reject, found = {}, {}, {}
+    for seed in range(8):
+        pop = _null_population(stores, seed)
+        neural_ = prepare.prepare_neural(pop, stores["stim"], cfg)
+        sel = np.arange(neural_.sizes["cell"])
+        ds = job.compare_model(stores["other_net"], neural_, sel, {**cfg, "seed": seed})
+        for m in ds.metric.values:
+            s = ds.score_corrected if str(m).startswith("rf_") else ds.score
+            v = s.sel(metric=m).values.ravel()
+            p = ds.p.sel(metric=m).values.ravel()
+            q = ds.q.sel(metric=m).values.ravel()
+            ok = np.isfinite(p)
+            scores.setdefault(m, []).append(v[np.isfinite(v)])
+            reject.setdefault(m, []).append(p[ok] <= 0.05)
+            found.setdefault(m, []).append(q[ok] < 0.05)
+    for m in ("rsa_spearman", "rsa_pearson", "cka_unbiased", "ridge", "match", "rf_rmse"):
+        assert abs(np.mean(np.concatenate(scores[m]))) < 0.02, (m, np.mean(scores[m]))
+    allp = np.concatenate([np.concatenate(reject[m]) for m in reject])
+    assert abs(allp.mean() - 0.05) < 0.02, allp.mean()
+    for m in reject:
+        assert np.concatenate(reject[m]).mean() < 0.12, m
+    allq = np.concatenate([np.concatenate(found[m]) for m in found])
+    assert allq.mean() <= 0.01, allq.mean()

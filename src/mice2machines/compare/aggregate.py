@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..io import as_str
 from .registry import METRICS, cell_variables
 
 LAYER_VARS = ("layer_index", "layer_depth", "n_units", "layer_kind")
@@ -59,12 +60,36 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
     return out
 
 
-def tidy(ds: xr.Dataset) -> pd.DataFrame:
-    """Long table: model, layer, layer_index, layer_depth, group_by, group, metric, score,
-    ci_low, ci_high, ceiling, score_ceiled (score / ceiling where the metric has a ceiling),
-    n_cells."""
+#: group-level variables (metric, group, model, layer) of the tidy table
+SCORE_VARS = ("score", "ci_low", "ci_high", "null_mean", "null_sd", "p", "q")
+SCORE_VARS += ("score_corrected", "z")
+COLUMNS = (
+    "model",
+    "layer",
+    "layer_index",
+    "layer_depth",
+    "group_by",
+    "group",
+    "group_value",
+    "metric",
+    *SCORE_VARS,
+    "significant",
+    "ceiling",
+    "score_ceiled",
+    "ci_low_ceiled",
+    "ci_high_ceiled",
+    "n_cells",
+)
+
+
+def tidy(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
+    """Long table, one row per (model, layer, group, metric): the score with its bootstrap
+    interval, its permutation null (mean, sd), p, BH q, ``significant`` (q < fdr_alpha;
+    default the store's), the null-corrected score and z, the ceiling and the score and
+    interval divided by it (where the metric has a ceiling), and the group's cell count."""
     ds = ds.load() if hasattr(ds, "load") else ds
-    df = ds[["score", "ci_low", "ci_high"]].to_dataframe().reset_index()
+    alpha = float(ds.attrs.get("fdr_alpha", 0.05) if fdr_alpha is None else fdr_alpha)
+    df = ds[[v for v in SCORE_VARS if v in ds]].to_dataframe().reset_index()
     df = df.dropna(subset=["score"])
     ceil = ds[["ceiling", "n_cells"]].to_dataframe().reset_index()
     df = df.merge(
@@ -72,70 +97,57 @@ def tidy(ds: xr.Dataset) -> pd.DataFrame:
         on=["model", "metric", "group"],
         how="left",
     )
+    if "q" in df:
+        df["significant"] = df["q"] < alpha
     with np.errstate(invalid="ignore", divide="ignore"):
-        df["score_ceiled"] = df["score"] / df["ceiling"]  # NaN where a metric has no ceiling
-    keep = [
-        c
-        for c in (
-            "model",
-            "layer",
-            "layer_index",
-            "layer_depth",
-            "group_by",
-            "group",
-            "group_value",
-            "metric",
-            "score",
-            "ci_low",
-            "ci_high",
-            "ceiling",
-            "score_ceiled",
-            "n_cells",
-        )
-        if c in df
-    ]
-    df = df[keep]
+        for col, src in (("score_ceiled", "score"), ("ci_low_ceiled", "ci_low")):
+            df[col] = df[src] / df["ceiling"]  # NaN where a metric has no ceiling
+        df["ci_high_ceiled"] = df["ci_high"] / df["ceiling"]
+    df = df[[c for c in COLUMNS if c in df]]
     df["layer_index"] = df["layer_index"].astype(np.int64)
     return df.sort_values(["model", "metric", "group", "layer_index"]).reset_index(drop=True)
 
 
-def bottom_up(ds: xr.Dataset) -> pd.DataFrame:
-    """Per cell, model and per-cell metric: the best layer (and unit for the RF metrics)."""
+def bottom_up(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
+    """Per cell, model and per-cell metric: the best layer (and unit for the RF metrics)
+    among the layers where the cell's score is significant (BH q < fdr_alpha over the
+    model's layers x cells); ``best_layer`` is "none" where no layer is."""
     ds = ds.load() if hasattr(ds, "load") else ds
+    alpha = float(ds.attrs.get("fdr_alpha", 0.05) if fdr_alpha is None else fdr_alpha)
     rows = []
     cell_cols = {
         c: ds[c].values for c in ("area", "cre_line", "ei_class", "selected") if c in ds.coords
     }
     for spec in METRICS.values():
-        var, metric, lower, unit_var = (
-            spec.cell_var,
-            spec.name,
-            not spec.higher_is_better,
-            spec.unit_var,
-        )
-        if spec.kind != "cell" or var not in ds:
+        if spec.kind != "cell" or spec.cell_var not in ds:
             continue
-        v = ds[var].transpose("model", "cell", "layer").values
+        lower, qvar = not spec.higher_is_better, f"{spec.name}_q"
+        v = ds[spec.cell_var].transpose("model", "cell", "layer").values
+        q = ds[qvar].transpose("model", "cell", "layer").values if qvar in ds else None
         for mi, model in enumerate(ds["model"].values):
             x = v[mi]
             ok = np.isfinite(x).any(1)
             if not ok.any():
                 continue
-            filled = np.where(np.isfinite(x), x, np.inf if lower else -np.inf)
+            sig = np.isfinite(x) if q is None else np.isfinite(x) & (q[mi] < alpha)
+            filled = np.where(sig, x, np.inf if lower else -np.inf)
             best = np.argmin(filled, 1) if lower else np.argmax(filled, 1)
+            found = sig.any(1)
+            at = np.arange(len(x))
             frame = pd.DataFrame(
                 {
                     "cell": ds["cell"].values,
                     "model": model,
-                    "metric": metric,
-                    "best_layer": ds["layer"].values[best],
-                    "value": x[np.arange(len(x)), best],
+                    "metric": spec.name,
+                    "best_layer": np.where(found, as_str(ds["layer"].values)[best], "none"),
+                    "value": np.where(found, x[at, best], np.nan),
+                    "q": np.where(found, q[mi][at, best], np.nan) if q is not None else np.nan,
                     **{c: val for c, val in cell_cols.items()},
                 }
             )
-            if unit_var and unit_var in ds:
-                u = ds[unit_var].transpose("model", "cell", "layer").values[mi]
-                frame["best_unit"] = u[np.arange(len(u)), best]
+            if spec.unit_var and spec.unit_var in ds:
+                u = ds[spec.unit_var].transpose("model", "cell", "layer").values[mi]
+                frame["best_unit"] = np.where(found, u[at, best], -1)
             rows.append(frame[ok])
     if not rows:
         return pd.DataFrame()

@@ -76,6 +76,37 @@ def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray) -> 
     return r.T
 
 
+def _counted_r(pred: np.ndarray, obs: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """(cells, n_boot) r of pred vs obs (cells, m) with stimulus counts C (m, n_boot)."""
+    pred = pred - pred.mean(1, keepdims=True)
+    obs = obs - obs.mean(1, keepdims=True)
+    w = C.sum(0)
+    sp, so = pred @ C, obs @ C
+    spp, soo, spo = (pred * pred) @ C, (obs * obs) @ C, (pred * obs) @ C
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = spo - sp * so / w
+        return cov / np.sqrt((spp - sp**2 / w) * (soo - so**2 / w))
+
+
+def bootstrap_fold_r(
+    pred: np.ndarray, obs: np.ndarray, folds, indices: np.ndarray, fisher: bool = False
+) -> np.ndarray:
+    """(n_boot, cells) fold-averaged r over resampled stimuli: each fold's held-out stimuli
+    as drawn in the resample (with their multiplicities), r per fold, then the mean over the
+    folds as the score takes it (mean r, or mean Fisher z with ``fisher``)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    obs = np.asarray(obs, dtype=np.float64)
+    n = pred.shape[1]
+    counts = np.stack([np.bincount(idx, minlength=n) for idx in indices]).astype(np.float64)
+    rs = np.stack([_counted_r(pred[:, te], obs[:, te], counts[:, te].T) for _, te in folds])
+    ok = np.isfinite(rs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = np.arctanh(np.clip(rs, -1, 1)) if fisher else rs
+        mean = np.where(ok, x, 0.0).sum(0) / ok.sum(0)
+    mean = np.tanh(mean) if fisher else mean
+    return np.where(ok.any(0), mean, np.nan).T
+
+
 def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0, estimate=None):
     """(low, high) percentile interval of bootstrap samples along `axis`, NaNs ignored.
 

@@ -31,8 +31,16 @@ def _lower(metric: str) -> bool:
     return not get_metric(metric).higher_is_better
 
 
+def _significant(d: pd.DataFrame) -> pd.Series:
+    """Which rows pass the FDR threshold (every row when the table has no nulls)."""
+    if "significant" not in d or d["q"].isna().all():
+        return pd.Series(True, index=d.index)
+    return d["significant"].fillna(False).astype(bool)
+
+
 def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
-    """Score per area (rows) x layer (columns), one panel per model."""
+    """Score per area (rows) x layer (columns), one panel per model; cells that are not
+    significant against their permutation null (BH q >= compare.fdr_alpha) are greyed out."""
     plt = _plt()
     d = df[(df["metric"] == metric) & (df["group_by"] == group_by)]
     models = list(dict.fromkeys(d["model"]))
@@ -55,6 +63,20 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         im = ax.imshow(
             piv.values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
         )
+        sig = m.assign(sig=_significant(m)).pivot_table(
+            index="group_value", columns="layer_index", values="sig", aggfunc="max"
+        )
+        grey = ~sig.reindex(index=piv.index, columns=piv.columns).fillna(False).to_numpy(bool)
+        if grey.any():
+            ax.imshow(
+                np.where(grey, 1.0, np.nan),
+                aspect="auto",
+                cmap="Greys",
+                vmin=0,
+                vmax=2,
+                alpha=0.85,
+                interpolation="nearest",
+            )
         ax.set_yticks(range(len(piv.index)), piv.index)
         ax.set_xticks(
             range(len(piv.columns)), [layers[i] for i in piv.columns], rotation=90, fontsize=6
@@ -63,13 +85,15 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         fig.colorbar(im, ax=ax, label=metric)
     if not models:
         axes[0, 0].text(0.5, 0.5, "no data", ha="center")
-    fig.suptitle(f"{metric}: {group_by} x layer")
+    fig.suptitle(f"{metric}: {group_by} x layer (grey: not significant)")
     fig.tight_layout()
     return fig
 
 
 def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
-    """Relative depth of each model's best layer per area, one panel per metric."""
+    """Relative depth of each model's best layer per area, one panel per metric, among the
+    layers that pass the FDR threshold; a model with none for an area is drawn as an x
+    below the axis ("none")."""
     plt = _plt()
     metrics = [m for m in metrics if m in set(df["metric"])]
     fig, axes = plt.subplots(
@@ -82,21 +106,22 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes[0], metrics, strict=False):
         d = df[(df["metric"] == metric) & (df["group_by"] == group_by)]
-        idx = (
-            d.groupby(["model", "group_value"])["score"].idxmin()
-            if _lower(metric)
-            else d.groupby(["model", "group_value"])["score"].idxmax()
-        )
-        best = d.loc[idx.values]
-        order = _order(best["group_value"])
+        order = _order(d["group_value"])
+        sig = d[_significant(d)]
+        by = sig.groupby(["model", "group_value"])["score"]
+        best = sig.loc[(by.idxmin() if _lower(metric) else by.idxmax()).values]
         for i, area in enumerate(order):
             y = best.loc[best["group_value"] == area, "layer_depth"].to_numpy()
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(y)), y, s=12, alpha=0.6)
             if len(y):
                 ax.hlines(np.median(y), i - 0.3, i + 0.3, color="k")
+            n_none = d.loc[d["group_value"] == area, "model"].nunique() - len(y)
+            if n_none:
+                ax.scatter([i], [-0.08], marker="x", color="grey", s=14)
+                ax.text(i, -0.13, f"none {n_none}", ha="center", va="top", fontsize=6)
         ax.set_xticks(range(len(order)), order, rotation=45)
         ax.set_title(metric, fontsize=9)
-        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylim(-0.2, 1.05)
     axes[0, 0].set_ylabel("best layer (relative depth)")
     fig.tight_layout()
     return fig

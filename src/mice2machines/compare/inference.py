@@ -29,7 +29,8 @@ import warnings
 
 import numpy as np
 
-from ..similarity import _rank, centre_gram, u_centre_gram
+from .cka import centre_gram, u_centre_gram
+from .rsa import _rank
 
 #: bytes one block of permutations may use for its gathered copies (about 256 MB)
 MAX_BLOCK_BYTES = 1 << 28

@@ -1,9 +1,16 @@
 """The per-model job: stream every layer once, compute every metric against every group.
 
 ``compare_model`` = open the job -> stream the layers (each layer's Gram statistics and every
-cell metric's scorer fed from one pass over its units) -> group scores (with ceilings and
-bootstrap intervals) -> one labelled Dataset. What each metric computes, and how its groups,
-ceilings and intervals are formed, comes from the metric registry.
+cell metric's scorer fed from one pass over its units) -> group scores (with ceilings,
+bootstrap intervals and permutation nulls) -> one labelled Dataset. What each metric
+computes, and how its groups, ceilings, intervals and nulls are formed, comes from the metric
+registry.
+
+Significance: every score is tested against its permutation null (the image labels of the
+neural data permuted; the same permutations for every layer and model of a run, seeded by
+compare.seed): p = (1 + #{null at least as good}) / (1 + n_perm), Benjamini-Hochberg q over
+the model's layers x groups (per metric; per cell: over layers x cells), and the
+null-corrected score (score - null mean) with its z.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from ..models.store import list_layers, open_layer
 from . import settings
 from .bootstrap import (
     bootstrap_cell_r,
+    bootstrap_fold_r,
     bootstrap_indices,
     bootstrap_representation,
     percentile_ci,
+    resampled,
 )
 from .gram import GramAccumulator, Representations
-from .registry import JobContext, Metric, get_metric
+from .inference import bh_q, group_null_median, null_summary, p_values, permutations
+from .registry import NULL_COUNTS, JobContext, Metric, get_metric
 from .ridge import kfold
 
 log = logging.getLogger("mice2machines")
@@ -123,6 +133,8 @@ def open_job(neural: xr.Dataset, selected: np.ndarray, cfg: dict, model: str) ->
     """The neural side of one model's job: cells, folds and the scorers' context."""
     R = np.asarray(neural["responses"].values, dtype=np.float64)  # (cell, image)
     n = R.shape[1]
+    counts = {key: int(cfg[key]) for key in NULL_COUNTS}
+    drawn = permutations(n, max(counts.values()), int(cfg["seed"]))
     selected = np.asarray(selected, dtype=np.int64)
     cell_pos = selected if cfg["cell_metrics_on"] == "selected" else np.arange(len(R))
     is_sel = np.isin(cell_pos, selected)
@@ -137,6 +149,7 @@ def open_job(neural: xr.Dataset, selected: np.ndarray, cfg: dict, model: str) ->
         device=resolve_device(cfg["device"]),
         dtype=np.dtype(cfg["dtype"]),
         cfg=cfg,
+        perms={key: drawn[:c] for key, c in counts.items()},
     )
     return Job(
         cfg=cfg,
@@ -161,6 +174,7 @@ class Layer:
     kind: str
     cells: dict  # per-cell variables of the cell metrics
     predictions: dict  # metric -> (cells, images) float32 held-out predictions
+    nulls: dict  # metric -> (n_perm, cells) cell scores under the permutations
 
 
 def stream_layer(job: Job, path, name: str, index: str) -> Layer:
@@ -194,13 +208,31 @@ def stream_layer(job: Job, path, name: str, index: str) -> Layer:
         kind="spatial" if da.ndim == 4 else "flat",
         cells={},
         predictions={},
+        nulls={},
     )
-    for metric_name, scorer in scorers.items():
-        res = scorer.result(layer)
-        pred = res.pop("prediction", None)
+    for metric in job.cell_metrics:
+        t0 = time.perf_counter()
+        res = scorers[metric.name].result(layer)
+        pred, null = res.pop("prediction", None), res.pop("null", None)
         if pred is not None:
-            layer.predictions[metric_name] = np.asarray(pred, dtype=np.float32)
+            layer.predictions[metric.name] = np.asarray(pred, dtype=np.float32)
+        layer.nulls[metric.name] = null
         layer.cells.update(res)
+        score = res[metric.cell_var]
+        if null is not None:
+            p = p_values(score, null, metric.higher_is_better)
+        else:
+            p = np.full_like(score, np.nan, dtype=np.float64)
+        layer.cells[f"{metric.name}_p"] = p
+        log.info(
+            "model %s layer %s %s: %s, null of %d permutations, in %.1f s",
+            job.model,
+            name,
+            index,
+            metric.name,
+            0 if null is None else len(null),
+            time.perf_counter() - t0,
+        )
     return layer
 
 
@@ -233,12 +265,53 @@ def stream_layers(job: Job, path, table: pd.DataFrame) -> list[Layer]:
 
 
 def per_cell(job: Job, layers: list[Layer]) -> dict[str, np.ndarray]:
-    """(layer, ...) arrays of every per-cell variable of the cell metrics."""
+    """(layer, ...) arrays of every per-cell variable of the cell metrics, with each cell's
+    p-value and its Benjamini-Hochberg q over the model's layers x cells."""
     out = {}
     for metric in job.cell_metrics:
         for var in metric.variables:
             out[var] = np.stack([layer.cells[var] for layer in layers])
+        p = np.stack([layer.cells[f"{metric.name}_p"] for layer in layers])
+        out[f"{metric.name}_p"] = p
+        out[f"{metric.name}_q"] = bh_q(p)
     return out
+
+
+def representation_null(m: Metric, neural: Representations, model: Representations, job: Job):
+    """(n_perm, groups, layers) null of a representation metric: its own batched rule, else
+    each permutation rescored."""
+    perms = job.ctx.perms[m.null_perms]
+    if not len(perms):
+        return None
+    if m.null is not None:
+        return m.null(neural, model, perms, job.ctx.device)
+    return np.stack([m.score(resampled(neural, p), model) for p in perms])
+
+
+def cell_null(m: Metric, layers: list[Layer], membership: np.ndarray):
+    """(n_perm, groups, layers) null of a cell metric's group medians."""
+    nulls = [layer.nulls.get(m.name) for layer in layers]
+    if any(n is None for n in nulls):
+        return None
+    return np.stack([group_null_median(n, membership) for n in nulls], axis=-1)
+
+
+STATS = ("null_mean", "null_sd", "p", "q", "score_corrected", "z")
+
+
+def significance(m: Metric, score: np.ndarray, null) -> dict[str, np.ndarray]:
+    """null_mean, null_sd, p, q (BH over the groups x layers), score_corrected, z (G, L)."""
+    if null is None:
+        return {k: np.full(score.shape, np.nan) for k in STATS}
+    s = null_summary(score, null, m.higher_is_better)
+    return {
+        "null_mean": s["null_mean"],
+        "null_sd": s["null_sd"],
+        "p": s["p"],
+        "q": bh_q(s["p"]),
+        "score_corrected": s["corrected"],
+        "z": s["z"],
+    }
 
 
 def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.ndarray]:
@@ -249,6 +322,7 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
     ci_lo, ci_hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
     ceiling = np.full((len(metrics), G), np.nan)
     n_in_group = np.zeros((len(metrics), G), dtype=np.int64)
+    stats = {k: np.full_like(score, np.nan) for k in STATS}
     n_boot, level, seed = int(cfg["n_boot"]), float(cfg["ci_level"]), int(cfg["seed"])
     boot_idx = bootstrap_indices(job.ctx.n_images, n_boot, seed)
     t0 = time.perf_counter()
@@ -287,6 +361,17 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
             if m.ceiling == "split_half" and m.name in job.neural["metric"].values:
                 ceiling[mi] = job.neural["ceiling"].sel(metric=m.name).values
             n_in_group[mi] = job.membership_all.sum(1)
+            t1 = time.perf_counter()
+            null = representation_null(m, neural_reps, model_reps, job)
+            for k, v in significance(m, score[mi], null).items():
+                stats[k][mi] = v
+            log.info(
+                "model %s: %s null of %d permutations in %.1f s",
+                job.model,
+                m.name,
+                0 if null is None else len(null),
+                time.perf_counter() - t1,
+            )
             continue
         t1 = time.perf_counter()
         values = cells[m.cell_var]
@@ -294,9 +379,11 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
         n_in_group[mi] = (membership & np.isfinite(values).any(0)[None]).sum(1)
         if m.ceiling == "reliability":
             ceiling[mi] = group_median(reliability[:, None], membership)[:, 0]
+        for k, v in significance(m, score[mi], cell_null(m, layers, membership)).items():
+            stats[k][mi] = v
         if n_boot and m.cell_bootstrap == "images":
             for li, layer in enumerate(layers):
-                br = bootstrap_cell_r(layer.predictions[m.name], job.ctx.Y.T, boot_idx)
+                br = image_bootstrap(job, layer.predictions[m.name], boot_idx)
                 meds = group_median(br.T, membership)  # (G, boot)
                 ci_lo[mi, :, li], ci_hi[mi, :, li] = percentile_ci(
                     meds, level, axis=1, estimate=score[mi, :, li]
@@ -318,9 +405,19 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
         "score": score,
         "ci_low": ci_lo,
         "ci_high": ci_hi,
+        **stats,
         "ceiling": ceiling,
         "n_cells": n_in_group,
     }
+
+
+def image_bootstrap(job: Job, prediction: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(n_boot, cells) a prediction metric's score over resampled stimuli, formed as the
+    score is (per fold, or pooled: compare.cv_score)."""
+    how = job.cfg["cv_score"]
+    if how == "pooled":
+        return bootstrap_cell_r(prediction, job.ctx.Y.T, idx)
+    return bootstrap_fold_r(prediction, job.ctx.Y.T, job.ctx.folds, idx, how == "fold_mean_z")
 
 
 def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells) -> xr.Dataset:
@@ -330,7 +427,7 @@ def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells
     data = {k: (dims["score"] if v.ndim == 3 else dims["ceiling"], v) for k, v in scores.items()}
     extra = {"fold": np.arange(len(job.ctx.folds))}
     for m in job.cell_metrics:
-        for var, spec in m.variables.items():
+        for var, spec in {**m.variables, **m.stat_variables}.items():
             data[var] = (("layer", *spec.dims), cells[var].astype(spec.dtype))
             extra.update({k: np.asarray(v) for k, v in spec.coords.items()})
     cell_coords = {
@@ -366,6 +463,10 @@ def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells
             "ci_level": float(job.cfg["ci_level"]),
             "device": job.ctx.device,
             "rsa_remove_mean_pattern": int(bool(job.cfg["rsa_remove_mean_pattern"])),
+            "n_perm": int(job.cfg["n_perm"]),
+            "n_perm_max": int(job.cfg["n_perm_max"]),
+            "cv_score": job.cfg["cv_score"],
+            "fdr_alpha": float(job.cfg["fdr_alpha"]),
         },
     )
     ds["score"].attrs["description"] = "; ".join(f"{m.name}: {m.description}" for m in job.metrics)

@@ -11,11 +11,19 @@ Two kinds:
   ``bootstrap(neural, model, idx)`` scores one resample of the stimuli (default: the Gram
   matrices and RDMs indexed by ``idx``). With ``ceiling="split_half"`` its noise ceiling is
   its own score between two halves of the repeats, stepped up by Spearman-Brown.
+  ``null(neural, model, perms, device)`` gives (n_perm, groups, layers) scores with the image
+  labels of the neural side permuted (default: each permutation rescored).
 - ``cell``: ``layer(ctx)`` makes a scorer that streams one layer's chunks of units
   (``update(block)``) and returns per-cell variables (``result(layer)``, see `CellScorer`);
   ``cell_var`` names the per-cell score, summarised per group by its median. ``ceiling:
   "reliability"`` uses the group median of the cells' split-half reliability;
   ``bootstrap="images"`` resamples stimuli of the held-out predictions, ``"cells"`` the cells.
+  The scorer's result also holds ``null`` (n_perm, cells): the score under the job's
+  permutations of the image labels (``ctx.perms[metric.null_perms]``), over the same units.
+
+Every metric's permutations come from the config key its ``null_perms`` names (``n_perm``, or
+``n_perm_max`` for the costly max-over-units metrics); the rows are the same for every layer
+and model of a run.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import numpy as np
 
 KINDS = ("representation", "cell")
 CEILINGS = ("split_half", "reliability", None)
+#: the config keys that set how many permutations a metric's null uses
+NULL_COUNTS = ("n_perm", "n_perm_max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +62,8 @@ class JobContext:
     Y: (images, cells) trial-averaged responses of the job's cells; folds: the shared
     cross-validation folds over images; selected: (cells,) which cells are the selected
     neurons (the paper's receptive-field analysis); maps: (selected, pixels) their neuron maps;
-    stimulus_matrix: (images, pixels) F_S; cfg: the compare settings.
+    stimulus_matrix: (images, pixels) F_S; cfg: the compare settings; perms: the run's
+    permutations of the image labels, by the config key that sets their count.
     """
 
     Y: np.ndarray
@@ -63,6 +74,7 @@ class JobContext:
     device: str
     dtype: np.dtype
     cfg: Mapping
+    perms: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -71,6 +83,18 @@ class JobContext:
     @property
     def n_cells(self) -> int:
         return self.Y.shape[1]
+
+    def fold_scores(self, prediction: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """(cells,) cross-validated score of held-out predictions (n, cells), as
+        compare.cv_score says: the mean over folds of r (chance 0), of Fisher z, or the
+        pooled r (biased below 0 without signal)."""
+        from ..neural.reliability import pearson_rows
+        from .inference import fold_scores
+
+        how = self.cfg["cv_score"]
+        if how == "pooled":
+            return pearson_rows(np.asarray(prediction).T, np.asarray(Y).T)
+        return fold_scores(prediction, Y, self.folds, fisher=how == "fold_mean_z")[0]
 
 
 class CellScorer(Protocol):
@@ -81,7 +105,8 @@ class CellScorer(Protocol):
 
     def result(self, layer) -> dict[str, np.ndarray]:
         """Per-cell variables (their trailing axis = the job's cells), and optionally
-        ``prediction`` (cells, images): held-out predictions for the image bootstrap.
+        ``prediction`` (cells, images): held-out predictions for the image bootstrap, and
+        ``null`` (n_perm, cells) of the cell score under the permutations.
         ``layer`` has ``gram`` and ``rdm`` (the layer's statistics over all units)."""
 
 
@@ -101,6 +126,8 @@ class Metric:
     unit_var: str | None = None
     ceiling: str | None = None
     cell_bootstrap: str = "cells"
+    null: Callable | None = None
+    null_perms: str = "n_perm"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -113,6 +140,15 @@ class Metric:
             raise ValueError(f"cell metric {self.name!r} needs layer and cell_var in variables")
         if self.cell_bootstrap not in ("cells", "images"):
             raise ValueError(f"metric {self.name!r}: cell_bootstrap is 'cells' or 'images'")
+        if self.null_perms not in NULL_COUNTS:
+            raise ValueError(f"metric {self.name!r}: null_perms is one of {NULL_COUNTS}")
+
+    @property
+    def stat_variables(self) -> dict[str, Variable]:
+        """Per-cell significance a cell metric adds: p and BH q (over layers x cells)."""
+        if self.kind != "cell":
+            return {}
+        return {f"{self.name}_p": Variable(), f"{self.name}_q": Variable()}
 
 
 METRICS: dict[str, Metric] = {}
@@ -139,8 +175,8 @@ def get_metric(name: str) -> Metric:
 
 
 def cell_variables() -> dict[str, Variable]:
-    """Every per-cell variable of the registered cell metrics."""
-    return {k: v for m in METRICS.values() for k, v in m.variables.items()}
+    """Every per-cell variable of the registered cell metrics, significance included."""
+    return {k: v for m in METRICS.values() for k, v in {**m.variables, **m.stat_variables}.items()}
 
 
 def load_plugins(plugins: Sequence[str] = ()) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..cka import cka_from_grams
+from ..inference import cka_null
 from ..registry import Metric, register_metric
 
 ORDER = 2
@@ -16,6 +17,9 @@ for _unbiased, _what in ((True, "unbiased HSIC (Song et al. 2012)"), (False, "bi
             description=f"linear CKA, {_what}",
             score=lambda neural, model, _u=_unbiased: cka_from_grams(
                 neural.grams, model.grams, unbiased=_u
+            ),
+            null=lambda neural, model, perms, device, _u=_unbiased: cka_null(
+                neural.grams, model.grams, perms, unbiased=_u, device=device
             ),
             ceiling="split_half",
         )

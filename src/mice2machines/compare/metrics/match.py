@@ -1,10 +1,14 @@
-"""One-to-one matching: each neuron's best unit on the training images, scored held out."""
+"""One-to-one matching: each neuron's best unit on the training images, scored held out.
+
+The null is the same max over the same units: the permuted responses ride along as extra
+neurons in the same pass over the layer, so wide layers gain nothing from being searched.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...neural.reliability import pearson_rows
+from ..inference import permuted_columns, unstack_null
 from ..matching import MatchAccumulator
 from ..registry import Metric, Variable, register_metric
 
@@ -17,8 +21,14 @@ class MatchScorer:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.acc = MatchAccumulator(ctx.Y, ctx.folds, device=ctx.device, dtype=ctx.dtype)
-        self.step = max(1024, (1 << 28) // max(ctx.n_cells, 1))
+        perms = ctx.perms.get("n_perm_max")
+        self.n_perm = 0 if perms is None else len(perms)
+        Y = ctx.Y
+        if self.n_perm:
+            self.Yp = permuted_columns(Y, perms)
+            Y = np.concatenate([Y, self.Yp], axis=1)
+        self.acc = MatchAccumulator(Y, ctx.folds, device=ctx.device, dtype=ctx.dtype)
+        self.step = max(1024, (1 << 28) // max(Y.shape[1], 1))
 
     def update(self, block: np.ndarray) -> None:
         flat = block.reshape(self.ctx.n_images, -1)
@@ -26,13 +36,19 @@ class MatchScorer:
             self.acc.update(flat[:, lo : lo + self.step])
 
     def result(self, layer) -> dict:
+        ctx, c = self.ctx, self.ctx.n_cells
         res = self.acc.result()
-        pred = res["prediction"].T
-        return {
-            "match_r": pearson_rows(pred, self.ctx.Y.T),
-            "match_unit": res["best_unit"],
-            "prediction": pred,
+        pred = res["prediction"]
+        out = {
+            "match_r": ctx.fold_scores(pred[:, :c], ctx.Y),
+            "match_unit": res["best_unit"][:, :c],
+            "prediction": pred[:, :c].T,
+            "null": None,
         }
+        if self.n_perm:
+            null = ctx.fold_scores(pred[:, c:], self.Yp)
+            out["null"] = unstack_null(null, self.n_perm, c)
+        return out
 
 
 register_metric(
@@ -40,7 +56,8 @@ register_metric(
         name="match",
         kind="cell",
         higher_is_better=True,
-        description="one-to-one matching: best unit on train images, held-out r per neuron",
+        description="one-to-one matching: best unit on train images, held-out r per neuron "
+        "(per fold, compare.cv_score)",
         layer=MatchScorer,
         cell_var="match_r",
         variables={
@@ -49,5 +66,6 @@ register_metric(
         },
         ceiling="reliability",
         cell_bootstrap="images",
+        null_perms="n_perm_max",
     )
 )

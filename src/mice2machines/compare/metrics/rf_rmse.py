@@ -1,5 +1,10 @@
 """The paper's receptive-field comparison: RMSE between a neuron's map N = T'F_S and the map
-of its best unit, on the feature maps as they are and after NeuRN (selected neurons only)."""
+of its best unit, on the feature maps as they are and after NeuRN (selected neurons only).
+
+The best unit is a max over the layer's units, which favours wide layers on pure noise; the
+null is the same min-RMSE over the same units for maps made from permuted responses, found in
+the same pass (the permuted maps ride along as extra neurons).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import warnings
 import numpy as np
 
 from .. import receptive_fields as rf
+from ..inference import permuted_columns, unstack_null
 from ..registry import Metric, Variable, register_metric
 
 ORDER = 5
@@ -22,6 +28,31 @@ def _maps(ctx, activity: np.ndarray) -> np.ndarray:
     )
 
 
+def _all_maps(ctx) -> tuple[np.ndarray, int]:
+    """The selected neurons' maps, then the maps of their permuted responses; n_perm."""
+    perms = ctx.perms.get("n_perm_max")
+    if perms is None or not len(perms):
+        return ctx.maps, 0
+    Y = ctx.Y[:, ctx.selected]
+    null = rf.response_maps(
+        permuted_columns(Y, perms).T,
+        ctx.stimulus_matrix,
+        bool(ctx.cfg["map_center"]),
+        ctx.cfg["map_normalize"],
+    )
+    return np.concatenate([ctx.maps, null]), len(perms)
+
+
+def _split(ctx, best: np.ndarray, n_perm: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The observed best RMSE of the selected cells, and its null (n_perm, cells)."""
+    k = int(ctx.selected.sum())
+    if not n_perm:
+        return best[:k], None
+    null = np.full((n_perm, ctx.n_cells), np.nan)
+    null[:, ctx.selected] = unstack_null(best[k:], n_perm, k)
+    return best[:k], null
+
+
 def _on_cells(ctx, values: np.ndarray, fill) -> np.ndarray:
     """Values of the selected cells spread over all the job's cells (fill elsewhere)."""
     out = np.full((ctx.n_cells,) + values.shape[1:], fill, dtype=np.asarray(values).dtype)
@@ -34,7 +65,8 @@ class RFScorer:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.acc = rf.RMSEAccumulator(ctx.maps)
+        maps, self.n_perm = _all_maps(ctx)
+        self.acc = rf.RMSEAccumulator(maps)
 
     def update(self, block: np.ndarray) -> None:
         if block.ndim == 4:
@@ -45,16 +77,19 @@ class RFScorer:
 
     def result(self, layer) -> dict:
         res = self.acc.result()
-        q = np.full((int(self.ctx.selected.sum()), len(QUANTILES)), np.nan)
+        k = int(self.ctx.selected.sum())
+        best, null = _split(self.ctx, res["best_rmse"], self.n_perm)
+        q = np.full((k, len(QUANTILES)), np.nan)
         if "best_activity" in res:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                q = np.nanquantile(res["best_activity"], QUANTILES, axis=1).T
+                q = np.nanquantile(res["best_activity"][:k], QUANTILES, axis=1).T
         return {
-            "rf_rmse": _on_cells(self.ctx, res["best_rmse"], np.nan),
-            "rf_mean_rmse": _on_cells(self.ctx, res["mean_rmse"], np.nan),
-            "rf_unit": _on_cells(self.ctx, res["best_unit"], -1),
+            "rf_rmse": _on_cells(self.ctx, best, np.nan),
+            "rf_mean_rmse": _on_cells(self.ctx, res["mean_rmse"][:k], np.nan),
+            "rf_unit": _on_cells(self.ctx, res["best_unit"][:k], -1),
             "rf_unit_activity": _on_cells(self.ctx, q, np.nan),
+            "null": null,
         }
 
 
@@ -75,19 +110,22 @@ class RFNeuRNScorer:
 
     def result(self, layer) -> dict:
         n = int(self.ctx.selected.sum())
-        best, unit = np.full(n, np.nan), np.full(n, -1, dtype=np.int64)
+        best, unit, null = np.full(n, np.nan), np.full(n, -1, dtype=np.int64), None
         if self.activity:
             T = np.concatenate(self.activity, axis=1)
             if self.scales[0] is not None:
                 scale = np.max(np.stack(self.scales), axis=0)
                 T = T / np.where(scale > 0, scale, 1.0)[:, None]
-            acc = rf.RMSEAccumulator(self.ctx.maps)
+            maps, n_perm = _all_maps(self.ctx)
+            acc = rf.RMSEAccumulator(maps)
             acc.update(_maps(self.ctx, T))
             res = acc.result()
-            best, unit = res["best_rmse"], res["best_unit"]
+            best, null = _split(self.ctx, res["best_rmse"], n_perm)
+            unit = res["best_unit"][:n]
         return {
             "rf_rmse_neurn": _on_cells(self.ctx, best, np.nan),
             "rf_unit_neurn": _on_cells(self.ctx, unit, -1),
+            "null": null,
         }
 
 
@@ -106,6 +144,7 @@ register_metric(
             "rf_unit_activity": Variable(("cell", "quantile"), coords={"quantile": QUANTILES}),
         },
         unit_var="rf_unit",
+        null_perms="n_perm_max",
     )
 )
 register_metric(
@@ -121,5 +160,6 @@ register_metric(
             "rf_unit_neurn": Variable(("cell",), -1, "int64"),
         },
         unit_var="rf_unit_neurn",
+        null_perms="n_perm_max",
     )
 )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..bootstrap import resampled_pairs
+from ..inference import rsa_null
 from ..registry import Metric, register_metric
-from ..rsa import RDM_COMPARATORS, rsa
+from ..rsa import RDM_COMPARATORS, rsa, upper_tri
 
 ORDER = 1
 
@@ -24,6 +25,15 @@ def _bootstrap(method: str):
     return fn
 
 
+def _null(method: str):
+    """The neural RDMs' images permuted (rows and columns together), ranked once."""
+
+    def fn(neural, model, perms, device):
+        return rsa_null(upper_tri(neural.rdms), upper_tri(model.rdms), perms, method, device)
+
+    return fn
+
+
 for _method in ("spearman", "pearson"):
     register_metric(
         Metric(
@@ -34,6 +44,7 @@ for _method in ("spearman", "pearson"):
             "workflow removes the mean pattern first, compare.rsa_remove_mean_pattern)",
             score=_score(_method),
             bootstrap=_bootstrap(_method),
+            null=_null(_method),
             ceiling="split_half",
         )
     )
