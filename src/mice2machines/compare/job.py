@@ -314,101 +314,113 @@ def significance(m: Metric, score: np.ndarray, null) -> dict[str, np.ndarray]:
     }
 
 
-def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.ndarray]:
-    """score, ci_low, ci_high (metric, group, layer); ceiling, n_cells (metric, group)."""
-    cfg, metrics = job.cfg, job.metrics
-    G, L = len(job.membership_all), len(layers)
-    score = np.full((len(metrics), G, L), np.nan)
-    ci_lo, ci_hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
-    ceiling = np.full((len(metrics), G), np.nan)
-    n_in_group = np.zeros((len(metrics), G), dtype=np.int64)
-    stats = {k: np.full_like(score, np.nan) for k in STATS}
-    n_boot, level, seed = int(cfg["n_boot"]), float(cfg["ci_level"]), int(cfg["seed"])
-    boot_idx = bootstrap_indices(job.ctx.n_images, n_boot, seed)
-    t0 = time.perf_counter()
+def representations(job: Job, layers: list[Layer]) -> tuple[Representations, Representations]:
+    """The neural groups' and the layers' Gram matrices and RDMs."""
+    pos = [np.flatnonzero(m) for m in job.membership_all]
+    neural = Representations.from_arrays(
+        [job.R[p].T for p in pos],
+        list(job.neural["group"].values),
+        dtype=np.float64,
+        remove_mean_pattern=bool(job.cfg["rsa_remove_mean_pattern"]),
+    )
+    model = Representations(
+        [layer.name for layer in layers],
+        np.stack([layer.gram for layer in layers]),
+        np.stack([layer.rdm for layer in layers]),
+    )
+    return neural, model
 
-    rep = [m for m in metrics if m.kind == "representation"]
+
+def representation_row(job: Job, m: Metric, reps, boots: dict) -> dict[str, np.ndarray]:
+    """One representation metric: score and interval (G, L), null statistics, ceiling (G,)."""
+    neural, model = reps
+    score = m.score(neural, model)
+    row = {"score": score, "n_cells": job.membership_all.sum(1)}
+    if m.name in boots:
+        level = float(job.cfg["ci_level"])
+        row["ci_low"], row["ci_high"] = percentile_ci(boots[m.name], level, estimate=score)
+    if m.ceiling == "split_half" and m.name in job.neural["metric"].values:
+        row["ceiling"] = job.neural["ceiling"].sel(metric=m.name).values
+    t0 = time.perf_counter()
+    null = representation_null(m, neural, model, job)
+    row.update(significance(m, score, null))
+    n = 0 if null is None else len(null)
+    log.info(
+        "model %s: %s null of %d permutations in %.1f s",
+        job.model,
+        m.name,
+        n,
+        time.perf_counter() - t0,
+    )
+    return row
+
+
+def cell_row(job: Job, m: Metric, layers: list[Layer], cells: dict, boot_idx) -> dict:
+    """One cell metric: group medians and their interval (G, L), null statistics, ceiling."""
+    t0 = time.perf_counter()
+    membership, values = job.membership, cells[m.cell_var]
+    score = group_median(values.T, membership)
+    row = {"score": score, "n_cells": (membership & np.isfinite(values).any(0)[None]).sum(1)}
+    if m.ceiling == "reliability":
+        rel = np.asarray(job.neural["reliability"].values, dtype=np.float64)[job.cell_pos]
+        row["ceiling"] = group_median(rel[:, None], membership)[:, 0]
+    row.update(significance(m, score, cell_null(m, layers, membership)))
+    n_boot, level, seed = len(boot_idx), float(job.cfg["ci_level"]), int(job.cfg["seed"])
+    if n_boot:
+        lo, hi = np.full_like(score, np.nan), np.full_like(score, np.nan)
+        for li, layer in enumerate(layers):
+            if m.cell_bootstrap == "images":
+                br = image_bootstrap(job, layer.predictions[m.name], boot_idx)
+                meds = group_median(br.T, membership)  # (G, boot)
+                lo[:, li], hi[:, li] = percentile_ci(meds, level, axis=1, estimate=score[:, li])
+            else:
+                lo[:, li], hi[:, li] = cell_bootstrap_ci(
+                    values[li], membership, n_boot, seed + li, level
+                )
+        row["ci_low"], row["ci_high"] = lo, hi
+    log.info(
+        "model %s: %s group scores, %d bootstrap resamples over %s in %.1f s",
+        job.model,
+        m.name,
+        n_boot,
+        m.cell_bootstrap,
+        time.perf_counter() - t0,
+    )
+    return row
+
+
+def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.ndarray]:
+    """score, ci_low, ci_high, the null statistics (metric, group, layer); ceiling, n_cells
+    (metric, group): one row per metric, as its kind forms it."""
+    n_boot, seed = int(job.cfg["n_boot"]), int(job.cfg["seed"])
+    boot_idx = bootstrap_indices(job.ctx.n_images, n_boot, seed)
+    rep = [m.name for m in job.metrics if m.kind == "representation"]
+    reps, boots = None, {}
     if rep:
-        groups = job.neural["group"].values
-        pos = [np.flatnonzero(m) for m in job.membership_all]
-        neural_reps = Representations.from_arrays(
-            [job.R[p].T for p in pos],
-            list(groups),
-            dtype=np.float64,
-            remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
-        )
-        model_reps = Representations(
-            [layer.name for layer in layers],
-            np.stack([layer.gram for layer in layers]),
-            np.stack([layer.rdm for layer in layers]),
-        )
-        names = [m.name for m in rep]
-        boots = bootstrap_representation(neural_reps, model_reps, names, boot_idx) if n_boot else {}
+        t0 = time.perf_counter()
+        reps = representations(job, layers)
+        if n_boot:
+            boots = bootstrap_representation(*reps, rep, boot_idx)
         log.info(
             "model %s: representation metrics %s, %d bootstrap resamples in %.1f s",
             job.model,
-            names,
+            rep,
             n_boot,
             time.perf_counter() - t0,
         )
-    reliability = np.asarray(job.neural["reliability"].values, dtype=np.float64)[job.cell_pos]
-    membership = job.membership
-    for mi, m in enumerate(metrics):
-        if m.kind == "representation":
-            score[mi] = m.score(neural_reps, model_reps)
-            if m.name in boots:
-                ci_lo[mi], ci_hi[mi] = percentile_ci(boots[m.name], level, estimate=score[mi])
-            if m.ceiling == "split_half" and m.name in job.neural["metric"].values:
-                ceiling[mi] = job.neural["ceiling"].sel(metric=m.name).values
-            n_in_group[mi] = job.membership_all.sum(1)
-            t1 = time.perf_counter()
-            null = representation_null(m, neural_reps, model_reps, job)
-            for k, v in significance(m, score[mi], null).items():
-                stats[k][mi] = v
-            log.info(
-                "model %s: %s null of %d permutations in %.1f s",
-                job.model,
-                m.name,
-                0 if null is None else len(null),
-                time.perf_counter() - t1,
-            )
-            continue
-        t1 = time.perf_counter()
-        values = cells[m.cell_var]
-        score[mi] = group_median(values.T, membership)
-        n_in_group[mi] = (membership & np.isfinite(values).any(0)[None]).sum(1)
-        if m.ceiling == "reliability":
-            ceiling[mi] = group_median(reliability[:, None], membership)[:, 0]
-        for k, v in significance(m, score[mi], cell_null(m, layers, membership)).items():
-            stats[k][mi] = v
-        if n_boot and m.cell_bootstrap == "images":
-            for li, layer in enumerate(layers):
-                br = image_bootstrap(job, layer.predictions[m.name], boot_idx)
-                meds = group_median(br.T, membership)  # (G, boot)
-                ci_lo[mi, :, li], ci_hi[mi, :, li] = percentile_ci(
-                    meds, level, axis=1, estimate=score[mi, :, li]
-                )
-        elif n_boot:
-            for li in range(L):
-                ci_lo[mi, :, li], ci_hi[mi, :, li] = cell_bootstrap_ci(
-                    values[li], membership, n_boot, seed + li, level
-                )
-        log.info(
-            "model %s: %s group scores, %d bootstrap resamples over %s in %.1f s",
-            job.model,
-            m.name,
-            n_boot,
-            m.cell_bootstrap,
-            time.perf_counter() - t1,
-        )
-    return {
-        "score": score,
-        "ci_low": ci_lo,
-        "ci_high": ci_hi,
-        **stats,
-        "ceiling": ceiling,
-        "n_cells": n_in_group,
-    }
+    rows = [
+        representation_row(job, m, reps, boots)
+        if m.kind == "representation"
+        else cell_row(job, m, layers, cells, boot_idx)
+        for m in job.metrics
+    ]
+    G, L = len(job.membership_all), len(layers)
+    out = {}
+    for key in ("score", "ci_low", "ci_high", *STATS):
+        out[key] = np.stack([r.get(key, np.full((G, L), np.nan)) for r in rows])
+    out["ceiling"] = np.stack([r.get("ceiling", np.full(G, np.nan)) for r in rows])
+    out["n_cells"] = np.stack([r["n_cells"] for r in rows]).astype(np.int64)
+    return out
 
 
 def image_bootstrap(job: Job, prediction: np.ndarray, idx: np.ndarray) -> np.ndarray:
