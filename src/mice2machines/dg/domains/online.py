@@ -7,25 +7,19 @@ ever left under its final name.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ...download import DownloadError, check
+from ...download import download as fetch
 from . import Domain, register_domain
 from .format import DomainFileError, make_dataset, provenance, to_rgb32
-
-
-class DownloadError(RuntimeError):
-    """A download failed on every mirror (network error, truncated file or checksum mismatch)."""
 
 
 @dataclass(frozen=True)
@@ -72,31 +66,6 @@ RESOURCES: dict[str, tuple[Resource, ...]] = {
 }
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex md5 of a file (the checksum the dataset publishers give)."""
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fetch(url: str, tmp: Path, timeout: float) -> int:
-    """Stream ``url`` into ``tmp``; raise if fewer bytes arrive than Content-Length promised."""
-    got = 0
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
-        expected = resp.headers.get("Content-Length")
-        try:
-            while block := resp.read(1 << 20):
-                f.write(block)
-                got += len(block)
-        except Exception as err:  # http.client.IncompleteRead, connection reset, timeout
-            raise OSError(f"transfer broke off after {got} bytes ({type(err).__name__})") from err
-    if expected is not None and got != int(expected):
-        raise OSError(f"incomplete download: got {got} of {expected} bytes")
-    return got
-
-
 def download(
     resource: Resource,
     directory: str | os.PathLike,
@@ -105,38 +74,22 @@ def download(
 ) -> Path:
     """Fetch one file into ``directory`` and verify its md5; returns its final path.
 
-    A verified file already there is reused. Each mirror is tried in turn; the bytes go to a
-    temporary sibling and are renamed only after the size and md5 check, so a failed or partial
-    download never sits under the final name. All mirrors failing raises DownloadError.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    dest = directory / resource.filename
+    A verified file already there is reused; each mirror is tried in turn (see
+    `mice2machines.download`: nothing partial is left under the final name)."""
+    dest = Path(directory) / resource.filename
     if dest.exists():
-        got = md5_file(dest)
-        if got == resource.md5:
-            return dest
-        log(f"{dest}: md5 {got} != published {resource.md5}; downloading it again")
-    errors = []
-    for url in resource.urls:
-        tmp = directory / f".{resource.filename}.part-{uuid.uuid4().hex[:8]}"
         try:
-            log(f"downloading {url}")
-            size = _fetch(url, tmp, timeout)
-            got = md5_file(tmp)
-            if got != resource.md5:
-                raise OSError(f"md5 checksum mismatch: got {got}, expected {resource.md5}")
-            os.replace(tmp, dest)
-            log(f"{dest}: {size} bytes, md5 ok")
+            check(dest, md5=resource.md5)
             return dest
-        except (OSError, urllib.error.URLError, ValueError) as err:
-            errors.append(f"  {url}: {err}")
-        finally:
-            tmp.unlink(missing_ok=True)
-    raise DownloadError(
-        f"could not download {resource.filename} (md5 {resource.md5}):\n"
-        + "\n".join(errors)
-        + f"\nDownload it by hand and place it at {dest}, or set dg.mirrors in the config."
+        except DownloadError as err:
+            log(f"{err}; downloading it again")
+    return fetch(
+        resource.urls,
+        dest,
+        md5=resource.md5,
+        timeout=timeout,
+        hint=f"place the file at {dest} by hand, or set dg.mirrors in the config",
+        log=log,
     )
 
 
