@@ -164,3 +164,20 @@ def test_device_selection_and_config_checks():
     cfg = training.TrainConfig.from_dict({"arch": "vit", "seed": 2, "unrelated": 1})
     assert cfg.arch == "vit" and cfg.seed == 2
     assert "device" not in cfg.result_key() and "threads" not in cfg.result_key()
+
+
+def test_train_config_takes_the_schema_defaults():
+    """TrainConfig has one field per dg.train key, defaulting to the schema's value."""
+    import dataclasses
+
+    from mice2machines import settings
+
+    train = settings.defaults("dg")["train"]
+    cfg = training.TrainConfig()
+    assert cfg.train_settings() == train and train["prepare_once"] is True
+    job = {"arch", "variant", "source", "seed", "neurn"}
+    assert {f.name for f in dataclasses.fields(cfg)} == set(train) | job
+    assert cfg.neurn == settings.defaults("neurn")
+    assert (
+        settings.section("dg", {"train": {"prepare_once": False}})["train"]["prepare_once"] is False
+    )

@@ -92,7 +92,7 @@ rule dg_train:
         seed=r"\d+",
     conda:
         MAIN_ENV
-    threads: DG["train"].get("threads", 1)
+    threads: DG["train"]["threads"] or 1
     resources:
         **DG_GPU,
         mem_mb=res("dg_train", "mem_mb", 4000),

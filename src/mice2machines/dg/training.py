@@ -30,50 +30,47 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import domains, networks
+from .. import settings
+from . import domains, jobs, networks
 
-VARIANTS = ("baseline", "neurn")
-_RUN_KEYS = ("device", "threads", "eval_batch_size")  # settings that never change the result
+_DG = settings.defaults("dg")
+_TRAIN = _DG["train"]  # every train default, from schemas/dg.schema.yaml
+VARIANTS = tuple(settings.schema("dg")["properties"]["variants"]["items"]["enum"])
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a job (defaults: DomainBed's digit settings, Adam 1e-3, 64)."""
+    """Everything that defines a job: its cell of the sweep, its NeuRN settings (``dg.neurn``)
+    and its train settings (``dg.train``).
 
-    arch: str = "small_cnn"
-    variant: str = "baseline"
-    source: str = "mnist"
-    seed: int = 0
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
-    schedule: str = "constant"  # constant | cosine (per epoch)
-    val_fraction: float = 0.2
-    max_samples: int | None = None  # source samples used (train + val); None = all
-    max_eval: int | None = None  # samples evaluated per target; None = all
-    neurn: dict = field(
-        default_factory=lambda: {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
-    )
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only)
-    prepare_once: bool = True  # NeuRN + centring computed once per image, not every step
-    deterministic: bool = True
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads; None = torch's default
-    eval_batch_size: int = 512
+    Defaults come from the config schema: the train keys' own, NeuRN's, and for the job keys
+    the first of the default sweep. Values are checked against the same schema."""
+
+    arch: str = _DG["archs"][0]
+    variant: str = _DG["variants"][0]
+    source: str = _DG["sources"][0]
+    seed: int = _DG["seeds"][0]
+    neurn: dict | None = None  # None = the NeuRN defaults
+    epochs: int = _TRAIN["epochs"]
+    batch_size: int = _TRAIN["batch_size"]
+    lr: float = _TRAIN["lr"]
+    weight_decay: float = _TRAIN["weight_decay"]
+    optimizer: str = _TRAIN["optimizer"]
+    schedule: str = _TRAIN["schedule"]
+    val_fraction: float = _TRAIN["val_fraction"]
+    max_samples: int | None = _TRAIN["max_samples"]
+    max_eval: int | None = _TRAIN["max_eval"]
+    precision: str = _TRAIN["precision"]
+    prepare_once: bool = _TRAIN["prepare_once"]
+    deterministic: bool = _TRAIN["deterministic"]
+    device: str = _TRAIN["device"]
+    threads: int | None = _TRAIN["threads"]
+    eval_batch_size: int = _TRAIN["eval_batch_size"]
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.arch not in networks.ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(networks.ARCHS)}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.optimizer not in ("adam", "sgd") or self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"bad optimizer/schedule: {self.optimizer!r}/{self.schedule!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        self.neurn = settings.section("neurn", self.neurn)
+        job = {"archs": [self.arch], "variants": [self.variant], "sources": [self.source]}
+        settings.check("dg", {**job, "seeds": [self.seed], "train": self.train_settings()})
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TrainConfig:
@@ -81,15 +78,16 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def train_settings(self) -> dict:
+        """The ``dg.train`` part."""
+        return {k: getattr(self, k) for k in _TRAIN}
+
     def neurn_settings(self) -> dict | None:
-        return dict(self.neurn or {}) if self.variant == "neurn" else None
+        return dict(self.neurn) if self.variant == "neurn" else None
 
     def result_key(self) -> dict:
         """The settings that determine the result (device and threads excluded)."""
-        d = dataclasses.asdict(self)
-        for k in _RUN_KEYS:
-            d.pop(k)
-        return d
+        return jobs.result_settings(dataclasses.asdict(self))
 
 
 def _mix(*ints: int) -> int:
