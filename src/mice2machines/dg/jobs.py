@@ -38,6 +38,12 @@ def run_settings(settings: Mapping) -> dict:
     return {k: v for k, v in settings.items() if k in RUN_KEYS}
 
 
+def result_params(dg: Mapping, arch: str, variant: str, source: str, seed: int | str) -> str:
+    """A job's result settings as one canonical string (a rule's params: a change in a run
+    setting reruns nothing; the job reads those from the config)."""
+    return canonical(result_settings(job_settings(dg, arch, variant, source, int(seed))))
+
+
 def canonical(settings: Mapping) -> str:
     """One string per set of settings (sorted keys): equal settings, equal string."""
     return json.dumps(settings, sort_keys=True)
