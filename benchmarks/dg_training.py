@@ -1,7 +1,7 @@
 """DG training throughput with and without NeuRN in front, same run; and the demo sweep's wall time.
 
 Throughput: for each architecture, baseline and NeuRN models built from one seed train on the
-same in-memory uint8 digits with ``mice2machines.dg.training.train_epoch`` (the jobs' own loop).
+same in-memory uint8 digits with ``mice2machines.dg.loop.train_epoch`` (the jobs' own loop).
 Measurements alternate baseline / NeuRN for several rounds (drift hits both alike); reported:
 median images per second of each and the NeuRN overhead ``t_neurn / t_baseline - 1``, with
 NeuRN in the loop (every step) and as the jobs run it (computed once per image; the one-time
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mice2machines.dg import networks, training
+from mice2machines.dg import loop, networks, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,9 +66,9 @@ def throughput(
         torch.manual_seed(0)
         model = networks.build(arch, neurn=nr).to(device)
         opt = torch.optim.Adam(model.parameters(), 1e-3)
-        prepared = training.prepare_inputs(model, images)
+        prepared = loop.prepare_inputs(model, images)
         for net, x in ((model, images), (model.body, prepared)):  # warm-up
-            training.train_epoch(net, opt, x, labels, order[: 3 * batch_size], batch_size, autocast)
+            loop.train_epoch(net, opt, x, labels, order[: 3 * batch_size], batch_size, autocast)
         runs[variant] = (model, opt)
     times = {(v, k): [] for v in runs for k in ("inloop", "prepared", "prepare")}
 
@@ -80,11 +80,11 @@ def throughput(
         items = list(runs.items())
         for variant, (model, opt) in items if r % 2 == 0 else items[::-1]:  # ABBA order
             t0 = clock()
-            prepared = training.prepare_inputs(model, images)
+            prepared = loop.prepare_inputs(model, images)
             t1 = clock()
-            training.train_epoch(model.body, opt, prepared, labels, order, batch_size, autocast)
+            loop.train_epoch(model.body, opt, prepared, labels, order, batch_size, autocast)
             t2 = clock()
-            training.train_epoch(model, opt, images, labels, order, batch_size, autocast)
+            loop.train_epoch(model, opt, images, labels, order, batch_size, autocast)
             t3 = clock()
             times[(variant, "prepare")].append(t1 - t0)
             times[(variant, "prepared")].append(t2 - t1)
@@ -248,8 +248,8 @@ def main() -> None:
         if a.threads:
             torch.set_num_threads(a.threads)
             info["cpus"] = a.threads
-        training.set_determinism(False)  # speed as a user would run it with cudnn autotuning
-        device = training.select_device(a.device)
+        loop.set_determinism(False)  # speed as a user would run it with cudnn autotuning
+        device = loop.select_device(a.device)
         if device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(device)
         neurn = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}

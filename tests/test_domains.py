@@ -358,3 +358,12 @@ def test_published_resources_are_complete():
         D.build_domain("svhn")
     with pytest.raises(ValueError, match="unknown domain"):
         D.build_domain("cifar")
+
+
+def test_domain_registry_fills_the_config_schema():
+    from mice2machines import settings
+
+    assert settings.schema("dg")["$defs"]["domain"]["enum"] == list(D.DOMAINS)
+    assert D.OFFLINE + D.ONLINE == tuple(D.DOMAINS)
+    with pytest.raises(ValueError, match="already registered"):
+        D.register_domain(D.DOMAINS["mnist"])

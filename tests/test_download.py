@@ -78,3 +78,22 @@ def test_incomplete_existing_file_is_replaced(server, tmp_path, nwb_paths):
     assert not is_complete(dest)
     download(f"{server}/good.nwb", dest, log=lambda m: None)
     assert is_complete(dest)
+
+
+def test_one_downloader_sha256_prefix_mirrors_and_one_line_error(server, tmp_path, nwb_paths):
+    """The shared downloader behind every caller: a sha256 prefix, mirror fallback, one line."""
+    import hashlib
+
+    from mice2machines import download as dl
+
+    digest = hashlib.sha256(nwb_paths[0].read_bytes()).hexdigest()
+    dest = tmp_path / "w" / "good.bin"
+    urls = [f"{server}/missing.nwb", f"{server}/good.nwb"]
+    assert dl.download(urls, dest, sha256=digest[:8], log=None) == dest
+    assert dl.check(dest, sha256=digest) == ["sha256"]
+    with pytest.raises(dl.DownloadError, match="invalid hash") as err:
+        dl.download(urls, tmp_path / "x" / "bad.bin", sha256="0" * 8, log=None)
+    msg = str(err.value)
+    assert "\n" not in msg and "missing.nwb: HTTP Error 404" in msg and "Offline:" in msg
+    assert list((tmp_path / "x").iterdir()) == []
+    assert DownloadError is dl.DownloadError

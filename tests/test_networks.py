@@ -78,3 +78,11 @@ def test_unknown_arch_and_bad_neurn():
         networks.build("alexnet")
     with pytest.raises(TypeError):
         networks.build("small_cnn", neurn=5)
+
+
+def test_arch_registry_fills_the_config_schema():
+    from mice2machines import settings
+    from mice2machines.dg import jobs
+
+    assert tuple(networks.ARCHS) == jobs.ARCHS
+    assert settings.schema("dg")["$defs"]["arch"]["enum"] == list(jobs.ARCHS)

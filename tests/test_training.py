@@ -164,3 +164,33 @@ def test_device_selection_and_config_checks():
     cfg = training.TrainConfig.from_dict({"arch": "vit", "seed": 2, "unrelated": 1})
     assert cfg.arch == "vit" and cfg.seed == 2
     assert "device" not in cfg.result_key() and "threads" not in cfg.result_key()
+
+
+def test_train_config_takes_the_schema_defaults():
+    """TrainConfig has one field per dg.train key, defaulting to the schema's value."""
+    import dataclasses
+
+    from mice2machines import settings
+
+    train = settings.defaults("dg")["train"]
+    cfg = training.TrainConfig()
+    assert cfg.train_settings() == train and train["prepare_once"] is True
+    job = {"arch", "variant", "source", "seed", "neurn"}
+    assert {f.name for f in dataclasses.fields(cfg)} == set(train) | job
+    assert cfg.neurn == settings.defaults("neurn")
+    assert (
+        settings.section("dg", {"train": {"prepare_once": False}})["train"]["prepare_once"] is False
+    )
+
+
+def test_job_params_carry_only_result_settings_canonically():
+    from mice2machines import settings
+    from mice2machines.dg import jobs
+
+    dg = settings.section("dg", {"arch_train": {"vit": {"lr": 0.5, "threads": 3}}})
+    job = jobs.job_settings(dg, "vit", "neurn", "mnist", "2")
+    assert job["lr"] == 0.5 and job["seed"] == 2 and jobs.run_settings(job)["threads"] == 3
+    params = jobs.result_params(dg, "vit", "neurn", "mnist", "2")
+    assert json.loads(params) == training.TrainConfig.from_dict(job).result_key()
+    assert not set(jobs.RUN_KEYS) & set(json.loads(params))
+    assert params == json.dumps(json.loads(params), sort_keys=True)

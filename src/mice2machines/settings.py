@@ -38,9 +38,18 @@ def _compare_metrics(schema: dict, cfg: Mapping | None) -> None:
     prop["default"] = list(METRICS)
 
 
+def _dg_registries(schema: dict, cfg: Mapping | None) -> None:
+    from .dg.domains import DOMAINS
+    from .dg.jobs import ARCHS
+
+    schema["$defs"]["domain"]["enum"] = list(DOMAINS)
+    schema["$defs"]["arch"]["enum"] = list(ARCHS)
+
+
 #: per section: functions that fill registry values into its schema (given the raw section)
 REGISTRY_HOOKS: dict[str, list[Callable[[dict, Mapping | None], None]]] = {
     "compare": [_compare_metrics],
+    "dg": [_dg_registries],
 }
 
 

@@ -4,6 +4,7 @@ Digit domains -> one training job per (arch, variant, source, seed) -> one resul
 (accuracy mean +- std over seeds, NeuRN minus baseline paired by seed).
 """
 
+from mice2machines.dg import jobs as dg_jobs
 from mice2machines.dg.domains import OFFLINE as DG_OFFLINE
 from mice2machines.dg.domains import ONLINE as DG_ONLINE
 
@@ -50,13 +51,13 @@ rule dg_domain_offline:
         mem_mb=res("dg_domain_offline", "mem_mb", 2000),
         runtime=res("dg_domain_offline", "runtime", 20),
     params:
-        params=lambda wc: DG["domain_params"].get(wc.domain, {}),
-        download_dir=None,
+        settings=lambda wc: dg_jobs.canonical(DG["domain_params"].get(wc.domain, {})),
     script:
         "../scripts/dg_domain.py"
 
 
-# Online sets are fetched on the login node (compute nodes often have no internet).
+# Online sets are fetched on the login node (compute nodes often have no internet). They have
+# no params: download_dir and mirrors (read from the config) cannot change the md5-checked files.
 rule dg_domain_online:
     output:
         directory(DG_STORE),
@@ -69,9 +70,6 @@ rule dg_domain_online:
     resources:
         mem_mb=res("dg_domain_online", "mem_mb", 6000),
         runtime=res("dg_domain_online", "runtime", 120),
-    params:
-        params=lambda wc: {"mirrors": DG["mirrors"].get(wc.domain)},
-        download_dir=DG["download_dir"],
     script:
         "../scripts/dg_domain.py"
 
@@ -92,24 +90,17 @@ rule dg_train:
         seed=r"\d+",
     conda:
         MAIN_ENV
-    threads: DG["train"].get("threads", 1)
+    threads: DG["train"]["threads"] or 1
     resources:
         **DG_GPU,
         mem_mb=res("dg_train", "mem_mb", 4000),
         runtime=res("dg_train", "runtime", 240),
     params:
-        # dg.train, then dg.arch_train[arch], then the job's own keys
-        cfg=lambda wc: {
-            **DG["train"],
-            **DG["arch_train"].get(wc.arch, {}),
-            "arch": wc.arch,
-            "variant": wc.variant,
-            "source": wc.source,
-            "seed": int(wc.seed),
-            "neurn": DG["neurn"],
-        },
+        # what determines the result: device, threads, eval_batch_size change reruns nothing
+        cfg=lambda wc: dg_jobs.result_params(
+            DG, wc.arch, wc.variant, wc.source, wc.seed
+        ),
         targets=DG["targets"],
-        keep_state=DG["keep_state"],
     script:
         "../scripts/dg_train.py"
 

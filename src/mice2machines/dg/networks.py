@@ -20,7 +20,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .jobs import ARCHS as ARCH_NAMES
+
 CHECKPOINT_FORMAT = "mice2machines.dg.checkpoint/1"
+
+_BUILDERS: dict[str, Callable[[int], nn.Module]] = {}
+
+
+def _arch(builder: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+    """Register a builder (num_classes -> body) under its name without the leading underscore;
+    the name must be one of `jobs.ARCHS` (the torch-free list the config schema allows)."""
+    name = builder.__name__.removeprefix("_")
+    if name not in ARCH_NAMES:
+        raise ValueError(f"architecture {name!r} is not in mice2machines.dg.jobs.ARCHS")
+    _BUILDERS[name] = builder
+    return builder
 
 
 class SmallCNN(nn.Module):
@@ -59,6 +73,12 @@ def _stride_one(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
+@_arch
+def _small_cnn(num_classes: int) -> nn.Module:
+    return SmallCNN(num_classes)
+
+
+@_arch
 def _resnet18(num_classes: int) -> nn.Module:
     from torchvision.models import resnet18
 
@@ -68,6 +88,7 @@ def _resnet18(num_classes: int) -> nn.Module:
     return m
 
 
+@_arch
 def _mnasnet(num_classes: int) -> nn.Module:
     from torchvision.models import mnasnet0_5
 
@@ -76,6 +97,7 @@ def _mnasnet(num_classes: int) -> nn.Module:
     return m
 
 
+@_arch
 def _mobilenet_v3(num_classes: int) -> nn.Module:
     from torchvision.models import mobilenet_v3_small
 
@@ -84,6 +106,7 @@ def _mobilenet_v3(num_classes: int) -> nn.Module:
     return m
 
 
+@_arch
 def _efficientnet_b0(num_classes: int) -> nn.Module:
     from torchvision.models import efficientnet_b0
 
@@ -92,6 +115,7 @@ def _efficientnet_b0(num_classes: int) -> nn.Module:
     return m
 
 
+@_arch
 def _vit(num_classes: int) -> nn.Module:
     """ViT for 32 px: 4 x 4 patches (64 tokens), 6 layers, width 192, 3 heads (ViT-Tiny width)."""
     from torchvision.models import VisionTransformer
@@ -107,16 +131,9 @@ def _vit(num_classes: int) -> nn.Module:
     )
 
 
-ARCHS: dict[str, Callable[[int], nn.Module]] = {
-    "small_cnn": lambda n: SmallCNN(n),
-    "resnet18": _resnet18,
-    "mnasnet": _mnasnet,
-    "mobilenet_v3": _mobilenet_v3,
-    "efficientnet_b0": _efficientnet_b0,
-    "vit": _vit,
-}
-"""Architecture registry: name -> constructor(num_classes). NAS-derived: mnasnet,
-mobilenet_v3, efficientnet_b0."""
+ARCHS: dict[str, Callable[[int], nn.Module]] = {name: _BUILDERS[name] for name in ARCH_NAMES}
+"""Architecture registry: name -> constructor(num_classes), in the order of `jobs.ARCHS`
+(a name there without a builder here fails at import)."""
 
 
 def neurn_settings(neurn: None | bool | dict) -> dict | None:

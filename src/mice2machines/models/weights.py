@@ -61,7 +61,7 @@ def verify(path: str | os.PathLike, model: str | None = None) -> str:
 
 def fetch_url(url: str, weights_dir: str | os.PathLike, progress: bool = False) -> Path:
     """Download ``url`` into the cache (skip if present and valid); verify the name's hash."""
-    import torch.hub
+    from ..download import download
 
     dest = checkpoints_dir(weights_dir) / os.path.basename(url.split("?")[0])
     if dest.is_file():
@@ -70,8 +70,7 @@ def fetch_url(url: str, weights_dir: str | os.PathLike, progress: bool = False) 
             return dest
         except WeightsError:
             dest.unlink()  # corrupt: fetch again
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix(dest), progress=progress)
+    download(url, dest, sha256=hash_prefix(dest), hint=_hint(None), log=print if progress else None)
     verify(dest)
     return dest
 

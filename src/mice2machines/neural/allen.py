@@ -12,11 +12,10 @@ import csv
 import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from .. import download as _download
+from ..download import DownloadError
 from .labels import AREAS, ei_class, normalise_cre_line
 
 MANIFEST_COLUMNS = (
@@ -34,10 +33,6 @@ DEFAULT_URL = (
     "https://allen-brain-observatory.s3.amazonaws.com/visual-coding-2p/"
     "ophys_experiment_data/{experiment_id}.nwb"
 )
-
-
-class DownloadError(RuntimeError):
-    """A download that failed or produced an incomplete/corrupt file."""
 
 
 # --------------------------------------------------------------------------- discovery
@@ -168,7 +163,7 @@ def download(
     backoff_s: float = 2.0,
     log=print,
 ) -> Path:
-    """Fetch `url` to `dest` via a `.part` file, check size and HDF5 integrity, rename.
+    """Fetch `url` to `dest` (see `mice2machines.download`), checked as a Visual Coding NWB file.
 
     A file already complete at `dest` is kept. Nothing partial is ever left under `dest`.
     """
@@ -176,34 +171,17 @@ def download(
     if is_complete(dest):
         log(f"{dest}: already complete, skipped")
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    last: Exception | None = None
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as out:
-                total = r.headers.get("Content-Length")
-                total = int(total) if total is not None else None
-                done, next_report = 0, 0
-                while block := r.read(chunk):
-                    out.write(block)
-                    done += len(block)
-                    if done >= next_report:
-                        pct = f"{100 * done / total:.0f}%" if total else "?"
-                        log(f"{dest.name}: {done / 1e6:.1f} MB ({pct})")
-                        next_report += 50 * chunk
-            verify_nwb(part, total)
-            os.replace(part, dest)
-            log(f"{dest}: downloaded {done} bytes")
-            return dest
-        except (urllib.error.URLError, OSError, DownloadError) as e:
-            last = e
-            log(f"{url}: attempt {attempt}/{retries} failed: {e}")
-            if part.exists():
-                part.unlink()
-            if attempt < retries:
-                time.sleep(min(backoff_s * 2 ** (attempt - 1), 60))
-    raise DownloadError(f"{url} -> {dest}: download failed after {retries} attempts: {last}")
+    return _download.download(
+        url,
+        dest,
+        validate=verify_nwb,
+        retries=retries,
+        backoff_s=backoff_s,
+        timeout=timeout,
+        chunk=chunk,
+        hint=f"download {url} by hand on a machine with network access and place it at {dest}",
+        log=log,
+    )
 
 
 # --------------------------------------------------------------------------- command line
