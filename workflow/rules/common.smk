@@ -4,7 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
