@@ -201,8 +201,13 @@ net_up() {
         netcmd ip link add "$IFACE" type bridge
         echo "$IFACE" >"$RUN/bridge"
     fi
-    [[ -s $RUN/bridge ]] ||
-        die "interface $IFACE exists and was not made by this script: set M2M_SLURM_IFACE"
+    if [[ ! -s $RUN/bridge ]]; then  # adopt a bridge left by an earlier run (state dir gone)
+        if ! ip -d link show dev "$IFACE" | grep -qw bridge ||
+            ip -4 -o addr show dev "$IFACE" | grep -v " $CTL_ADDR/24 " | grep -q inet; then
+            die "interface $IFACE exists and was not made by this script: set M2M_SLURM_IFACE"
+        fi
+        echo "$IFACE" >"$RUN/bridge"
+    fi
     netcmd ip addr replace "$CTL_ADDR/24" dev "$IFACE"
     netcmd ip link set "$IFACE" up
     for ((i = 0; i < NODES; i++)); do
@@ -218,19 +223,41 @@ net_up() {
     done
 }
 
+ns_live_pids() {  # ns_live_pids NS: processes in a namespace, zombies left out
+    local pid
+    for pid in $(ip netns pids "$1" 2>/dev/null); do
+        [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) =~ ^[^ZX]$ ]] && echo "$pid"
+    done
+    return 0
+}
+
 ns_kill() {  # ns_kill NS: end what is left in a node namespace (jobs of our slurmd)
     local ns=$1 pids sig
     ns_exists "$ns" || return 0
     for sig in TERM KILL; do
-        pids=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+        pids=$(ns_live_pids "$ns" | tr '\n' ' ')
         [[ -n ${pids// /} ]] || return 0
         say "sending SIG$sig to what is left in $ns: $pids"
         # shellcheck disable=SC2086
         kill -"$sig" $pids 2>/dev/null || true
         local deadline=$((SECONDS + 5))
-        while [[ -n $(ip netns pids "$ns" 2>/dev/null) ]] && ((SECONDS < deadline)); do
+        while [[ -n $(ns_live_pids "$ns") ]] && ((SECONDS < deadline)); do
             sleep 0.2
         done
+    done
+}
+
+cancel_jobs() {  # cancel_jobs [WHY]: cancel every job of this cluster (all are ours), wait a bit
+    pid_alive slurmctld || return 0
+    local jobs
+    jobs=$(timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ') || return 0
+    [[ -n ${jobs// /} ]] || return 0
+    say "cancelling jobs ${1:+$1 }$jobs"
+    # shellcheck disable=SC2086
+    timeout 10 scancel $jobs 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while [[ -n $(timeout 10 squeue -h -o %i 2>/dev/null) ]] && ((SECONDS < deadline)); do
+        sleep 0.5
     done
 }
 
@@ -571,7 +598,8 @@ cmd_start() {
     local t0=$SECONDS i
     mkdir -p "$RUN" "$LOG"
     # configs are regenerated only when no slurm daemon of ours runs
-    daemons_alive_layout || write_configs
+    local cold=0
+    daemons_alive_layout || { cold=1 && write_configs; }
     net_up
     start_munge
     start_mariadb
@@ -584,6 +612,8 @@ cmd_start() {
     for ((i = 0; i < NODES; i++)); do
         wait_node "$i"
     done
+    # no slurmd of ours ran: jobs restored from slurmctld's saved state died with them
+    ((cold == 0)) || cancel_jobs "left from a cluster that died:"
     local logs=("$LOG/slurmctld.log")
     for i in "${NODE_NAMES[@]}"; do logs+=("$LOG/slurmd-$i.log"); done
     wait_for 30 srun_ok || die "srun does not work on every node of $(node_list)" "${logs[@]}"
@@ -605,6 +635,7 @@ daemons_alive_layout() {  # any slurm daemon of ours runs (for the layout on dis
 
 cmd_stop() {
     load_layout
+    cancel_jobs
     local name f nodes=()
     for f in "$RUN"/slurmd-*.pid "$RUN"/slurmd.pid; do  # every node's slurmd (and older ones)
         [[ -e $f ]] || continue
