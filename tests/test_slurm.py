@@ -1,12 +1,19 @@
 """profiles/slurm on a live SLURM (profiles/slurm/localcluster.sh) and dask on SLURM.
 
 Skipped unless the local cluster answers; with CI=true and M2M_REQUIRE_SLURM=1 a missing
-cluster fails instead. Every snakemake call runs under `timeout -k 30 N`: a hung status poll
-fails the test instead of CI.
+cluster fails instead. Every snakemake call runs under `timeout -k 30 N` and every SLURM client
+call under a subprocess timeout: a hung status poll fails the test instead of CI.
+
+The local cluster has 3 compute nodes by default, each in its own network namespace (its own
+address on a bridge; the login side, where snakemake and the tests run, is the bridge address):
+jobs must spread over the nodes, GPU jobs land on the one node with the (fake) GPU, and dask
+workers on the nodes reach a scheduler on the login side through the cluster's interface
+(`localcluster.sh env` names it). `--nodes 1` (M2M_SLURM_NODES=1) tests the single node.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -25,6 +32,9 @@ SCRIPT = ROOT / "profiles" / "slurm" / "localcluster.sh"
 FIXTURE = ROOT / "tests" / "data" / "slurm_wf"
 REQUIRED = os.environ.get("CI") == "true" and os.environ.get("M2M_REQUIRE_SLURM") == "1"
 ACCOUNT = os.environ.get("M2M_SLURM_ACCOUNT", "m2m")
+# the node count localcluster.sh starts by default (CI checks that it really runs that many)
+NODES = int(os.environ.get("M2M_SLURM_NODES", "3"))
+CLIENT_TIMEOUT = 60  # seconds for one SLURM client call (sacct, sinfo, srun)
 # first status poll after 5 s (the profile's 20 s suits real clusters); then +10 s per poll
 POLL = ["--slurm-init-seconds-before-status-checks", "5", "--seconds-between-status-checks", "1"]
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
@@ -60,14 +70,52 @@ def slurm_env() -> dict[str, str]:
         if REQUIRED:
             pytest.fail(f"CI=true and M2M_REQUIRE_SLURM=1 but {why}")
         pytest.skip(why)
-    conf = (
-        subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True, check=True)
-        .stdout.strip()
-        .split("=", 1)[1]
+    out = subprocess.run(
+        ["bash", str(SCRIPT), "env"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    # `export SLURM_CONF=...` and `export M2M_SLURM_INTERFACE=...` (the dask interface)
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line
     )
-    env = dict(os.environ, SLURM_CONF=conf, M2M_SLURM_ACCOUNT=ACCOUNT)
+    env = dict(os.environ, **exports, M2M_SLURM_ACCOUNT=ACCOUNT)
+    env.setdefault("M2M_SLURM_INTERFACE", "lo")
     env.pop("SNAKEMAKE_SLURM_PARTITIONS", None)
     return env
+
+
+def slurm_cmd(env: dict, *args: str, timeout: int = CLIENT_TIMEOUT) -> str:
+    """stdout of a SLURM client command, under a hard timeout."""
+    return subprocess.run(
+        args, capture_output=True, text=True, env=env, check=True, timeout=timeout
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def layout(slurm_env) -> SimpleNamespace:
+    """The running cluster's nodes: names, addresses, the GPU node, the login-side address."""
+    addrs, gres = {}, {}
+    for line in slurm_cmd(slurm_env, "scontrol", "show", "node", "-o").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        addrs[fields["NodeName"]] = fields["NodeAddr"]
+        gres[fields["NodeName"]] = fields.get("Gres", "(null)")
+    iface = slurm_env["M2M_SLURM_INTERFACE"]
+    import psutil  # a dependency of distributed
+
+    login = [a.address for a in psutil.net_if_addrs().get(iface, []) if a.family.name == "AF_INET"]
+    return SimpleNamespace(
+        nodes=sorted(addrs),
+        addrs=addrs,
+        gpu_nodes=sorted(n for n, g in gres.items() if "gpu" in g),
+        multi=len(addrs) > 1,
+        iface=iface,
+        login=login,
+    )
+
+
+def node_lists(env: dict, job_ids: list[str]) -> dict[str, str]:
+    """NodeList of each job (its allocation), from sacct."""
+    out = slurm_cmd(env, "sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,NodeList")
+    return dict(line.split("|", 1) for line in out.splitlines() if line.strip())
 
 
 class Run:
@@ -162,7 +210,49 @@ def test_profile_runs_workflow_like_local(wf, slurm_env, tmp_path):
     assert read_outputs(wd) == read_outputs(local)
 
 
-def test_gpu_rule_gets_gpu(wf, slurm_env):
+def test_cluster_layout(slurm_env, layout):
+    """Every node answers srun as itself (own hostname, own address); one GPU node."""
+    n = len(layout.nodes)
+    if REQUIRED:
+        assert n == NODES, f"localcluster.sh should run {NODES} node(s), sinfo shows {layout.nodes}"
+    assert len(layout.gpu_nodes) == 1
+    parts = dict(
+        line.split()
+        for line in slurm_cmd(slurm_env, "sinfo", "-h", "-a", "-o", "%R %N").splitlines()
+    )
+    expand = ["scontrol", "show", "hostnames"]
+    assert slurm_cmd(slurm_env, *expand, parts["cpu"]).split() == layout.nodes
+    assert slurm_cmd(slurm_env, *expand, parts["gpu"]).split() == layout.gpu_nodes
+    script = f'echo "$SLURMD_NODENAME $(hostname) $(ip -4 -o addr show dev {layout.iface})"'
+    out = slurm_cmd(
+        slurm_env, "timeout", "-k", "5", "50", "srun", "-N", str(n), "-n", str(n),
+        "--ntasks-per-node=1", "-t", "1", "bash", "-c", script,
+    )  # fmt: skip
+    seen = {}
+    for line in out.splitlines():
+        node, host, *ip = line.split()
+        seen[node] = (host, ip[3].split("/")[0] if len(ip) > 3 else None)
+    assert sorted(seen) == layout.nodes
+    if layout.multi:  # each node its own host: hostname and the address slurmctld knows
+        assert all(seen[n] == (n, layout.addrs[n]) for n in layout.nodes), seen
+        assert layout.login and not set(layout.login) & set(layout.addrs.values())
+
+
+def test_jobs_spread_over_nodes(wf, slurm_env, layout):
+    """The fixture run's jobs ran on the cluster's nodes, GPU jobs on the GPU node only."""
+    run = wf.first
+    assert run.rc == 0, run.out[-4000:]
+    rule_of = {jid: re.search(r"rule_(\w+?)/", log).group(1) for _, jid, log in run.submitted}
+    where = node_lists(slurm_env, list(rule_of))
+    assert sorted(where) == sorted(rule_of)
+    assert set(where.values()) <= set(layout.nodes), where
+    gpu = {where[j] for j, rule in rule_of.items() if rule == "per_model"}
+    assert gpu == set(layout.gpu_nodes), where
+    if layout.multi:
+        assert len(set(where.values())) >= 2, f"all jobs on one node: {where}"
+
+
+def test_gpu_rule_gets_gpu(wf, slurm_env, layout):
     wd = wf.dir
     run = wf.first
     gpu_calls = run.calls("per_model")
@@ -174,14 +264,12 @@ def test_gpu_rule_gets_gpu(wf, slurm_env):
         log = (wd / "logs" / "per_model" / f"{model}.log").read_text()
         gpus, job = re.fullmatch(r"gpus=(\S*) job=(\d+)\n", log).groups()
         assert gpus == "0"  # CUDA_VISIBLE_DEVICES of the fake gres
-        acct = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-j", job, "-o", "Partition,AllocTRES,State"],
-            capture_output=True,
-            text=True,
-            env=slurm_env,
-            check=True,
-        ).stdout
+        acct = slurm_cmd(
+            slurm_env, "sacct", "-X", "-n", "-P", "-j", job, "-o",
+            "Partition,AllocTRES,State,NodeList",
+        )  # fmt: skip
         assert acct.startswith("gpu|") and "gres/gpu=1" in acct and "COMPLETED" in acct
+        assert acct.strip().rsplit("|", 1)[1] in layout.gpu_nodes  # the node with the GPU
 
 
 def test_unchanged_rerun_submits_nothing(wf, slurm_env):
@@ -291,14 +379,14 @@ def compare_results(a: Path, b: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_demo_workflow_on_slurm_equals_local(slurm_env, tmp_path):
+def test_demo_workflow_on_slurm_equals_local(slurm_env, layout, tmp_path):
     """The demo (cut down) on SLURM, population via a dask SLURMCluster, equals a local run."""
     wd = Path(shutil.copytree(ROOT, tmp_path / "slurm", ignore=REPO_IGNORE))
     local = Path(shutil.copytree(ROOT, tmp_path / "local", ignore=REPO_IGNORE))
     dask_cfg = tmp_path / "dask_slurm.yaml"
     dask_cfg.write_text(
         "dask: {cluster: slurm, n_workers: 1, cores: 1, memory: 1GB, queue: cpu,"
-        f" account: {ACCOUNT}, walltime: '00:30:00', interface: lo, timeout: 600}}\n"
+        f" account: {ACCOUNT}, walltime: '00:30:00', interface: {layout.iface}, timeout: 600}}\n"
     )
     cfg = [*DEMO_CONFIG, str(dask_cfg)]
     # jobs import the copied package, not the (editable, maybe changing) checkout
@@ -326,11 +414,20 @@ def test_demo_workflow_on_slurm_equals_local(slurm_env, tmp_path):
     assert len(gpu_calls) == 2 and all("--gpus=1" in c and " -p gpu" in c for c in gpu_calls)
     assert all("--gpus" not in c for c in run.sbatch if c not in gpu_calls)
     # population assembled by dask workers that were SLURM jobs of their own
-    workers = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "--name", "m2m-dask", "-S", t0, "-o", "JobID,State"],
-        capture_output=True, text=True, env=slurm_env, check=True,
-    ).stdout.split()  # fmt: skip
+    workers = slurm_cmd(
+        slurm_env, "sacct", "-X", "-n", "-P", "--name", "m2m-dask", "-S", t0, "-o",
+        "JobID,State,NodeList",
+    ).splitlines()  # fmt: skip
     assert workers, "no dask worker job ran on SLURM"
+    # ... on the compute nodes (one line per job: State may read "CANCELLED by 0")
+    assert all(w.rsplit("|", 1)[1] in layout.nodes for w in workers), workers
+    # the rule jobs ran on the nodes, spread over them; the GPU jobs on the GPU node
+    where = node_lists(slurm_env, [jid for _, jid, _ in run.submitted])
+    assert set(where.values()) <= set(layout.nodes), where
+    gpu_ids = [jid for _, jid, log in run.submitted if "rule_extract_activations/" in log]
+    assert len(gpu_ids) == 2 and {where[j] for j in gpu_ids} == set(layout.gpu_nodes), where
+    if layout.multi:
+        assert len(set(where.values())) >= 2, f"all jobs on one node: {where}"
     checked = compare_results(wd, local)
     assert "results/neural/population.zarr" in checked
 
@@ -346,12 +443,20 @@ x = da.from_array(np.random.default_rng(0).normal(size=(400, 118, 4)), chunks=(5
 with dask_client(cfg) as client:
     cell_mean, grand = da.compute(x.mean(axis=(1, 2)), x.mean())
     jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID")).values()
+    nodes = client.run(lambda: os.environ.get("SLURMD_NODENAME"))
+    scheduler = client.scheduler_info()["address"]
 print(json.dumps({"grand": float(grand), "cell_mean": np.asarray(cell_mean).tolist(),
-                  "jobs": sorted(str(j) for j in set(jobs))}))
+                  "jobs": sorted(str(j) for j in set(jobs)), "workers": nodes,
+                  "scheduler": scheduler}))
 """
 
 
-def _aggregate(client_cfg: dict, env: dict) -> tuple[float, np.ndarray, set]:
+def _host(address: str) -> str:
+    """The host of a dask address such as tcp://10.77.0.11:40123."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
+def _aggregate(client_cfg: dict, env: dict) -> tuple[float, np.ndarray, set, dict]:
     """A population-style reduction (per-cell mean and grand mean) on the configured cluster.
 
     Runs in a fresh interpreter under a hard timeout: a cluster left over from another test
@@ -363,10 +468,10 @@ def _aggregate(client_cfg: dict, env: dict) -> tuple[float, np.ndarray, set]:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out["grand"], np.asarray(out["cell_mean"]), set(out["jobs"])
+    return out["grand"], np.asarray(out["cell_mean"]), set(out["jobs"]), out
 
 
-def test_dask_on_slurm_cluster_equals_local(slurm_env, tmp_path):
+def test_dask_on_slurm_cluster_equals_local(slurm_env, layout, tmp_path):
     env = {**os.environ, **slurm_env, "PYTHONPATH": str(ROOT / "src")}
     common = {"n_workers": 2, "cores": 1, "memory": "1GB", "timeout": 120}
     slurm = {
@@ -376,13 +481,21 @@ def test_dask_on_slurm_cluster_equals_local(slurm_env, tmp_path):
             "queue": "cpu",
             "account": ACCOUNT,
             "walltime": "00:10:00",
-            "interface": "lo",
+            "interface": layout.iface,  # the bridge: reaches the nodes from the login side
             "log_directory": str(tmp_path / "dask-logs"),
         }
     }
-    g_slurm, m_slurm, jobs = _aggregate(slurm, env)
-    g_local, m_local, local_jobs = _aggregate({"dask": {**common, "cluster": "local"}}, env)
+    g_slurm, m_slurm, jobs, info = _aggregate(slurm, env)
+    g_local, m_local, local_jobs, _ = _aggregate({"dask": {**common, "cluster": "local"}}, env)
     assert len(jobs) == 2 and "None" not in jobs  # two workers, each its own SLURM job
     assert local_jobs == {"None"}
+    # each worker runs on a compute node, at that node's address, and reached the scheduler here
+    workers = info["workers"]  # worker address -> SLURMD_NODENAME
+    assert len(workers) == 2 and set(workers.values()) <= set(layout.nodes), workers
+    assert all(_host(w) == layout.addrs[node] for w, node in workers.items()), workers
+    if layout.multi:
+        assert _host(info["scheduler"]) in layout.login, (info["scheduler"], layout.login)
+        net = ipaddress.ip_network(f"{_host(info['scheduler'])}/24", strict=False)
+        assert all(ipaddress.ip_address(_host(w)) in net for w in workers), workers
     assert g_slurm == pytest.approx(g_local, rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(m_slurm, m_local, rtol=1e-12)
