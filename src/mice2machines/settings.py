@@ -145,3 +145,52 @@ def validate_config(config: dict) -> dict:
     for name in SECTIONS:
         config[name] = section(name, config.get(name))
     return config
+
+
+def _cell(value) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return f"`{text.removesuffix('...').strip()}`"
+
+
+def key_table(name: str) -> str:
+    """The Markdown table of a section's keys: key, default, meaning (from its schema)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            path = f"{prefix}{key}"
+            nested = sub.get("properties") and sub.get("type") == "object"
+            if nested and not sub.get("description"):
+                walk(sub, f"{path}.")
+                continue
+            default = _fill(sub, None) if nested else sub.get("default", "")
+            about = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
+            if "enum" in sub.get("items", sub):
+                allowed = ", ".join(f"`{v}`" for v in sub.get("items", sub)["enum"])
+                about = f"{about} (one of {allowed})" if about else f"one of {allowed}"
+            rows.append(f"| `{path}` | {_cell(default) if default != '' else ''} | {about} |")
+            if nested:
+                walk(sub, f"{path}.")
+
+    walk(schema(name), "")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``defaults SECTION`` prints a section's defaults as YAML; ``table SECTION`` its keys
+    as a Markdown table (as config/README.md shows them)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mice2machines.settings")
+    parser.add_argument("what", choices=["defaults", "table"])
+    parser.add_argument("section", choices=["config", *SECTIONS, "neurn"])
+    args = parser.parse_args(argv)
+    if args.what == "defaults":
+        print(yaml.safe_dump(defaults(args.section), sort_keys=False).rstrip())
+    else:
+        print(key_table(args.section))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
