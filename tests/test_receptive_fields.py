@@ -142,3 +142,19 @@ def test_summaries():
     assert row["median"] == pytest.approx(0.3) and row["n"] == 2
     bu = rf.bottom_up(t)
     assert bu.set_index("cell")["layer"].to_dict() == {1: "b", 2: "a", 3: "b"}
+
+
+def test_rmse_accumulator_torch_equals_numpy():
+    pytest.importorskip("torch")
+    g = np.random.default_rng(3)
+    maps, units = g.normal(size=(30, 50)), g.normal(size=(70, 50))
+    out = {}
+    for device in ("cpu", "torch:cpu"):
+        acc = rf.RMSEAccumulator(maps, device=device)
+        for lo in range(0, 70, 25):
+            acc.update(units[lo : lo + 25], activity=g.normal(size=(9, 25)) * 0 + lo)
+        out[device] = acc.result()
+    for k in ("best_rmse", "mean_rmse"):
+        np.testing.assert_allclose(out["torch:cpu"][k], out["cpu"][k], rtol=1e-12)
+    np.testing.assert_array_equal(out["torch:cpu"]["best_unit"], out["cpu"]["best_unit"])
+    np.testing.assert_array_equal(out["torch:cpu"]["best_activity"], out["cpu"]["best_activity"])

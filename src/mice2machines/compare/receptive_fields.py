@@ -172,15 +172,40 @@ def rmse_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class RMSEAccumulator:
-    """Best-matching (lowest RMSE) unit per neuron, streamed over chunks of unit maps."""
+    """Best-matching (lowest RMSE) unit per neuron, streamed over chunks of unit maps.
 
-    def __init__(self, neuron_maps: np.ndarray):
+    float64 throughout; with a torch ``device`` ('cuda', 'torch:cpu') the distances are
+    computed there (the maps of the permutation nulls make this the costly step)."""
+
+    def __init__(self, neuron_maps: np.ndarray, device: str = "cpu"):
+        from ..devices import to_device, uses_torch
+
         self.maps = np.asarray(neuron_maps, dtype=np.float64).reshape(len(neuron_maps), -1)
+        self.device = str(device)
+        self._torch = uses_torch(self.device)
+        self._maps = to_device(self.maps, self.device, np.float64) if self._torch else self.maps
         n = len(self.maps)
         self.best = np.full(n, np.inf)
         self.best_unit = np.full(n, -1, dtype=np.int64)
         self.total = np.zeros(n)
         self.n_units = 0
+
+    def _distances(self, unit_maps: np.ndarray):
+        """(best value, best unit, row sums) of the RMSE of every neuron to these units."""
+        if not self._torch:
+            d = rmse_matrix(self.maps, unit_maps)
+            j = np.argmin(d, axis=1)
+            return d[np.arange(len(d)), j], j, d.sum(1)
+        import torch
+
+        from ..devices import to_device
+
+        a = self._maps
+        b = to_device(np.asarray(unit_maps).reshape(len(unit_maps), -1), self.device, np.float64)
+        d2 = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)) / a.shape[1]
+        d = torch.sqrt(torch.clamp(d2, min=0))
+        v, j = d.min(dim=1)
+        return v.cpu().numpy(), j.cpu().numpy(), d.sum(1).cpu().numpy()
 
     def update(self, unit_maps: np.ndarray, activity: np.ndarray | None = None) -> None:
         """Add (units, pixels) maps; unit numbers continue from the previous chunks.
@@ -189,9 +214,7 @@ class RMSEAccumulator:
         """
         if len(unit_maps) == 0:
             return
-        d = rmse_matrix(self.maps, unit_maps)
-        j = np.argmin(d, axis=1)
-        v = d[np.arange(len(d)), j]
+        v, j, total = self._distances(unit_maps)
         better = v < self.best
         self.best[better] = v[better]
         self.best_unit[better] = j[better] + self.n_units
@@ -200,7 +223,7 @@ class RMSEAccumulator:
             if getattr(self, "best_activity", None) is None:
                 self.best_activity = np.full((len(self.maps), act.shape[0]), np.nan)
             self.best_activity[better] = act[:, j[better]].T
-        self.total += d.sum(1)
+        self.total += total
         self.n_units += len(unit_maps)
 
     def result(self) -> dict:

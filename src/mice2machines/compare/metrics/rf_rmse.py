@@ -66,7 +66,7 @@ class RFScorer:
     def __init__(self, ctx):
         self.ctx = ctx
         maps, self.n_perm = _all_maps(ctx)
-        self.acc = rf.RMSEAccumulator(maps)
+        self.acc = rf.RMSEAccumulator(maps, device=ctx.device)
 
     def update(self, block: np.ndarray) -> None:
         if block.ndim == 4:
@@ -117,7 +117,7 @@ class RFNeuRNScorer:
                 scale = np.max(np.stack(self.scales), axis=0)
                 T = T / np.where(scale > 0, scale, 1.0)[:, None]
             maps, n_perm = _all_maps(self.ctx)
-            acc = rf.RMSEAccumulator(maps)
+            acc = rf.RMSEAccumulator(maps, device=self.ctx.device)
             acc.update(_maps(self.ctx, T))
             res = acc.result()
             best, null = _split(self.ctx, res["best_rmse"], n_perm)
