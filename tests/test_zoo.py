@@ -10,6 +10,7 @@ import torch
 from mice2machines.models import weights as W
 from mice2machines.models import zoo
 from mice2machines.neurn import neurn
+from mice2machines.settings import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "name\tbuilder\tweights\tinput_size\tpreprocess\tresize\tlayers\tneurn\n"
@@ -25,7 +26,7 @@ def test_shipped_tables_are_valid():
     demo = zoo.read_zoo(ROOT / "config" / "models.tsv")
     allen = zoo.read_zoo(ROOT / "config" / "models_allen.tsv")
     zoo.validate_zoo_deep(demo + allen)
-    assert any(s.neurn_settings() for s in demo)
+    assert any(s.neurn_config for s in demo)
     assert {s.weights_kind for s in demo} <= {"random", "package"}  # no download in the demo
     pretrained = [s for s in allen if s.weights_kind == "torchvision"]
     assert len(pretrained) >= 12
@@ -94,7 +95,7 @@ def test_table_level_errors(tmp_path):
 
 def test_parse_neurn_and_layers():
     assert zoo.parse_neurn("none") is None
-    assert zoo.parse_neurn("default") == zoo.NEURN_DEFAULT
+    assert zoo.parse_neurn("default") == defaults("neurn")
     assert zoo.parse_neurn("k=3,max=channel,pad=zeros") == {
         "kernel_size": 3, "max_over": "channel", "padding": "zeros"
     }  # fmt: skip

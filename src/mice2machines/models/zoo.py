@@ -24,8 +24,9 @@ resize      no        ``squash`` (default: whole image to size x size) or ``cent
 layers      no        ``default`` (config ``layer_types``), ``types:Conv2d,Linear``
                       (modules of these torch.nn classes), ``names:a,b`` (exact module
                       names), ``all`` (every leaf module)
-neurn       no        ``none`` (default), ``default`` (k=5, max over the image, reflect) or
-                      ``kernel_size=5,max_over=image,padding=reflect``
+neurn       no        ``none`` (default), ``default`` (schemas/neurn.schema.yaml) or
+                      ``kernel_size=5,max_over=image,padding=reflect`` (``k``, ``max``,
+                      ``pad`` for short; see `mice2machines.neurn_settings`)
 ==========  ========  =====================================================================
 
 NeuRN sits in front of the network, after resize and scaling to [0, 1] and before the model's
@@ -45,6 +46,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import neurn_settings
+from ..settings import ConfigError
+
 COLUMNS = ("name", "builder", "weights", "input_size", "preprocess", "resize", "layers", "neurn")
 REQUIRED = COLUMNS[:4]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -60,10 +64,6 @@ PREPROCESS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
     "gray_centered": (1, (0.5,), (0.5,)),
 }
 RESIZE = ("squash", "center_crop")
-NEURN_DEFAULT = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
-NEURN_MAX_OVER = ("image", "channel")  # as mice2machines.neurn (not imported: it needs torch)
-NEURN_PADDING = ("reflect", "replicate", "circular", "zeros")
-_NEURN_KEYS = {"k": "kernel_size", "max": "max_over", "pad": "padding"}
 
 
 class ZooError(ValueError):
@@ -110,8 +110,9 @@ class ModelSpec:
             return Path(self.weights.split(":", 1)[1])
         return None
 
-    def neurn_settings(self) -> dict | None:
-        """NeuRN keyword arguments, or None when the model has no NeuRN."""
+    @property
+    def neurn_config(self) -> dict | None:
+        """The row's full NeuRN settings, or None when the model has no NeuRN."""
         return parse_neurn(self.neurn)
 
     def to_dict(self) -> dict:
@@ -119,26 +120,11 @@ class ModelSpec:
 
 
 def parse_neurn(text: str) -> dict | None:
-    """``none`` -> None; ``default`` -> defaults; ``k=3,max=channel`` -> settings dict."""
-    text = (text or "none").strip()
-    if text in ("none", "no", "false", ""):
-        return None
-    out = dict(NEURN_DEFAULT)
-    if text in ("default", "yes", "true"):
-        return out
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        key = _NEURN_KEYS.get(key.strip(), key.strip())
-        if not sep or key not in NEURN_DEFAULT:
-            raise ZooError(
-                f"neurn: cannot parse {part!r} in {text!r}; keys {sorted(NEURN_DEFAULT)}"
-            )
-        out[key] = int(value) if key == "kernel_size" else value.strip()
-    if out["kernel_size"] < 1 or out["max_over"] not in NEURN_MAX_OVER:
-        raise ZooError(f"neurn {text!r}: kernel_size >= 1, max_over in {NEURN_MAX_OVER}")
-    if out["padding"] not in NEURN_PADDING:
-        raise ZooError(f"neurn {text!r}: padding in {NEURN_PADDING}")
-    return out
+    """The neurn column (``none``, ``default``, ``k=3,max=channel``) as full settings or None."""
+    try:
+        return neurn_settings.settings(text or "none")
+    except ConfigError as err:
+        raise ZooError(str(err)) from None
 
 
 def parse_layers(text: str, default_types: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
@@ -289,7 +275,7 @@ def _networks():
 
 
 def _build_digits(arch, pretrained, spec, weights_dir):
-    return _networks().build(arch, neurn=spec.neurn_settings())
+    return _networks().build(arch, neurn=spec.neurn_config)
 
 
 def _load_digits_ckpt(path):
@@ -396,15 +382,9 @@ def _check_ckpt(spec: ModelSpec, record: dict) -> None:
             f"{spec.name}: checkpoint holds arch {record['arch']!r}, table says {spec.arch!r}"
         )
     saved = record.get("neurn")
-    saved = (
-        None
-        if saved is None or saved is False
-        else {**NEURN_DEFAULT, **(saved if isinstance(saved, dict) else {})}
-    )
-    if saved != spec.neurn_settings():
-        raise ZooError(
-            f"{spec.name}: checkpoint has neurn {saved}, table says {spec.neurn_settings()}"
-        )
+    saved = neurn_settings.settings(saved if isinstance(saved, dict) else bool(saved))
+    if saved != spec.neurn_config:
+        raise ZooError(f"{spec.name}: checkpoint has neurn {saved}, table says {spec.neurn_config}")
 
 
 def build_architecture(spec: ModelSpec):
@@ -436,7 +416,7 @@ def state_sha256(model) -> str:
 def preprocess_settings(spec: ModelSpec) -> dict:
     """Everything preprocessing does to a stimulus, for the cache key."""
     channels, mean, std = PREPROCESS[spec.preprocess]
-    neurn = None if BUILDERS[spec.source].owns_neurn else spec.neurn_settings()
+    neurn = None if BUILDERS[spec.source].owns_neurn else spec.neurn_config
     return {
         "input_size": spec.input_size,
         "resize": spec.resize,
@@ -519,7 +499,7 @@ def cache_key(
         "weights_sha256": weights_sha256,
         "state_sha256": state_sha256(model),
         "preprocess": preprocess_settings(spec),
-        "neurn": spec.neurn_settings(),
+        "neurn": spec.neurn_config,
         "layers": spec.layers,
         "code_version": code_version(),
         "torch": torch.__version__,

@@ -21,7 +21,6 @@ from .cells import (  # noqa: F401
 )
 from .drive import (  # noqa: F401
     DRIVE_MIX,
-    DRIVE_NEURN,
     DRIVE_VIEWS,
     layer_rates,
     layer_views,

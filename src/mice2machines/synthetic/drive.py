@@ -20,9 +20,6 @@ DRIVE_VIEWS = ("unit", "channel", "neurn")
 DRIVE_MIX = {"unit": 2.0, "channel": 5.0, "neurn": 3.0}
 
 
-DRIVE_NEURN = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
-
-
 def view_counts(n: int, mix: dict) -> dict:
     """Neurons per view: ``n`` split in proportion to ``mix`` (largest remainders)."""
     unknown = set(mix) - set(DRIVE_VIEWS)
@@ -90,7 +87,7 @@ def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:
     Units are the stored units, (c, y, x) for conv outputs: ``unit`` is the output itself,
     ``channel`` channel c averaged over space, ``neurn`` channel c of the NeuRN local-contrast
     maps averaged over space, as the comparison computes it with the same ``neurn`` settings
-    (default `DRIVE_NEURN`). Flat outputs (images, units) have one view, repeated.
+    (partial settings are filled from schemas/neurn.schema.yaml). Flat outputs (images, units) have one view, repeated.
     """
     out = np.asarray(out, dtype=np.float64)
     n = out.shape[0]
@@ -99,8 +96,9 @@ def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:
     if out.ndim != 4:
         raise ValueError(f"layer drive: expected (images, C[, H, W]) output, got {out.shape}")
     from ..compare.receptive_fields import channel_activity
+    from ..neurn_settings import settings
 
-    t, scale = channel_activity(out, {**DRIVE_NEURN, **(neurn or {})})
+    t, scale = channel_activity(out, settings(neurn or {}))
     if scale is not None:
         t = t / np.where(scale > 0, scale, 1.0)[:, None]
     views = [out] + [np.broadcast_to(v[:, :, None, None], out.shape) for v in (out.mean((2, 3)), t)]
