@@ -223,7 +223,8 @@ class Builder:
 
     ``fn(arch, pretrained, spec, weights_dir) -> nn.Module``; ``pretrained`` is the weights
     name for ``torchvision``/``package`` weights, else None (random init; ``file:``/``ckpt:``
-    state dicts are loaded afterwards by ``build_model``). ``owns_neurn``: the network builds
+    state dicts are loaded afterwards by ``load_model``, which verifies every weights file
+    before ``fn`` runs). ``owns_neurn``: the network builds
     NeuRN itself, so preprocessing must not add it. ``load_ckpt(path) -> (nn.Module, record)``
     rebuilds a network from its own checkpoint (``ckpt:`` weights). ``preprocess``: the only
     preprocessing the networks accept, if there is one.
@@ -245,7 +246,6 @@ def _build_torchvision(arch, pretrained, spec, weights_dir):
     if pretrained is None:
         return models.get_model(arch, weights=None, **RANDOM_TWIN_KWARGS.get(arch, {}))
     enum = W.torchvision_weights(arch, pretrained)
-    W.verify(W.torchvision_file(arch, pretrained, weights_dir), model=spec.name)
     with W.hub_dir(weights_dir):
         return models.get_model(arch, weights=enum)
 
@@ -261,7 +261,6 @@ def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
         if arch != "efficientnet-lite0":
             raise ZooError(f"{spec.name}: offline weights exist only for efficientnet-lite0")
         path = W.efficientnet_lite0_file()
-        W.verify(path, model=spec.name)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return model
 
@@ -351,28 +350,39 @@ def fetch_weights(spec: ModelSpec, weights_dir: str | os.PathLike, progress: boo
     }
 
 
-def build_model(
+def load_model(
     spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0
 ):
-    """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
+    """(network in eval mode, sha256 of its weights file or None) of a zoo row.
+
+    The weights file (`weights_file`) is verified once, before anything is built, and its
+    digest returned for the cache key; builders get a verified file (no network access).
+    """
     import torch
 
     from . import weights as W
 
     builder = BUILDERS[spec.source]
     kind = spec.weights_kind
+    path = weights_file(spec, weights_dir)
+    digest = W.verify(path, model=spec.name) if path is not None else None
     torch.manual_seed(seed)
     if kind == "ckpt" and builder.load_ckpt is not None:
-        W.verify(spec.weights_path, model=spec.name)
         model, record = builder.load_ckpt(spec.weights_path)
         _check_ckpt(spec, record)
-        return model.eval()
+        return model.eval(), digest
     pretrained = spec.weights if kind in ("torchvision", "package") else None
     model = builder.fn(spec.arch, pretrained, spec, weights_dir)
     if kind in ("file", "ckpt"):
-        W.verify(spec.weights_path, model=spec.name)
         model.load_state_dict(load_state_file(spec.weights_path), strict=True)
-    return model.eval()
+    return model.eval(), digest
+
+
+def build_model(
+    spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0
+):
+    """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
+    return load_model(spec, weights_dir, seed)[0]
 
 
 def _check_ckpt(spec: ModelSpec, record: dict) -> None:

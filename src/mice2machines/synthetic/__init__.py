@@ -43,7 +43,6 @@ from .experiments import (  # noqa: F401
 from .session import (  # noqa: F401
     calcium_kernel,
     genotype_for,
-    planted_metadata,
     presentation_sequence,
     simulate_session,
     write_experiment,

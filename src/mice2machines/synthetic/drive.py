@@ -124,7 +124,7 @@ def model_layer_drive(
     import torch
 
     from ..models import zoo
-    from ..models.hooks import make_out_of_place
+    from ..models.hooks import Recorder, make_out_of_place
 
     specs = {s.name: s for s in zoo.read_zoo(models_table_path)}
     if model_name not in specs:
@@ -132,28 +132,19 @@ def model_layer_drive(
     spec = specs[model_name]
     model = zoo.build_model(spec, weights_dir, seed=seed).eval()
     make_out_of_place(model)
-    modules = dict(model.named_modules())
-    if layer not in modules:
+    if layer not in dict(model.named_modules()):
         raise ValueError(f"layer drive: model {model_name!r} has no module {layer!r}")
     preprocess = zoo.make_preprocess(spec).eval()
-    captured: list[torch.Tensor] = []
-
-    def hook(module, inputs, output):
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        captured.append(out.detach().float().clone())
-
-    handle = modules[layer].register_forward_hook(hook)
     parts = []
-    try:
-        with torch.inference_mode():
-            for a in range(0, len(images), batch_size):
-                captured.clear()
-                x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
-                model(preprocess(x))
-                out = captured[0]
-                parts.append(out.cpu().numpy())
-    finally:
-        handle.remove()
+
+    def sink(key, name, call, module, t):
+        if call == 0:
+            parts.append(t.detach().float().clone().cpu().numpy())
+
+    with Recorder(model, [layer]) as rec, torch.inference_mode():
+        for a in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
+            rec.run(lambda x=x: model(preprocess(x)), sink)
     out = np.concatenate(parts).astype(np.float64)
     if out.ndim == 3:  # (images, tokens, features), e.g. a ViT block: flat units
         out = out.reshape(len(out), -1)

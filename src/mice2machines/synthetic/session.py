@@ -200,11 +200,6 @@ def write_experiment(
     cells.to_csv(out_cells, sep="\t", index=False)
 
 
-def planted_metadata(cfg: dict) -> str:
-    """JSON describing the generator settings, stored beside the planted-cell tables."""
-    return json.dumps({"generator": "mice2machines.synthetic", "config": cfg}, sort_keys=True)
-
-
 def write_template(path: str | Path, cfg: dict) -> np.ndarray:
     """Generate the stimulus stack for `cfg` and save it as .npy atomically."""
     from ..io import atomic_path
