@@ -168,6 +168,7 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     from mice2machines.io import write_zarr_atomic
     from mice2machines.models import zoo
     from mice2machines.models.extract import ExtractSettings, extract
+    from mice2machines.models.preprocess import make_preprocess
     from mice2machines.neural import convert as neural
     from mice2machines.neural import population
     from mice2machines.neural.nwb import read_session
@@ -217,7 +218,7 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     acts = tmp_path / "r18.zarr"
     extract(
         zoo.build_model(spec, weights, seed=0),
-        zoo.make_preprocess(spec),
+        make_preprocess(spec),
         images,
         acts,
         DRIVE_LAYERS,

@@ -337,6 +337,7 @@ def extract_model(
     """Build a zoo model (``zoo.ModelSpec``), extract its layers for the stimulus store."""
     from ..io import open_zarr, provenance, sha256_file
     from . import zoo
+    from .preprocess import make_preprocess
 
     s = settings or ExtractSettings()
     logger = logger or log
@@ -363,7 +364,7 @@ def extract_model(
     )
     return extract(
         model,
-        zoo.make_preprocess(spec),
+        make_preprocess(spec),
         images,
         out,
         layers,

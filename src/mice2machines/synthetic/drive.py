@@ -125,6 +125,7 @@ def model_layer_drive(
 
     from ..models import zoo
     from ..models.hooks import Recorder, make_out_of_place
+    from ..models.preprocess import make_preprocess
 
     specs = {s.name: s for s in zoo.read_zoo(models_table_path)}
     if model_name not in specs:
@@ -134,7 +135,7 @@ def model_layer_drive(
     make_out_of_place(model)
     if layer not in dict(model.named_modules()):
         raise ValueError(f"layer drive: model {model_name!r} has no module {layer!r}")
-    preprocess = zoo.make_preprocess(spec).eval()
+    preprocess = make_preprocess(spec).eval()
     parts = []
 
     def sink(key, name, call, module, t):
