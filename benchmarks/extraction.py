@@ -31,6 +31,7 @@ from mice2machines.models import extract as A
 from mice2machines.models import hooks as H
 from mice2machines.models import store as St
 from mice2machines.models import zoo
+from mice2machines.models.preprocess import make_preprocess
 
 
 def dir_bytes(path: Path) -> int:
@@ -180,7 +181,7 @@ def main():
             arch, f"torchvision:{arch}", "random", args.size, layers="types:Conv2d"
         )
         model = zoo.build_model(spec).to(device)
-        pre = zoo.make_preprocess(spec).to(device)
+        pre = make_preprocess(spec).to(device)
         layers = H.select_layers(model, "types", ["Conv2d"])
         with torch.inference_mode():
             xb = [

@@ -13,6 +13,7 @@ from torch import nn
 from mice2machines.io import write_zarr_atomic
 from mice2machines.models import extract as A
 from mice2machines.models import hooks as H
+from mice2machines.models import preprocess as prep
 from mice2machines.models import store as St
 from mice2machines.models import zoo
 
@@ -52,7 +53,7 @@ def test_hooked_outputs_equal_direct_submodule_calls(stimuli, resnet_store):
     path, _ = resnet_store
     m = zoo.build_model(RESNET)  # same seed: same weights
     with torch.no_grad():
-        x = zoo.make_preprocess(RESNET)(torch.from_numpy(images_of(stimuli).values))
+        x = prep.make_preprocess(RESNET)(torch.from_numpy(images_of(stimuli).values))
         conv1 = m.conv1(x)
         stem = torch.relu(m.bn1(conv1))
         blk = m.layer1[0]
@@ -131,7 +132,7 @@ def run_tiny(stimuli, path, n_images=N_IMAGES, **settings):
     net = tiny_net()
     spec = zoo.ModelSpec("tiny", "torchvision:x", "random", 8)
     return A.extract(
-        net, zoo.make_preprocess(spec), images_of(stimuli)[:n_images], path,
+        net, prep.make_preprocess(spec), images_of(stimuli)[:n_images], path,
         H.select_layers(net, "all"), A.ExtractSettings(**{"batch_size": 4, **settings}),
     )  # fmt: skip
 
@@ -174,7 +175,7 @@ def test_duplicate_check_catches_probe_coincidence(stimuli, tmp_path):
     net = nn.Sequential(nn.Conv2d(3, 2, 3), Flaky())
     spec = zoo.ModelSpec("f", "torchvision:x", "random", 8)
     with pytest.raises(H.ExtractionError, match="matched"):
-        A.extract(net, zoo.make_preprocess(spec), images_of(stimuli), tmp_path / "f.zarr",
+        A.extract(net, prep.make_preprocess(spec), images_of(stimuli), tmp_path / "f.zarr",
                   ["0", "1"], A.ExtractSettings(batch_size=2))  # fmt: skip
     assert not (tmp_path / "f.zarr").exists()
     assert not list(tmp_path.iterdir())  # the temporary store was removed too
@@ -264,7 +265,7 @@ def test_neurn_in_front_changes_input(stimuli, tmp_path):
     assert key["neurn"]["kernel_size"] == 3 and key["preprocess"]["neurn"]["kernel_size"] == 3
     m = zoo.build_model(spec)
     with torch.no_grad():
-        x = zoo.make_preprocess(spec)(torch.from_numpy(images_of(stimuli).values))
+        x = prep.make_preprocess(spec)(torch.from_numpy(images_of(stimuli).values))
         want = m.conv1(x)
     got = torch.from_numpy(St.open_layer(tmp_path / "n.zarr", "conv1").values)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -7,6 +7,7 @@ import xarray as xr
 
 from mice2machines import synthetic
 from mice2machines.neural import convert as neural
+from mice2machines.neural import population, reliability
 from mice2machines.neural.nwb import read_session
 
 
@@ -49,13 +50,13 @@ def test_reliability_is_spearman_brown_of_split_halves():
     tuning = rng.normal(size=(4, 30, 1))
     data = tuning + rng.normal(size=(4, 30, 10)) * np.array([0.1, 1, 3, 30])[:, None, None]
     da = xr.DataArray(data, dims=("cell", "image", "repeat"))
-    rel = neural.split_half_reliability(da).values
+    rel = reliability.split_half_reliability(da).values
     for c in range(4):
         a, b = data[c, :, 0::2].mean(1), data[c, :, 1::2].mean(1)
         r = np.corrcoef(a, b)[0, 1]
         assert rel[c] == pytest.approx(2 * r / (1 + r), rel=1e-5)
     assert rel[0] > 0.95 and rel[0] > rel[1] > rel[2]
-    rnd = neural.split_half_reliability(da, split="random", seed=1).values
+    rnd = reliability.split_half_reliability(da, split="random", seed=1).values
     assert rnd.shape == (4,) and rnd[0] > 0.95
 
 
@@ -106,7 +107,7 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
         neural.convert_session(read_session(p), out, {})
         stores.append(out)
     pop_path = tmp_path / "population.zarr"
-    summary = neural.write_population(stores, pop_path, {})
+    summary = population.write_population(stores, pop_path, {})
     pop = xr.open_zarr(pop_path, consolidated=False)
     n = sum(xr.open_zarr(s, consolidated=False).sizes["cell"] for s in stores)
     assert summary["cells"] == pop.sizes["cell"] == n
@@ -114,7 +115,7 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
     assert pop.cell.to_index().is_unique
     assert pop.reliability.dims == ("cell",)
     assert float(pop.reliability.min()) > -1 and float(pop.reliability.max()) <= 1
-    filtered = neural.population_dataset(
+    filtered = population.population_dataset(
         stores, {"cre_lines": ["Sst-IRES-Cre"], "min_reliability": 0.2}
     )
     assert set(filtered.cre_line.values) == {"Sst-IRES-Cre"}

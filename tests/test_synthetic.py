@@ -168,7 +168,9 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     from mice2machines.io import write_zarr_atomic
     from mice2machines.models import zoo
     from mice2machines.models.extract import ExtractSettings, extract
+    from mice2machines.models.preprocess import make_preprocess
     from mice2machines.neural import convert as neural
+    from mice2machines.neural import population
     from mice2machines.neural.nwb import read_session
 
     table = tmp_path / "models.tsv"
@@ -209,14 +211,14 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
         assert cells.drive_view.value_counts().to_dict() == {"channel": 75, "neurn": 45, "unit": 30}
         stores.append(tmp_path / f"{eid}.zarr")
         neural.convert_session(read_session(nwb), stores[-1], {})
-    neural.write_population(stores, tmp_path / "population.zarr", {})
+    population.write_population(stores, tmp_path / "population.zarr", {})
     pop = xr.open_zarr(tmp_path / "population.zarr", consolidated=False).load()
 
     spec = zoo.read_zoo(table)[0]
     acts = tmp_path / "r18.zarr"
     extract(
         zoo.build_model(spec, weights, seed=0),
-        zoo.make_preprocess(spec),
+        make_preprocess(spec),
         images,
         acts,
         DRIVE_LAYERS,

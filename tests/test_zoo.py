@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mice2machines.models import preprocess as prep
 from mice2machines.models import weights as W
 from mice2machines.models import zoo
 from mice2machines.neurn import neurn
+from mice2machines.settings import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "name\tbuilder\tweights\tinput_size\tpreprocess\tresize\tlayers\tneurn\n"
@@ -25,7 +27,7 @@ def test_shipped_tables_are_valid():
     demo = zoo.read_zoo(ROOT / "config" / "models.tsv")
     allen = zoo.read_zoo(ROOT / "config" / "models_allen.tsv")
     zoo.validate_zoo_deep(demo + allen)
-    assert any(s.neurn_settings() for s in demo)
+    assert any(s.neurn_config for s in demo)
     assert {s.weights_kind for s in demo} <= {"random", "package"}  # no download in the demo
     pretrained = [s for s in allen if s.weights_kind == "torchvision"]
     assert len(pretrained) >= 12
@@ -94,7 +96,7 @@ def test_table_level_errors(tmp_path):
 
 def test_parse_neurn_and_layers():
     assert zoo.parse_neurn("none") is None
-    assert zoo.parse_neurn("default") == zoo.NEURN_DEFAULT
+    assert zoo.parse_neurn("default") == defaults("neurn")
     assert zoo.parse_neurn("k=3,max=channel,pad=zeros") == {
         "kernel_size": 3, "max_over": "channel", "padding": "zeros"
     }  # fmt: skip
@@ -190,7 +192,7 @@ def test_digits_checkpoints_of_this_project(tmp_path):
     networks = pytest.importorskip("mice2machines.dg.networks")
     assert zoo.BUILDERS["digits"].owns_neurn
     spec = zoo.ModelSpec("d", "digits:small_cnn", "random", 32, "unit", neurn="default")
-    assert zoo.preprocess_settings(spec)["neurn"] is None  # the network holds NeuRN itself
+    assert prep.preprocess_settings(spec)["neurn"] is None  # the network holds NeuRN itself
     with pytest.raises(zoo.ZooError, match="unit"):
         zoo.validate_spec(zoo.ModelSpec("d", "digits:small_cnn", "random", 32, "imagenet"))
     torch.manual_seed(5)
@@ -209,15 +211,15 @@ def test_digits_checkpoints_of_this_project(tmp_path):
 def test_preprocess():
     images = torch.rand(3, 30, 40) * 255
     spec = zoo.ModelSpec("p", "torchvision:resnet18", "random", 16)
-    x = zoo.make_preprocess(spec)(images)
+    x = prep.make_preprocess(spec)(images)
     assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
     assert torch.equal(x[:, 0] * 0.229 + 0.485, x[:, 1] * 0.224 + 0.456) or torch.allclose(
         x[:, 0] * 0.229 + 0.485, x[:, 1] * 0.224 + 0.456, atol=1e-6
     )  # grayscale: the same image in every channel before normalisation
-    white = zoo.make_preprocess(spec)(torch.full((1, 30, 40), 255.0))
-    want = (1 - torch.tensor(zoo.IMAGENET_MEAN)) / torch.tensor(zoo.IMAGENET_STD)
+    white = prep.make_preprocess(spec)(torch.full((1, 30, 40), 255.0))
+    want = (1 - torch.tensor(prep.IMAGENET_MEAN)) / torch.tensor(prep.IMAGENET_STD)
     torch.testing.assert_close(white[0, :, 0, 0], want)
-    gray = zoo.make_preprocess(zoo.ModelSpec("g", "torchvision:resnet18", "random", 16, "gray"))(
+    gray = prep.make_preprocess(zoo.ModelSpec("g", "torchvision:resnet18", "random", 16, "gray"))(
         images
     )
     assert gray.shape == (3, 1, 16, 16) and float(gray.max()) <= 1.0
@@ -225,14 +227,14 @@ def test_preprocess():
     split = torch.zeros(1, 20, 40)
     split[..., 20:] = 255
     crop = zoo.ModelSpec("c", "torchvision:resnet18", "random", 10, "unit", "center_crop")
-    out = zoo.make_preprocess(crop)(split)[0, 0]
+    out = prep.make_preprocess(crop)(split)[0, 0]
     assert out[:, 0].max() < 0.05 and out[:, -1].min() > 0.95
     # NeuRN in front: after resize and scaling, before normalisation
     ns = zoo.ModelSpec("n", "torchvision:resnet18", "random", 16, neurn="k=3")
-    got = zoo.make_preprocess(ns)(images)
-    plain = zoo.make_preprocess(zoo.ModelSpec("n", "torchvision:resnet18", "random", 16, "unit"))(
+    got = prep.make_preprocess(ns)(images)
+    plain = prep.make_preprocess(zoo.ModelSpec("n", "torchvision:resnet18", "random", 16, "unit"))(
         images
     )
-    mean = torch.tensor(zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(zoo.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(prep.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(prep.IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(got, (neurn(plain, 3) - mean) / std)

@@ -29,8 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_OVER = ("image", "channel")
-PADDING = ("reflect", "replicate", "circular", "zeros")
+from .neurn_settings import allowed, default, settings  # noqa: F401
+
+MAX_OVER = allowed("max_over")
+PADDING = allowed("padding")
+#: the defaults of schemas/neurn.schema.yaml
+DEFAULT = default()
 
 
 def _check(kernel_size: int, max_over: str, padding: str) -> int:
@@ -58,7 +62,11 @@ def box_means(xp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return F.avg_pool2d(xp, k, stride=1), F.avg_pool2d(xp * xp, k, stride=1)
 
 
-def local_std(x: torch.Tensor, kernel_size: int = 5, padding: str = "reflect") -> torch.Tensor:
+def local_std(
+    x: torch.Tensor,
+    kernel_size: int = DEFAULT["kernel_size"],
+    padding: str = DEFAULT["padding"],
+) -> torch.Tensor:
     """Local standard deviation over k x k windows (stride 1, size kept), per channel.
 
     Returns float32 (float64 for float64 input); see the module docstring for the numerics.
@@ -96,9 +104,9 @@ def local_std(x: torch.Tensor, kernel_size: int = 5, padding: str = "reflect") -
 
 def neurn(
     x: torch.Tensor,
-    kernel_size: int = 5,
-    max_over: str = "image",
-    padding: str = "reflect",
+    kernel_size: int = DEFAULT["kernel_size"],
+    max_over: str = DEFAULT["max_over"],
+    padding: str = DEFAULT["padding"],
     eps: float = 1e-12,
 ) -> torch.Tensor:
     """NeuRN of a (B, C, H, W) tensor: local std divided by its max; same shape and dtype.
@@ -119,9 +127,9 @@ class NeuRN(nn.Module):
 
     def __init__(
         self,
-        kernel_size: int = 5,
-        max_over: str = "image",
-        padding: str = "reflect",
+        kernel_size: int = DEFAULT["kernel_size"],
+        max_over: str = DEFAULT["max_over"],
+        padding: str = DEFAULT["padding"],
         eps: float = 1e-12,
     ):
         super().__init__()

@@ -69,7 +69,7 @@ rule fetch_weights:
         spec=lambda wc: ZOO[wc.model].to_dict(),
         weights_dir=MODELS_CFG["weights_dir"],
     script:
-        "../scripts/extract_fetch_weights.py"
+        "../scripts/fetch_weights.py"
 
 
 rule extract_activations:
@@ -119,4 +119,4 @@ rule architecture_similarity:
         specs=[ZOO[n].to_dict() for n in MODEL_NAMES],
         cfg=MODELS_CFG["archsim"],
     script:
-        "../scripts/extract_archsim.py"
+        "../scripts/architecture_similarity.py"

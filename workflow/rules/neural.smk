@@ -82,28 +82,28 @@ else:
             python=workflow_path(config["allen"]["python"]),
             src=SRC,
             manifest_file=f"{config['allen']['cache_dir']}/manifest.json",
-            areas=" ".join(config["allen"]["areas"]),
+            areas=config["allen"]["areas"],
+            # optional flags as argument lists, so the shell command quotes every word
             cre=(
-                "--cre-lines " + " ".join(config["allen"]["cre_lines"])
+                ["--cre-lines", *config["allen"]["cre_lines"]]
                 if config["allen"]["cre_lines"]
-                else ""
+                else []
             ),
             depths=(
-                "--imaging-depths "
-                + " ".join(str(d) for d in config["allen"]["imaging_depths"])
+                ["--imaging-depths", *map(str, config["allen"]["imaging_depths"])]
                 if config["allen"]["imaging_depths"]
-                else ""
+                else []
             ),
             limit=(
-                f"--max-experiments {config['allen']['max_experiments']}"
+                ["--max-experiments", str(config["allen"]["max_experiments"])]
                 if config["allen"]["max_experiments"]
-                else ""
+                else []
             ),
         shell:
-            "PYTHONPATH={params.src} {params.python} -m mice2machines.neural.allen discover"
-            " --manifest-file {params.manifest_file} --out {output.manifest}"
-            " --areas {params.areas} {params.cre} {params.depths} {params.limit}"
-            " > {log} 2>&1"
+            "PYTHONPATH={params.src:q} {params.python:q} -m mice2machines.neural.allen discover"
+            " --manifest-file {params.manifest_file:q} --out {output.manifest:q}"
+            " --areas {params.areas:q} {params.cre:q} {params.depths:q} {params.limit:q}"
+            " > {log:q} 2>&1"
 
     rule allen_download:
         output:

@@ -1,7 +1,6 @@
 from mice2machines.io import script_logger
-from mice2machines.neural import convert as neural
-from mice2machines.neural import nwb
+from mice2machines.neural import nwb, population
 
 log = script_logger(snakemake.log[0])
-neural.write_stimuli(nwb.read_session(snakemake.input.nwb), snakemake.output.store)
+population.write_stimuli(nwb.read_session(snakemake.input.nwb), snakemake.output.store)
 log.info("wrote %s", snakemake.output.store)

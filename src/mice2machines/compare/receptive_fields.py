@@ -120,11 +120,16 @@ def neuron_maps(
 def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
     """Spatially averaged channel activity (stimuli, channels) of a (B, C, H, W) feature map.
 
-    With ``neurn`` (kwargs of mice2machines.neurn: kernel_size, max_over, padding) the maps pass
-    NeuRN first (maps too small for reflect padding use replicate). Returns (activity, scale): for max_over="image" the activity is not yet divided
-    by the per-image maximum, which is returned as `scale` (stimuli,) so that chunks of channels
-    can be combined (divide by the maximum of their scales); otherwise scale is None.
+    With ``neurn`` (NeuRN settings; partial ones, True or the zoo form are completed by
+    `mice2machines.neurn_settings.settings`) the maps pass NeuRN first (maps too small for
+    reflect padding use replicate). Returns (activity, scale): for max_over="image" the
+    activity is not yet divided by the per-image maximum, which is returned as `scale`
+    (stimuli,) so that chunks of channels can be combined (divide by the maximum of their
+    scales); otherwise scale is None.
     """
+    from ..neurn_settings import settings
+
+    neurn = settings(neurn)
     if neurn is None:
         arr = np.asarray(x, dtype=np.float64) if not hasattr(x, "detach") else x.double()
         out = arr.mean((2, 3))
@@ -135,11 +140,11 @@ def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
 
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     t = t.to(device=str(device).removeprefix("torch:"), dtype=torch.float32)
-    k = int(neurn.get("kernel_size", 5))
-    pad = neurn.get("padding", "reflect")
+    k = int(neurn["kernel_size"])
+    pad = neurn["padding"]
     if pad == "reflect" and k // 2 >= min(t.shape[-2:]):
         pad = "replicate"  # maps too small to reflect (e.g. 1x1, 2x2)
-    if neurn.get("max_over", "image") == "image":
+    if neurn["max_over"] == "image":
         sigma = local_std(t, k, pad)
         return (
             sigma.mean((2, 3)).double().cpu().numpy(),

@@ -257,7 +257,7 @@ def zoo_sequences(specs) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for spec in specs:
-        owns = zoo.BUILDERS[spec.source].owns_neurn and spec.neurn_settings() is not None
+        owns = zoo.BUILDERS[spec.source].owns_neurn and spec.neurn_config is not None
         label = spec.arch + ("+neurn" if owns else "")
         if label not in out:
             out[label] = layer_sequence(zoo.build_architecture(spec))

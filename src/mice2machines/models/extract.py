@@ -337,13 +337,11 @@ def extract_model(
     """Build a zoo model (``zoo.ModelSpec``), extract its layers for the stimulus store."""
     from ..io import open_zarr, provenance, sha256_file
     from . import zoo
-    from .weights import verify
+    from .preprocess import make_preprocess
 
     s = settings or ExtractSettings()
     logger = logger or log
-    model = zoo.build_model(spec, weights_dir, seed=seed)
-    wfile = zoo.weights_file(spec, weights_dir)
-    wsha = verify(wfile, model=spec.name) if wfile is not None else None
+    model, wsha = zoo.load_model(spec, weights_dir, seed=seed)
     layers = select_layers(model, *zoo.parse_layers(spec.layers, layer_types))
     images = open_zarr(stimuli)["images"]
     extra = {
@@ -366,7 +364,7 @@ def extract_model(
     )
     return extract(
         model,
-        zoo.make_preprocess(spec),
+        make_preprocess(spec),
         images,
         out,
         layers,

@@ -18,52 +18,43 @@ weights     yes       ``random`` (the untrained twin, seeded), a torchvision wei
                       project's training: a dict holding ``state_dict`` or ``model``)
 input_size  yes       side of the square network input in pixels
 preprocess  no        ``imagenet`` (default), ``unit``, ``centered``, ``gray``,
-                      ``gray_centered`` (see ``PREPROCESS``)
+                      ``gray_centered`` (see `preprocess.PREPROCESS`)
 resize      no        ``squash`` (default: whole image to size x size) or ``center_crop``
                       (short side to size, then the central square)
 layers      no        ``default`` (config ``layer_types``), ``types:Conv2d,Linear``
                       (modules of these torch.nn classes), ``names:a,b`` (exact module
                       names), ``all`` (every leaf module)
-neurn       no        ``none`` (default), ``default`` (k=5, max over the image, reflect) or
-                      ``kernel_size=5,max_over=image,padding=reflect``
+neurn       no        ``none`` (default), ``default`` (schemas/neurn.schema.yaml) or
+                      ``kernel_size=5,max_over=image,padding=reflect`` (``k``, ``max``,
+                      ``pad`` for short; see `mice2machines.neurn_settings`)
 ==========  ========  =====================================================================
 
 NeuRN sits in front of the network, after resize and scaling to [0, 1] and before the model's
 normalisation. For ``digits:`` models the network owns NeuRN instead: the settings are passed
 to ``networks.build(arch, neurn=<dict or None>)`` so its state-dict keys match training.
 
+Preprocessing (resize, scale, channels, NeuRN, normalisation) is `models.preprocess`.
 Importing this module does not import torch, so Snakemake can read the table at parse time.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import neurn_settings
+from ..settings import ConfigError
+from .preprocess import PREPROCESS, preprocess_settings
+
 COLUMNS = ("name", "builder", "weights", "input_size", "preprocess", "resize", "layers", "neurn")
 REQUIRED = COLUMNS[:4]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# name -> (channels, mean, std) applied to images scaled to [0, 1]
-PREPROCESS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
-    "imagenet": (3, IMAGENET_MEAN, IMAGENET_STD),
-    "unit": (3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    "centered": (3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "gray": (1, (0.0,), (1.0,)),
-    "gray_centered": (1, (0.5,), (0.5,)),
-}
 RESIZE = ("squash", "center_crop")
-NEURN_DEFAULT = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
-NEURN_MAX_OVER = ("image", "channel")  # as mice2machines.neurn (not imported: it needs torch)
-NEURN_PADDING = ("reflect", "replicate", "circular", "zeros")
-_NEURN_KEYS = {"k": "kernel_size", "max": "max_over", "pad": "padding"}
 
 
 class ZooError(ValueError):
@@ -110,35 +101,25 @@ class ModelSpec:
             return Path(self.weights.split(":", 1)[1])
         return None
 
-    def neurn_settings(self) -> dict | None:
-        """NeuRN keyword arguments, or None when the model has no NeuRN."""
+    @property
+    def neurn_config(self) -> dict | None:
+        """The row's full NeuRN settings, or None when the model has no NeuRN."""
         return parse_neurn(self.neurn)
+
+    def neurn_settings(self) -> dict | None:
+        """`neurn_config` under its old name, until tests/test_dg_results.py uses that."""
+        return self.neurn_config
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def parse_neurn(text: str) -> dict | None:
-    """``none`` -> None; ``default`` -> defaults; ``k=3,max=channel`` -> settings dict."""
-    text = (text or "none").strip()
-    if text in ("none", "no", "false", ""):
-        return None
-    out = dict(NEURN_DEFAULT)
-    if text in ("default", "yes", "true"):
-        return out
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        key = _NEURN_KEYS.get(key.strip(), key.strip())
-        if not sep or key not in NEURN_DEFAULT:
-            raise ZooError(
-                f"neurn: cannot parse {part!r} in {text!r}; keys {sorted(NEURN_DEFAULT)}"
-            )
-        out[key] = int(value) if key == "kernel_size" else value.strip()
-    if out["kernel_size"] < 1 or out["max_over"] not in NEURN_MAX_OVER:
-        raise ZooError(f"neurn {text!r}: kernel_size >= 1, max_over in {NEURN_MAX_OVER}")
-    if out["padding"] not in NEURN_PADDING:
-        raise ZooError(f"neurn {text!r}: padding in {NEURN_PADDING}")
-    return out
+    """The neurn column (``none``, ``default``, ``k=3,max=channel``) as full settings or None."""
+    try:
+        return neurn_settings.settings(text or "none")
+    except ConfigError as err:
+        raise ZooError(str(err)) from None
 
 
 def parse_layers(text: str, default_types: list[str] | tuple[str, ...]) -> tuple[str, list[str]]:
@@ -237,7 +218,8 @@ class Builder:
 
     ``fn(arch, pretrained, spec, weights_dir) -> nn.Module``; ``pretrained`` is the weights
     name for ``torchvision``/``package`` weights, else None (random init; ``file:``/``ckpt:``
-    state dicts are loaded afterwards by ``build_model``). ``owns_neurn``: the network builds
+    state dicts are loaded afterwards by ``load_model``, which verifies every weights file
+    before ``fn`` runs). ``owns_neurn``: the network builds
     NeuRN itself, so preprocessing must not add it. ``load_ckpt(path) -> (nn.Module, record)``
     rebuilds a network from its own checkpoint (``ckpt:`` weights). ``preprocess``: the only
     preprocessing the networks accept, if there is one.
@@ -259,7 +241,6 @@ def _build_torchvision(arch, pretrained, spec, weights_dir):
     if pretrained is None:
         return models.get_model(arch, weights=None, **RANDOM_TWIN_KWARGS.get(arch, {}))
     enum = W.torchvision_weights(arch, pretrained)
-    W.verify(W.torchvision_file(arch, pretrained, weights_dir), model=spec.name)
     with W.hub_dir(weights_dir):
         return models.get_model(arch, weights=enum)
 
@@ -275,7 +256,6 @@ def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
         if arch != "efficientnet-lite0":
             raise ZooError(f"{spec.name}: offline weights exist only for efficientnet-lite0")
         path = W.efficientnet_lite0_file()
-        W.verify(path, model=spec.name)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return model
 
@@ -289,7 +269,7 @@ def _networks():
 
 
 def _build_digits(arch, pretrained, spec, weights_dir):
-    return _networks().build(arch, neurn=spec.neurn_settings())
+    return _networks().build(arch, neurn=spec.neurn_config)
 
 
 def _load_digits_ckpt(path):
@@ -365,28 +345,39 @@ def fetch_weights(spec: ModelSpec, weights_dir: str | os.PathLike, progress: boo
     }
 
 
-def build_model(
+def load_model(
     spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0
 ):
-    """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
+    """(network in eval mode, sha256 of its weights file or None) of a zoo row.
+
+    The weights file (`weights_file`) is verified once, before anything is built, and its
+    digest returned for the cache key; builders get a verified file (no network access).
+    """
     import torch
 
     from . import weights as W
 
     builder = BUILDERS[spec.source]
     kind = spec.weights_kind
+    path = weights_file(spec, weights_dir)
+    digest = W.verify(path, model=spec.name) if path is not None else None
     torch.manual_seed(seed)
     if kind == "ckpt" and builder.load_ckpt is not None:
-        W.verify(spec.weights_path, model=spec.name)
         model, record = builder.load_ckpt(spec.weights_path)
         _check_ckpt(spec, record)
-        return model.eval()
+        return model.eval(), digest
     pretrained = spec.weights if kind in ("torchvision", "package") else None
     model = builder.fn(spec.arch, pretrained, spec, weights_dir)
     if kind in ("file", "ckpt"):
-        W.verify(spec.weights_path, model=spec.name)
         model.load_state_dict(load_state_file(spec.weights_path), strict=True)
-    return model.eval()
+    return model.eval(), digest
+
+
+def build_model(
+    spec: ModelSpec, weights_dir: str | os.PathLike = "resources/weights", seed: int = 0
+):
+    """The network of a zoo row in eval mode, weights loaded and verified (no network access)."""
+    return load_model(spec, weights_dir, seed)[0]
 
 
 def _check_ckpt(spec: ModelSpec, record: dict) -> None:
@@ -396,15 +387,9 @@ def _check_ckpt(spec: ModelSpec, record: dict) -> None:
             f"{spec.name}: checkpoint holds arch {record['arch']!r}, table says {spec.arch!r}"
         )
     saved = record.get("neurn")
-    saved = (
-        None
-        if saved is None or saved is False
-        else {**NEURN_DEFAULT, **(saved if isinstance(saved, dict) else {})}
-    )
-    if saved != spec.neurn_settings():
-        raise ZooError(
-            f"{spec.name}: checkpoint has neurn {saved}, table says {spec.neurn_settings()}"
-        )
+    saved = neurn_settings.settings(saved if isinstance(saved, dict) else bool(saved))
+    if saved != spec.neurn_config:
+        raise ZooError(f"{spec.name}: checkpoint has neurn {saved}, table says {spec.neurn_config}")
 
 
 def build_architecture(spec: ModelSpec):
@@ -430,79 +415,6 @@ def state_sha256(model) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------- preprocessing
-
-
-def preprocess_settings(spec: ModelSpec) -> dict:
-    """Everything preprocessing does to a stimulus, for the cache key."""
-    channels, mean, std = PREPROCESS[spec.preprocess]
-    neurn = None if BUILDERS[spec.source].owns_neurn else spec.neurn_settings()
-    return {
-        "input_size": spec.input_size,
-        "resize": spec.resize,
-        "interpolation": "bilinear-antialias",
-        "scale": 1 / 255,
-        "channels": channels,
-        "mean": list(mean),
-        "std": list(std),
-        "neurn": neurn,
-    }
-
-
-def make_preprocess(spec: ModelSpec):
-    """A torch module: (B, H, W) grayscale 0-255 -> (B, C, S, S) network input."""
-    s = preprocess_settings(spec)
-    cls = preprocess_class()
-    return cls(s["input_size"], s["resize"], s["channels"], s["mean"], s["std"], s["neurn"])
-
-
-@functools.cache
-def preprocess_class():
-    """The preprocessing nn.Module class (built on first use: importing zoo needs no torch)."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    from ..neurn import NeuRN
-
-    class _Preprocess(nn.Module):
-        """Resize, scale to [0, 1], to C channels, optional NeuRN, then (x - mean) / std.
-
-        Runs in float32 on the model's device; input (B, H, W) or (B, 1, H, W) in 0-255.
-        """
-
-        def __init__(self, size, resize, channels, mean, std, neurn=None):
-            super().__init__()
-            self.size, self.resize, self.channels = int(size), resize, int(channels)
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-            self.neurn = NeuRN(**neurn) if neurn else None
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x = images.float()
-            if x.ndim == 3:
-                x = x[:, None]
-            if x.shape[1] != 1:
-                raise ValueError(f"expected grayscale images, got {tuple(images.shape)}")
-            h, w = x.shape[-2:]
-            s = self.size
-            if self.resize == "center_crop":
-                scale = s / min(h, w)
-                nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-                x = F.interpolate(x, (nh, nw), mode="bilinear", antialias=True, align_corners=False)
-                top, left = (nh - s) // 2, (nw - s) // 2
-                x = x[..., top : top + s, left : left + s]
-            elif (h, w) != (s, s):
-                x = F.interpolate(x, (s, s), mode="bilinear", antialias=True, align_corners=False)
-            x = x / 255.0
-            x = x.expand(-1, self.channels, -1, -1)
-            if self.neurn is not None:
-                x = self.neurn(x)
-            return (x - self.mean) / self.std
-
-    return _Preprocess
-
-
 def cache_key(
     spec: ModelSpec, model, weights_sha256: str | None, extra: dict | None = None
 ) -> dict:
@@ -519,7 +431,7 @@ def cache_key(
         "weights_sha256": weights_sha256,
         "state_sha256": state_sha256(model),
         "preprocess": preprocess_settings(spec),
-        "neurn": spec.neurn_settings(),
+        "neurn": spec.neurn_config,
         "layers": spec.layers,
         "code_version": code_version(),
         "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""Neural tensors: NWB sessions to labelled xarray/zarr stores, and the population store.
+"""One NWB session to its experiment store: labelled responses, blanks and trials (zarr).
 
 Responses follow the AllenSDK natural-scenes analysis by default: baseline = mean dF/F of
 the 28 frames before onset, response = mean of the 14 frames from onset, difference in
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..io import atomic_path, open_zarr, provenance, sha256_file, write_zarr_atomic
+from ..io import atomic_path, provenance, sha256_file
 from .nwb import NWBError, Session
 
 log = logging.getLogger("mice2machines")
@@ -175,17 +175,9 @@ def session_skeleton(session: Session, cfg: dict) -> tuple[xr.Dataset, dict]:
     return ds, index
 
 
-def convert_session(
-    session: Session, out: str | Path, cfg: dict | None = None, hash_input: bool = True
-) -> dict:
-    """Write one session's zarr store (responses, blanks, trials), streaming cell blocks.
-
-    Returns a summary dict (cells kept / dropped). Bad traces (NaN or all zero) are dropped
-    with a warning, or raise NWBError when cfg['bad_traces'] == 'error'.
-    """
-    cfg = settings(cfg)
-    ds, ix = session_skeleton(session, cfg)
-    attrs = {
+def _attrs(session: Session, cfg: dict, hash_input: bool) -> dict:
+    """The experiment store's attributes: the session's labels, the windows, provenance."""
+    return {
         "experiment_id": session.experiment_id,
         "container_id": session.container_id,
         "area": session.area,
@@ -203,47 +195,63 @@ def convert_session(
             inputs={str(session.path): sha256_file(session.path) if hash_input else None},
         ),
     }
-    ds.attrs.update(attrs)
+
+
+def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging: Path):
+    """Fill the staged store block of cells by block; return which cells are bad traces."""
     shown, reps, images = ix["shown"], ix["reps"], ix["images"]
     bad = np.zeros(session.n_cells, dtype=bool)
+    names = [v for v in ("responses", "blank_responses", "trials") if v in ds]
+    regions = _full_regions(ds, names)
+    for sl, dff in session.dff_blocks(int(cfg["cell_block"])):
+        bad[sl] = bad_cells(dff)
+        if bad[sl].any() and cfg["bad_traces"] == "error":
+            first = session.cell_specimen_ids[sl][bad[sl]][0]
+            raise NWBError(
+                f"{session.path}: cell {first} has a NaN or all-zero dF/F trace "
+                "(set neural.bad_traces: drop to skip such cells)"
+            )
+        per = presentation_responses(dff, ix["starts"], cfg)
+        resp = np.full((dff.shape[0],) + ds["responses"].shape[1:], np.nan, np.float32)
+        resp[:, images[shown], reps[shown]] = per[:, shown]
+        block = xr.Dataset(
+            {
+                "responses": (("cell", "image", "repeat"), resp),
+                "blank_responses": (("cell", "blank"), per[:, ix["blank_idx"]]),
+            }
+        )
+        if "trials" in ds:
+            block["trials"] = (
+                ("cell", "presentation", "time"),
+                trial_windows(dff, ix["starts"], cfg["trial_window_frames"]),
+            )
+        block.to_zarr(staging, region={"cell": sl, **regions}, zarr_format=3, consolidated=False)
+        log.info(
+            "experiment %s: cells %d-%d of %d written",
+            session.experiment_id,
+            sl.start,
+            sl.stop,
+            session.n_cells,
+        )
+    return bad
+
+
+def convert_session(
+    session: Session, out: str | Path, cfg: dict | None = None, hash_input: bool = True
+) -> dict:
+    """Write one session's zarr store (responses, blanks, trials), streaming cell blocks.
+
+    Returns a summary dict (cells kept / dropped). Bad traces (NaN or all zero) are dropped
+    with a warning, or raise NWBError when cfg['bad_traces'] == 'error'.
+    """
+    cfg = settings(cfg)
+    ds, ix = session_skeleton(session, cfg)
+    ds.attrs.update(_attrs(session, cfg, hash_input))
     with atomic_path(out) as final:
         staging = final.with_name(final.name + ".full")
         try:
             ds.to_zarr(staging, mode="w", compute=False, zarr_format=3, consolidated=False)
-            names = [v for v in ("responses", "blank_responses", "trials") if v in ds]
-            regions = _full_regions(ds, names)
-            for sl, dff in session.dff_blocks(int(cfg["cell_block"])):
-                bad[sl] = bad_cells(dff)
-                if bad[sl].any() and cfg["bad_traces"] == "error":
-                    first = session.cell_specimen_ids[sl][bad[sl]][0]
-                    raise NWBError(
-                        f"{session.path}: cell {first} has a NaN or all-zero dF/F trace "
-                        "(set neural.bad_traces: drop to skip such cells)"
-                    )
-                per = presentation_responses(dff, ix["starts"], cfg)
-                resp = np.full((dff.shape[0],) + ds["responses"].shape[1:], np.nan, np.float32)
-                resp[:, images[shown], reps[shown]] = per[:, shown]
-                block = xr.Dataset(
-                    {
-                        "responses": (("cell", "image", "repeat"), resp),
-                        "blank_responses": (("cell", "blank"), per[:, ix["blank_idx"]]),
-                    }
-                )
-                if "trials" in ds:
-                    block["trials"] = (
-                        ("cell", "presentation", "time"),
-                        trial_windows(dff, ix["starts"], cfg["trial_window_frames"]),
-                    )
-                block.to_zarr(
-                    staging, region={"cell": sl, **regions}, zarr_format=3, consolidated=False
-                )
-                log.info(
-                    "experiment %s: cells %d-%d of %d written",
-                    session.experiment_id,
-                    sl.start,
-                    sl.stop,
-                    session.n_cells,
-                )
+            bad = _write_blocks(session, ds, ix, cfg, staging)
             n_bad = int(bad.sum())
             if n_bad == session.n_cells:
                 raise NWBError(f"{session.path}: every dF/F trace is NaN or all zero")
@@ -272,100 +280,3 @@ def convert_session(
 def _full_regions(ds: xr.Dataset, names: list[str]) -> dict:
     dims = {d for n in names for d in ds[n].dims if d != "cell"}
     return {d: slice(None) for d in dims}
-
-
-def stimuli_dataset(template: np.ndarray, source: str, prov: str) -> xr.Dataset:
-    """The stimulus store: `images` (image, y, x) float32 on the 0-255 template scale."""
-    n, h, w = template.shape
-    ds = xr.Dataset(
-        {"images": (("image", "y", "x"), template.astype(np.float32), {"units": "gray level"})},
-        coords={"image": np.arange(n, dtype=np.int64)},
-        attrs={"source": source, "height": h, "width": w, "provenance": prov},
-    )
-    return ds
-
-
-def split_half_reliability(
-    responses: xr.DataArray, split: str = "odd_even", seed: int = 0
-) -> xr.DataArray:
-    """Per-cell split-half reliability across images, Spearman-Brown corrected.
-
-    The repeats are split in two halves (odd/even repeat numbers, or a seeded random
-    permutation), the mean response to each image is taken in each half, and the Pearson
-    correlation r of the two tuning curves is stepped up to the full length: 2r / (1 + r).
-    """
-    n_rep = responses.sizes["repeat"]
-    if split == "odd_even":
-        order = np.arange(n_rep)
-    elif split == "random":
-        order = np.random.default_rng(seed).permutation(n_rep)
-    else:
-        raise ValueError(f"unknown reliability split {split!r} (odd_even or random)")
-    a = responses.isel(repeat=order[0::2]).mean("repeat", skipna=True)
-    b = responses.isel(repeat=order[1::2]).mean("repeat", skipna=True)
-    a = a - a.mean("image")
-    b = b - b.mean("image")
-    r = (a * b).sum("image") / np.sqrt((a**2).sum("image") * (b**2).sum("image"))
-    rel = 2 * r / (1 + r)
-    rel.attrs = {"long_name": "split-half reliability (Spearman-Brown)", "split": split}
-    return rel.astype(np.float32)
-
-
-def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> xr.Dataset:
-    """All experiments' responses concatenated along `cell` (lazy), with reliability.
-
-    Filters (areas, cre_lines, min_reliability) come from the `neural` config section.
-    """
-    cfg = settings(cfg)
-    parts = []
-    for p in paths:
-        ds = open_zarr(p)
-        parts.append(ds[["responses", "blank_responses"]])
-    pop = xr.concat(
-        parts,
-        dim="cell",
-        join="outer",
-        combine_attrs="drop",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-    )
-    if cfg["areas"]:
-        pop = pop.isel(cell=np.isin(pop.area.values, cfg["areas"]))
-    if cfg["cre_lines"]:
-        pop = pop.isel(cell=np.isin(pop.cre_line.values, cfg["cre_lines"]))
-    pop["reliability"] = split_half_reliability(
-        pop.responses, cfg["reliability_split"], cfg["reliability_seed"]
-    )
-    if cfg["min_reliability"] is not None:
-        keep = (pop.reliability >= cfg["min_reliability"]).compute().values
-        pop = pop.isel(cell=np.flatnonzero(keep))
-    pop = pop.chunk({"cell": max(int(cfg["cell_block"]), 256)})
-    for v in pop.variables.values():
-        v.encoding.clear()
-    return pop
-
-
-def write_stimuli(session: Session, out: str | Path) -> Path:
-    """The stimulus store from a session's template stack."""
-    prov = provenance(inputs={str(session.path): f"template of experiment {session.experiment_id}"})
-    ds = stimuli_dataset(session.template(), str(session.path), prov)
-    return write_zarr_atomic(ds, out)
-
-
-def write_population(
-    paths: Sequence[str | Path], out: str | Path, cfg: dict | None = None, client=None
-) -> dict:
-    """Assemble and write the population store with dask; returns a small summary."""
-    cfg = settings(cfg)
-    pop = population_dataset(paths, cfg)
-    pop.attrs["provenance"] = provenance(config=cfg, inputs={str(p): "zarr" for p in paths})
-    pop.attrs["n_experiments"] = len(paths)
-    write_zarr_atomic(pop, out)
-    counts = {
-        "cells": int(pop.sizes["cell"]),
-        "areas": sorted(set(pop.area.values.tolist())),
-        "cre_lines": sorted(set(pop.cre_line.values.tolist())),
-    }
-    log.info("population: %s", counts)
-    return counts

@@ -21,7 +21,6 @@ from .cells import (  # noqa: F401
 )
 from .drive import (  # noqa: F401
     DRIVE_MIX,
-    DRIVE_NEURN,
     DRIVE_VIEWS,
     layer_rates,
     layer_views,
@@ -44,7 +43,6 @@ from .experiments import (  # noqa: F401
 from .session import (  # noqa: F401
     calcium_kernel,
     genotype_for,
-    planted_metadata,
     presentation_sequence,
     simulate_session,
     write_experiment,

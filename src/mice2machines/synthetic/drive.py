@@ -20,9 +20,6 @@ DRIVE_VIEWS = ("unit", "channel", "neurn")
 DRIVE_MIX = {"unit": 2.0, "channel": 5.0, "neurn": 3.0}
 
 
-DRIVE_NEURN = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
-
-
 def view_counts(n: int, mix: dict) -> dict:
     """Neurons per view: ``n`` split in proportion to ``mix`` (largest remainders)."""
     unknown = set(mix) - set(DRIVE_VIEWS)
@@ -90,7 +87,7 @@ def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:
     Units are the stored units, (c, y, x) for conv outputs: ``unit`` is the output itself,
     ``channel`` channel c averaged over space, ``neurn`` channel c of the NeuRN local-contrast
     maps averaged over space, as the comparison computes it with the same ``neurn`` settings
-    (default `DRIVE_NEURN`). Flat outputs (images, units) have one view, repeated.
+    (partial settings are filled from schemas/neurn.schema.yaml). Flat outputs (images, units) have one view, repeated.
     """
     out = np.asarray(out, dtype=np.float64)
     n = out.shape[0]
@@ -99,8 +96,9 @@ def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:
     if out.ndim != 4:
         raise ValueError(f"layer drive: expected (images, C[, H, W]) output, got {out.shape}")
     from ..compare.receptive_fields import channel_activity
+    from ..neurn_settings import settings
 
-    t, scale = channel_activity(out, {**DRIVE_NEURN, **(neurn or {})})
+    t, scale = channel_activity(out, settings(neurn or {}))
     if scale is not None:
         t = t / np.where(scale > 0, scale, 1.0)[:, None]
     views = [out] + [np.broadcast_to(v[:, :, None, None], out.shape) for v in (out.mean((2, 3)), t)]
@@ -126,7 +124,8 @@ def model_layer_drive(
     import torch
 
     from ..models import zoo
-    from ..models.hooks import make_out_of_place
+    from ..models.hooks import Recorder, make_out_of_place
+    from ..models.preprocess import make_preprocess
 
     specs = {s.name: s for s in zoo.read_zoo(models_table_path)}
     if model_name not in specs:
@@ -134,28 +133,19 @@ def model_layer_drive(
     spec = specs[model_name]
     model = zoo.build_model(spec, weights_dir, seed=seed).eval()
     make_out_of_place(model)
-    modules = dict(model.named_modules())
-    if layer not in modules:
+    if layer not in dict(model.named_modules()):
         raise ValueError(f"layer drive: model {model_name!r} has no module {layer!r}")
-    preprocess = zoo.make_preprocess(spec).eval()
-    captured: list[torch.Tensor] = []
-
-    def hook(module, inputs, output):
-        out = output[0] if isinstance(output, (tuple, list)) else output
-        captured.append(out.detach().float().clone())
-
-    handle = modules[layer].register_forward_hook(hook)
+    preprocess = make_preprocess(spec).eval()
     parts = []
-    try:
-        with torch.inference_mode():
-            for a in range(0, len(images), batch_size):
-                captured.clear()
-                x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
-                model(preprocess(x))
-                out = captured[0]
-                parts.append(out.cpu().numpy())
-    finally:
-        handle.remove()
+
+    def sink(key, name, call, module, t):
+        if call == 0:
+            parts.append(t.detach().float().clone().cpu().numpy())
+
+    with Recorder(model, [layer]) as rec, torch.inference_mode():
+        for a in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.asarray(images[a : a + batch_size], dtype=np.float32))
+            rec.run(lambda x=x: model(preprocess(x)), sink)
     out = np.concatenate(parts).astype(np.float64)
     if out.ndim == 3:  # (images, tokens, features), e.g. a ViT block: flat units
         out = out.reshape(len(out), -1)

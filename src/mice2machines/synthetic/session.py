@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
@@ -198,11 +197,6 @@ def write_experiment(
     cells.insert(2, "area", exp.area)
     cells.insert(3, "cre_line", exp.cre_line)
     cells.to_csv(out_cells, sep="\t", index=False)
-
-
-def planted_metadata(cfg: dict) -> str:
-    """JSON describing the generator settings, stored beside the planted-cell tables."""
-    return json.dumps({"generator": "mice2machines.synthetic", "config": cfg}, sort_keys=True)
 
 
 def write_template(path: str | Path, cfg: dict) -> np.ndarray:
