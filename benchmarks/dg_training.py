@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from mice2machines import neurn_settings
 from mice2machines.dg import loop, networks, training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +253,7 @@ def main() -> None:
         device = loop.select_device(a.device)
         if device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(device)
-        neurn = {"kernel_size": 5, "max_over": "image", "padding": "reflect"}
+        neurn = neurn_settings.default()
         rows = [
             throughput(arch, device, a.batch_size, a.steps, a.rounds, p, neurn)
             for arch in a.archs

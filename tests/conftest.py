@@ -94,6 +94,12 @@ def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+# workflow runs in tests import this checkout's package, whatever is installed
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p
+)
+
+
 def snakemake_cmd(workdir: Path, *args: str, timeout_s: int = 1200) -> list[str]:
     """A snakemake call on the project's Snakefile in `workdir`, under a hard timeout."""
     exe = Path(sys.executable).with_name("snakemake")

@@ -94,7 +94,7 @@ def test_outputs_markdown_csv_plot_manifest(known, tmp_path):
     specs = read_zoo(out / "models.tsv")  # the model zoo reads the manifest as it is
     assert len(specs) == 6
     neurn = [s for s in specs if "neurn" in s.name]
-    assert neurn[0].neurn_settings() == {
+    assert neurn[0].neurn_config == {
         "kernel_size": 5,
         "max_over": "image",
         "padding": "reflect",

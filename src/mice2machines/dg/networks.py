@@ -136,7 +136,7 @@ ARCHS: dict[str, Callable[[int], nn.Module]] = {name: _BUILDERS[name] for name i
 (a name there without a builder here fails at import)."""
 
 
-def neurn_settings(neurn: None | bool | dict) -> dict | None:
+def _neurn_arg(neurn: None | bool | dict) -> dict | None:
     """Normalise the ``neurn`` argument: None/False -> None, True -> {}, dict -> copy."""
     if neurn is None or neurn is False:
         return None
@@ -175,7 +175,7 @@ def build(arch: str, num_classes: int = 10, neurn: None | bool | dict = None) ->
     """Build a digit network; ``neurn`` (True or a dict of NeuRN options) puts NeuRN in front."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    return DigitNet(arch, ARCHS[arch](int(num_classes)), neurn_settings(neurn))
+    return DigitNet(arch, ARCHS[arch](int(num_classes)), _neurn_arg(neurn))
 
 
 def save_checkpoint(model: DigitNet, path: str | os.PathLike, **extra) -> Path:

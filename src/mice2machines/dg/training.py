@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .. import settings
+from .. import neurn_settings, settings
 from . import domains, jobs, networks
 from .loop import (
     _mix,
@@ -75,7 +75,7 @@ class TrainConfig:
     eval_batch_size: int = _TRAIN["eval_batch_size"]
 
     def __post_init__(self):
-        self.neurn = settings.section("neurn", self.neurn)
+        self.neurn = neurn_settings.settings(True if self.neurn is None else self.neurn)
         job = {"archs": [self.arch], "variants": [self.variant], "sources": [self.source]}
         settings.check("dg", {**job, "seeds": [self.seed], "train": self.train_settings()})
 
@@ -89,7 +89,8 @@ class TrainConfig:
         """The ``dg.train`` part."""
         return {k: getattr(self, k) for k in _TRAIN}
 
-    def neurn_settings(self) -> dict | None:
+    def applied_neurn(self) -> dict | None:
+        """The NeuRN settings the job's network applies (None for the baseline)."""
         return dict(self.neurn) if self.variant == "neurn" else None
 
     def result_key(self) -> dict:
@@ -357,7 +358,7 @@ def run_job(
     data = load_source(cfg, source_path, device)
     _log_job(cfg, data, device, log)
     torch.manual_seed(_mix(cfg.seed, 0))
-    model = networks.build(cfg.arch, domains.NUM_CLASSES, cfg.neurn_settings()).to(device)
+    model = networks.build(cfg.arch, domains.NUM_CLASSES, cfg.applied_neurn()).to(device)
     opt = _optimizer(cfg, model)
     key = {"config": cfg.result_key(), "source_sha256": data.sha256}
     state_path = out / "state.pt"

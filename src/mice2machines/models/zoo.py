@@ -106,10 +106,6 @@ class ModelSpec:
         """The row's full NeuRN settings, or None when the model has no NeuRN."""
         return parse_neurn(self.neurn)
 
-    def neurn_settings(self) -> dict | None:
-        """`neurn_config` under its old name, until tests/test_dg_results.py uses that."""
-        return self.neurn_config
-
     def to_dict(self) -> dict:
         return asdict(self)
 
