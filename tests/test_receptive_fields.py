@@ -158,3 +158,23 @@ def test_rmse_accumulator_torch_equals_numpy():
         np.testing.assert_allclose(out["torch:cpu"][k], out["cpu"][k], rtol=1e-12)
     np.testing.assert_array_equal(out["torch:cpu"]["best_unit"], out["cpu"]["best_unit"])
     np.testing.assert_array_equal(out["torch:cpu"]["best_activity"], out["cpu"]["best_activity"])
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch:cpu"])
+def test_dead_units_never_match(device):
+    """A constant unit's map is all zero: RMSE exactly 1 to any z-scored map, closer than an
+    uncorrelated unit (about sqrt 2); it must not be anyone's best unit."""
+    if device != "cpu":
+        pytest.importorskip("torch")
+    g = np.random.default_rng(4)
+    F = g.uniform(0, 1, (60, 20))
+    neurons = g.normal(size=(5, 60))
+    activity = np.concatenate([g.normal(size=(60, 3)), np.ones((60, 1))], axis=1)
+    units = rf.unit_maps(activity, F)
+    assert not units[3].any()
+    acc = rf.RMSEAccumulator(rf.response_maps(neurons, F), device=device)
+    acc.update(units)
+    res = acc.result()
+    live = rf.rmse_matrix(rf.response_maps(neurons, F), units[:3])
+    assert (res["best_unit"] != 3).all()
+    np.testing.assert_allclose(res["best_rmse"], live.min(1), rtol=1e-12)

@@ -250,3 +250,35 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     for metric, row in scores.iterrows():
         best = row.idxmax() if sim.get_metric(metric).higher_is_better else row.idxmin()
         assert best == DRIVE_PLANTED, (metric, row.round(4).to_dict())
+
+
+def _trial_responses(session: dict, n_images: int) -> np.ndarray:
+    """(cells, images, repeats) mean dF/F over each presentation's window."""
+    from mice2machines.neural.convert import window_mean
+
+    seq, starts = session["sequence"], session["frame_duration"][:, 0]
+    r = window_mean(session["dff"], starts, 0, 7)
+    reps = [np.flatnonzero(seq == i) for i in range(n_images)]
+    k = min(len(x) for x in reps)
+    return np.stack([r[:, x[:k]] for x in reps], axis=1)
+
+
+def test_null_drive_keeps_scale_and_noise_but_no_image_signal():
+    """drive kind none: the same rates, spiking and noise, but presentations drive the cells
+    with a random image's rates: reliability near 0, response spread as with receptive fields."""
+    from mice2machines.neural.reliability import cell_reliability
+
+    images = synthetic.make_stimuli(24, 30, seed=1)
+    exp = synthetic.Experiment(1, 1, "VISp", "Cux2-CreERT2", 175, 40, seed=5)
+    out = {}
+    for null in (False, True):
+        session = synthetic.simulate_session(exp, images, 20, null=null)
+        resp = _trial_responses(session, len(images))
+        out[null] = (cell_reliability(resp, n_splits=4), resp)
+    rel_rf, resp_rf = out[False]
+    rel_null, resp_null = out[True]
+    assert np.median(rel_rf) > 0.5
+    assert abs(np.median(rel_null)) < 0.1
+    ratio = resp_null.std() / resp_rf.std()
+    assert 0.7 < ratio < 1.3, ratio
+    assert np.array_equal(out[False][1].shape, out[True][1].shape)

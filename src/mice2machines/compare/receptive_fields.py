@@ -179,8 +179,11 @@ def rmse_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class RMSEAccumulator:
     """Best-matching (lowest RMSE) unit per neuron, streamed over chunks of unit maps.
 
-    float64 throughout; with a torch ``device`` ('cuda', 'torch:cpu') the distances are
-    computed there (the maps of the permutation nulls make this the costly step)."""
+    A unit whose map is all zero (constant activity: nothing to correlate) is never a best
+    unit; its RMSE to every z-scored map is exactly 1, which would beat any real but weak
+    match (uncorrelated maps are sqrt(2) apart). float64 throughout; with a torch ``device``
+    ('cuda', 'torch:cpu') the distances are computed there (the maps of the permutation nulls
+    make this the costly step). ``mean_rmse`` averages over all units."""
 
     def __init__(self, neuron_maps: np.ndarray, device: str = "cpu"):
         from ..devices import to_device, uses_torch
@@ -199,8 +202,10 @@ class RMSEAccumulator:
         """(best value, best unit, row sums) of the RMSE of every neuron to these units."""
         if not self._torch:
             d = rmse_matrix(self.maps, unit_maps)
-            j = np.argmin(d, axis=1)
-            return d[np.arange(len(d)), j], j, d.sum(1)
+            dead = ~np.asarray(unit_maps).reshape(len(unit_maps), -1).any(1)
+            j = np.argmin(np.where(dead[None, :], np.inf, d), axis=1)
+            v = np.where(dead.all(), np.inf, d[np.arange(len(d)), j])
+            return v, j, d.sum(1)
         import torch
 
         from ..devices import to_device
@@ -209,7 +214,8 @@ class RMSEAccumulator:
         b = to_device(np.asarray(unit_maps).reshape(len(unit_maps), -1), self.device, np.float64)
         d2 = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)) / a.shape[1]
         d = torch.sqrt(torch.clamp(d2, min=0))
-        v, j = d.min(dim=1)
+        dead = ~(b != 0).any(1)
+        v, j = torch.where(dead[None, :], torch.inf, d).min(dim=1)
         return v.cpu().numpy(), j.cpu().numpy(), d.sum(1).cpu().numpy()
 
     def update(self, unit_maps: np.ndarray, activity: np.ndarray | None = None) -> None:

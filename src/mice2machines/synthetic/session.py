@@ -42,6 +42,7 @@ def simulate_session(
     tail_frames: int = 120,
     drive: np.ndarray | None = None,
     mix: dict | None = None,
+    null: bool = False,
 ) -> dict:
     """All arrays of one session: traces, stimulus table, timestamps, planted cells.
 
@@ -49,7 +50,9 @@ def simulate_session(
     recording holds ~115,000 frames, most of them other stimuli). `drive` (views, n_images,
     n_units), when given, replaces the receptive-field drive: each cell copies one unit of one
     view, shared as `mix` says (see `layer_rates`; the cells table then holds `drive_view` and
-    `drive_unit`).
+    `drive_unit`). With `null`, every presentation drives the cells with the rates of an image
+    drawn at random, not of the image shown: the same rates, spiking, calcium and noise, but no
+    image-locked signal (the null dataset, where every metric should sit at chance).
     """
     rng = np.random.default_rng(exp.seed + 1)
     h, w = images.shape[1:]
@@ -70,8 +73,12 @@ def simulate_session(
     base = cells["baseline_rate_hz"].to_numpy()
     rate_frames = np.repeat(base[:, None], n_frames, axis=1)
     shown = seq >= 0
+    driver = seq.copy()
+    if null:
+        decoy = np.random.default_rng(exp.seed + 3).integers(0, len(images), len(seq))
+        driver = np.where(shown, decoy, seq)
     for offset in range(FRAMES_PER_PRESENTATION):
-        rate_frames[:, starts[shown] + offset] = rates[:, seq[shown]]
+        rate_frames[:, starts[shown] + offset] = rates[:, driver[shown]]
     spikes = rng.poisson(rate_frames / FRAME_RATE_HZ).astype(np.float64)
     kernel = calcium_kernel()
     calcium = np.stack([np.convolve(sp, kernel)[:n_frames] for sp in spikes])
@@ -189,8 +196,11 @@ def write_experiment(
         n_cells=int(row["n_cells"]),
         seed=int(cfg.get("seed", 0)) * 100_003 + int(row["experiment_id"]) % 100_000,
     )
+    kind = (cfg.get("drive") or {}).get("kind", "rf")
     mix = (cfg.get("drive") or {}).get("mix")
-    session = simulate_session(exp, images, int(cfg["n_repeats"]), drive=drive, mix=mix)
+    session = simulate_session(
+        exp, images, int(cfg["n_repeats"]), drive=drive, mix=mix, null=kind == "none"
+    )
     write_nwb(out_nwb, exp, session, images)
     cells = session["cells"].copy()
     cells.insert(1, "experiment_id", exp.experiment_id)
