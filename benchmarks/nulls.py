@@ -86,6 +86,7 @@ def run(args) -> dict:
     store = d / "act.zarr"
     dev = "cuda" if args.device.startswith("cuda") else "cpu"
     extract(model, Pre(), imgs, store, layers, ExtractSettings(device=dev, batch_size=40))
+    print(f"extracted {len(layers)} layers", flush=True)
     stim = xr.Dataset({"images": (("image", "y", "x"), imgs)}, coords={"image": np.arange(118)})
     base = {"device": args.device, "cell_metrics_on": "all", "n_boot": args.n_boot}
     base["selection"] = {"embedding": "pca", "per_class": 10**6}
@@ -131,7 +132,12 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--log", type=Path, help="also write the jobs' log lines here")
     args = parser.parse_args(argv)
+    if args.log:
+        handler = logging.FileHandler(args.log, mode="w")
+        handler.setFormatter(logging.Formatter("%(relativeCreated)d %(message)s"))
+        logging.getLogger("mice2machines").addHandler(handler)
     from common import emit
 
     emit(run(args), args.out)
