@@ -148,31 +148,68 @@ def validate_config(config: dict) -> dict:
 
 
 def _cell(value) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip()
     return f"`{text.removesuffix('...').strip()}`"
 
 
+def _local(root: dict, node: dict) -> dict:
+    """``node`` with a local ``{$ref: "#/..."}`` resolved in ``root`` (its own keys win)."""
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    if not (isinstance(ref, str) and ref.startswith("#/")):
+        return node
+    target = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return {**_local(root, target), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _shown_default(sub: dict, nested: bool, required: bool) -> str:
+    """The default cell: ``required``, nothing, or the default (of an object only what its
+    key rows do not already show)."""
+    if required:
+        return "required"
+    if "default" not in sub:
+        return ""
+    value = sub["default"]
+    props = sub.get("properties", {})
+    if nested and isinstance(value, dict):
+        if all(k in props and props[k].get("default", ...) == v for k, v in value.items()):
+            return ""
+    return _cell(value)
+
+
 def key_table(name: str) -> str:
-    """The Markdown table of a section's keys: key, default, meaning (from its schema)."""
+    """The Markdown table of a section's keys: key, default, meaning (from its schema).
+
+    Nested objects get a row when they have a description, then one row per key; local
+    ``$ref``s are resolved; a required key shows ``required`` as its default."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
+    root = schema(name)
 
     def walk(node: dict, prefix: str) -> None:
+        required = set(node.get("required", ()))
         for key, sub in node.get("properties", {}).items():
+            sub = _local(root, sub)
             path = f"{prefix}{key}"
-            nested = sub.get("properties") and sub.get("type") == "object"
+            nested = bool(sub.get("properties")) and sub.get("type") == "object"
             if nested and not sub.get("description"):
                 walk(sub, f"{path}.")
                 continue
-            default = _fill(sub, None) if nested else sub.get("default", "")
             about = " ".join(str(sub.get("description", "")).split()).replace("|", "\\|")
-            if "enum" in sub.get("items", sub):
-                allowed = ", ".join(f"`{v}`" for v in sub.get("items", sub)["enum"])
+            values = _local(root, sub.get("items", {})) if "items" in sub else sub
+            names = _local(root, sub.get("propertyNames", {}))
+            if "enum" in values:
+                allowed = ", ".join(f"`{v}`" for v in values["enum"])
                 about = f"{about} (one of {allowed})" if about else f"one of {allowed}"
-            rows.append(f"| `{path}` | {_cell(default) if default != '' else ''} | {about} |")
+            elif "enum" in names:
+                allowed = ", ".join(f"`{v}`" for v in names["enum"])
+                about = f"{about} (keys: {allowed})" if about else f"keys: {allowed}"
+            default = _shown_default(sub, nested, key in required)
+            rows.append(f"| `{path}` | {default} | {about} |")
             if nested:
                 walk(sub, f"{path}.")
 
-    walk(schema(name), "")
+    walk(root, "")
     return "\n".join(rows)
 
 
