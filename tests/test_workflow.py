@@ -1,23 +1,29 @@
 """The workflow on the embedded default, config validation, lint and format."""
 
+import copy
+import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import yaml
 from conftest import ROOT, copy_config, snakemake_cmd
 
 from mice2machines import synthetic
+from mice2machines import workflow_params as wp
+from mice2machines.models.zoo import ModelSpec
+from mice2machines.settings import schema, validate_config
 
 pytestmark = pytest.mark.workflow
 
 
 def test_demo_population_store(demo_run):
     res = demo_run / "results"
-    cfg = __import__("yaml").safe_load((ROOT / "config" / "config.yaml").read_text())
-    syn = cfg["synthetic"]
+    syn = _demo_config()["synthetic"]
     manifest = pd.read_csv(res / "manifest.tsv", sep="\t")
     assert len(manifest) == len(syn["areas"]) * len(syn["cre_lines"])
     pop = xr.open_zarr(res / "neural" / "population.zarr", consolidated=False)
@@ -52,8 +58,9 @@ def test_demo_logs_every_rule(demo_run):
 
 def test_invalid_config_is_rejected(tmp_path):
     (tmp_path / "config").mkdir()
-    bad = (ROOT / "config" / "config.yaml").read_text().replace("n_repeats: 50", "n_repeats: one")
-    (tmp_path / "config" / "config.yaml").write_text(bad)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg.setdefault("synthetic", {})["n_repeats"] = "one"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
         snakemake_cmd(tmp_path, "-n", timeout_s=120), capture_output=True, text=True
     )
@@ -103,11 +110,9 @@ def test_ruff_clean():
 def test_layer_drive_through_the_workflow(tmp_path):
     """synthetic.drive {kind: layer} wired through the synthetic_session rule: the planted table
     names each neuron's view and stored unit of the configured layer; the rule log says so."""
-    import yaml
-
     copy_config(tmp_path)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg["synthetic"].update(
+    cfg.setdefault("synthetic", {}).update(
         areas=["VISp"],
         cre_lines=["Cux2-CreERT2"],
         cells_per_experiment=40,
@@ -128,3 +133,161 @@ def test_layer_drive_through_the_workflow(tmp_path):
     assert cells.drive_unit.between(0, 128 * 6 * 6 - 1).all() and cells.drive_unit.nunique() > 1
     log = (tmp_path / "logs" / "synthetic_session" / f"{eid}.log").read_text()
     assert "layer drive: resnet18_random / layer2.0.conv1" in log
+
+
+# ---------------------------------------------------------------- rule params (rerun triggers)
+
+#: settings of where and how fast jobs run: changing them must rerun nothing
+RUN_CHANGES = {
+    "models": {"writers": 1, "threads": 7, "device": "cpu", "gpu": 0, "max_store_gb": 3},
+    "neural": {"cell_block": 5},
+    "compare": {"device": "cpu", "unit_chunk": 1000, "gpu": 1},
+    "dask": {"cluster": "synchronous", "n_workers": 3, "cores": 5},
+    "dg": {"train": {"threads": 3, "device": "cpu", "eval_batch_size": 64}},
+}
+
+
+def _demo_config() -> dict:
+    return validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+
+
+def _reversed(node):
+    """The same settings with the keys of every mapping in reverse order."""
+    if isinstance(node, dict):
+        return {k: _reversed(node[k]) for k in reversed(list(node))}
+    return node
+
+
+def _changed(config: dict, changes: dict) -> dict:
+    out = copy.deepcopy(config)
+    for section, values in changes.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out[section][key].update(value)
+            else:
+                out[section][key] = value
+    return out
+
+
+def _params_of(rule: str, config: dict) -> str:
+    job = {
+        "synthetic_session": {"drive_model": None},
+        "fetch_weights": {"spec": {"name": "m"}},
+        "extract_activations": {"spec": {"name": "m"}},
+        "architecture_similarity": {"specs": [{"name": "m"}]},
+        "compare_aggregate": {"models": ["m"]},
+    }.get(rule, {})
+    return wp.job_params(rule, config, **job)
+
+
+def test_job_params_ignore_key_order_and_run_settings():
+    """Each rule's params: the same string for reordered keys or other run settings; a result
+    setting changes exactly the rules whose jobs read it."""
+    a = _demo_config()
+    b = _changed(_reversed(a), RUN_CHANGES)
+    assert list(b["compare"]) == list(reversed(list(a["compare"])))
+    for rule in wp.JOB_KEYS:
+        assert _params_of(rule, a) == _params_of(rule, b), rule
+        assert json.loads(_params_of(rule, a))  # valid JSON, not empty
+    for section, keys in wp.RUN_KEYS.items():
+        props = schema(section)["properties"]
+        assert set(keys) <= set(props), section
+    for rule, (section, keys) in wp.JOB_KEYS.items():
+        assert set(keys) <= set(schema(section)["properties"]), rule
+        assert not set(keys) & set(wp.RUN_KEYS.get(section, ())), rule
+
+    def rerun(changes: dict) -> set[str]:
+        c = _changed(a, changes)
+        return {r for r in wp.JOB_KEYS if _params_of(r, a) != _params_of(r, c)}
+
+    for key, value in [("n_boot", 7), ("n_perm", 9), ("n_perm_max", 3), ("ci_level", 0.9)]:
+        assert rerun({"compare": {key: value}}) == {"compare_model"}, key
+    assert rerun({"compare": {"metrics": ["rsa_spearman"]}}) == {"compare_model", "compare_figures"}
+    assert rerun({"compare": {"selection": {"n_clusters": 3}}}) == {"compare_select"}
+    assert rerun({"compare": {"seed": 1}}) == {"compare_prepare", "compare_select", "compare_model"}
+    assert rerun({"compare": {"map_size": [8, 10]}}) == {"compare_prepare"}
+    assert rerun({"compare": {"dtype": "float64"}}) == {"compare_model"}
+    assert rerun({"models": {"batch_size": 3}}) == {"extract_activations"}
+    assert rerun({"models": {"weights_dir": "elsewhere"}}) == {"fetch_weights"}
+    assert rerun({"neural": {"min_reliability": 0.2}}) == {"population"}
+    assert rerun({"neural": {"response_frames": 7}}) == {"nwb_to_zarr"}
+    assert rerun({"synthetic": {"n_repeats": 9}}) == {"synthetic_session"}
+    assert rerun({"synthetic": {"drive": {"mix": {"unit": 1.0}}}}) == set()  # planted RFs
+    layer = _changed(a, {"synthetic": {"drive": {"kind": "layer", "model": "m", "layer": "x"}}})
+    rows = {n: ModelSpec(n, "torchvision:resnet18", "random", 32) for n in ("m", "other")}
+    assert wp.layer_drive_model(a, rows) is None
+    assert wp.layer_drive_model(layer, rows) == {"spec": rows["m"].to_dict(), "seed": 0}
+    changed = {**rows, "other": ModelSpec("other", "torchvision:resnet50", "random", 64)}
+    assert wp.layer_drive_model(layer, changed) == wp.layer_drive_model(layer, rows)
+    with pytest.raises(ValueError, match="not in the models table"):
+        wp.layer_drive_model(layer, {})
+    with pytest.raises(ValueError, match="replace settings"):
+        wp.job_params("compare_figures", a, metrics=["rsa_spearman"])
+
+
+#: prints {job: its params as Snakemake records them for the params rerun trigger} of the
+#: workflow's DAG in a working directory (Snakemake's API; argv: Snakefile, workdir, out)
+_PROBE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
+)
+snakefile, workdir, out = sys.argv[1:4]
+with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(),
+        storage_settings=StorageSettings(),
+        snakefile=Path(snakefile),
+        workdir=Path(workdir),
+    )
+    wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
+    w = wf._workflow
+    jobs = {
+        f"{job.rule.name}:{sorted(job.wildcards_dict.items())}": w.persistence._params(job)
+        for job in w.dag.jobs
+    }
+Path(out).write_text(json.dumps(jobs))
+"""
+
+
+def _dag_params(workdir, config: dict) -> dict:
+    copy_config(workdir)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = workdir / "params.json"
+    proc = subprocess.run(
+        ["timeout", "300", sys.executable, "-c", _PROBE, str(ROOT / "Snakefile"), str(workdir),
+         str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_rule_params_of_the_demo_dag(tmp_path):
+    """Planned from scratch, every job of the demo has the same params (what Snakemake's params
+    trigger compares) with every key in reverse order and other run settings; other bootstrap,
+    null and metric settings change compare_model's params and leave compare_prepare's."""
+    a = _demo_config()
+    runs = {
+        "a": a,
+        "b": _changed(_reversed(a), RUN_CHANGES),
+        "c": _changed(
+            a, {"compare": {"n_boot": 7, "n_perm": 9, "metrics": ["rsa_spearman", "ridge"]}}
+        ),
+    }
+    got = {}
+    for name, cfg in runs.items():
+        (tmp_path / name).mkdir()
+        got[name] = _dag_params(tmp_path / name, cfg)
+    assert got["a"] == got["b"]
+    rules = {job.split(":")[0] for job in got["a"]}
+    assert set(wp.JOB_KEYS) <= rules | {"stimuli"}
+    for job, params in got["a"].items():
+        rule = job.split(":")[0]
+        if rule in ("compare_model", "compare_figures"):
+            assert got["c"][job] != params, job
+        elif rule not in ("all", "compare_aggregate"):
+            assert got["c"][job] == params, job

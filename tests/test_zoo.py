@@ -1,6 +1,7 @@
 """The model table: parsing, validation, building, weights sources, preprocessing."""
 
 import hashlib
+import pkgutil
 import sys
 from pathlib import Path
 
@@ -186,6 +187,34 @@ def test_register_builder():
         assert model[0].out_channels == 5
     finally:
         del zoo.BUILDERS["tiny"]
+
+
+def test_a_model_source_is_one_module(tmp_path):
+    """Every module of models.builders is a source; a new module there is found and its rows
+    validate, without torch at import."""
+    from mice2machines.models import builders
+
+    names = {m.name for m in pkgutil.iter_modules(builders.__path__)}
+    assert {"torchvision", "efficientnet_lite", "digits"} <= names <= set(zoo.BUILDERS)
+    (tmp_path / "tiny_source.py").write_text(
+        "from mice2machines.models.zoo import register_builder\n"
+        "def build(arch, pretrained, spec, weights_dir):\n"
+        "    import torch\n"
+        "    return torch.nn.Conv2d(3, int(arch), 3)\n"
+        "register_builder('tiny_source', build, preprocess='unit')\n"
+    )
+    builders.__path__.append(str(tmp_path))
+    try:
+        zoo._load_builtin()
+        spec = zoo.ModelSpec("x", "tiny_source:4", "random", 16, "unit")
+        zoo.validate_spec(spec)
+        assert zoo.build_model(spec).out_channels == 4
+        with pytest.raises(zoo.ZooError, match="unit"):
+            zoo.validate_spec(zoo.ModelSpec("x", "tiny_source:4", "random", 16))
+    finally:
+        builders.__path__.remove(str(tmp_path))
+        sys.modules.pop("mice2machines.models.builders.tiny_source", None)
+        zoo.BUILDERS.pop("tiny_source", None)
 
 
 def test_digits_checkpoints_of_this_project(tmp_path):

@@ -1,7 +1,15 @@
 """Comparison: neural groups and maps -> neuron selection -> one metric job per model ->
 aggregated store, tidy CSV and report figures (mice2machines.compare)."""
 
+# Params: each rule passes the compare settings its job reads, as one sorted JSON string
+# (mice2machines.workflow_params), so reordering the config reruns nothing and a setting
+# reruns only the jobs that read it: compare_prepare none of the metric, bootstrap and null
+# settings (metrics, n_boot, n_perm, ...), compare_select only selection and seed. Left out,
+# read by the scripts from the config, because they cannot change a result: compare.device,
+# unit_chunk (units per streamed chunk), gpu (a resource) and every dask setting.
+
 from mice2machines.compare import settings as compare_settings
+from mice2machines.workflow_params import job_params
 
 COMPARE = compare_settings(config.get("compare"))
 CMP = f"{RESULTS}/compare"
@@ -36,7 +44,7 @@ rule compare_prepare:
         mem_mb=res("compare_prepare", "mem_mb", 8000),
         runtime=res("compare_prepare", "runtime", 60),
     params:
-        cfg=COMPARE,
+        cfg=job_params("compare_prepare", config),
     script:
         "../scripts/compare_prepare.py"
 
@@ -54,7 +62,7 @@ rule compare_select:
         mem_mb=res("compare_select", "mem_mb", 4000),
         runtime=res("compare_select", "runtime", 30),
     params:
-        cfg=COMPARE,
+        cfg=job_params("compare_select", config),
     script:
         "../scripts/compare_select.py"
 
@@ -76,7 +84,7 @@ rule compare_model:
         mem_mb=res("compare_model", "mem_mb", 8000),
         runtime=res("compare_model", "runtime", 120),
     params:
-        cfg=COMPARE,
+        cfg=job_params("compare_model", config),
     script:
         "../scripts/compare_model.py"
 
@@ -96,9 +104,7 @@ rule compare_aggregate:
         mem_mb=res("compare_aggregate", "mem_mb", 4000),
         runtime=res("compare_aggregate", "runtime", 30),
     params:
-        models=COMPARE_MODELS,
-        cfg=COMPARE,
-        dask=config.get("dask", {}),
+        cfg=job_params("compare_aggregate", config, models=COMPARE_MODELS),
     script:
         "../scripts/compare_aggregate.py"
 
@@ -149,6 +155,6 @@ rule compare_figures:
         mem_mb=res("compare_figures", "mem_mb", 2000),
         runtime=res("compare_figures", "runtime", 15),
     params:
-        metrics=COMPARE["metrics"],
+        cfg=job_params("compare_figures", config),
     script:
         "../scripts/compare_figures.py"

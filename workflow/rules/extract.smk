@@ -1,8 +1,16 @@
 """Model zoo -> weights (login node) -> one activation store per model; architecture similarity."""
 
+# Params: each rule passes its model's zoo row and the models settings its job reads, as one
+# sorted JSON string (mice2machines.workflow_params), so reordering the config or the table's
+# columns reruns nothing. Left out, read by the scripts from the config, because they cannot
+# change a store: models.device, writers and threads (where and how fast it runs), gpu (a
+# resource), max_store_gb (a limit the job only checks) and, for extraction, weights_dir (the
+# weights are verified by sha256; fetch_weights, whose manifest records the path, keeps it).
+
 import re
 
 from mice2machines.models.zoo import read_zoo
+from mice2machines.workflow_params import job_params
 
 MODELS_CFG = config["models"]
 ZOO_TABLE = (
@@ -16,21 +24,6 @@ if _unknown:
     raise ValueError(f"models.only names models not in {ZOO_TABLE}: {_unknown}")
 MODEL_NAMES = [n for n in ZOO if not MODELS_CFG["only"] or n in MODELS_CFG["only"]]
 ARCHSIM = f"{RESULTS}/archsim"
-EXTRACT_SETTINGS = {
-    k: MODELS_CFG[k]
-    for k in (
-        "batch_size",
-        "precision",
-        "store_dtype",
-        "compressor",
-        "chunk_mb",
-        "max_store_gb",
-        "max_memory_gb",
-        "device",
-        "writers",
-        "probe_images",
-    )
-}
 
 
 wildcard_constraints:
@@ -66,8 +59,7 @@ rule fetch_weights:
         mem_mb=1000,
         runtime=60,
     params:
-        spec=lambda wc: ZOO[wc.model].to_dict(),
-        weights_dir=MODELS_CFG["weights_dir"],
+        cfg=lambda wc: job_params("fetch_weights", config, spec=ZOO[wc.model].to_dict()),
     script:
         "../scripts/fetch_weights.py"
 
@@ -93,11 +85,9 @@ rule extract_activations:
         ),
         runtime=res("extract_activations", "runtime", 120),
     params:
-        spec=lambda wc: ZOO[wc.model].to_dict(),
-        settings=EXTRACT_SETTINGS,
-        weights_dir=MODELS_CFG["weights_dir"],
-        layer_types=MODELS_CFG["layer_types"],
-        seed=MODELS_CFG["seed"],
+        cfg=lambda wc: job_params(
+            "extract_activations", config, spec=ZOO[wc.model].to_dict()
+        ),
     script:
         "../scripts/extract_activations.py"
 
@@ -116,7 +106,10 @@ rule architecture_similarity:
         mem_mb=2000,
         runtime=20,
     params:
-        specs=[ZOO[n].to_dict() for n in MODEL_NAMES],
-        cfg=MODELS_CFG["archsim"],
+        cfg=job_params(
+            "architecture_similarity",
+            config,
+            specs=[ZOO[n].to_dict() for n in MODEL_NAMES],
+        ),
     script:
         "../scripts/architecture_similarity.py"

@@ -1,5 +1,13 @@
 """Neural data: synthetic or Allen sessions -> NWB -> per-experiment zarr -> population."""
 
+# Params: each rule passes the settings its job reads, as one sorted JSON string
+# (mice2machines.workflow_params), so reordering the config reruns nothing. Left out, read by
+# the scripts from the config, because they cannot change a result: neural.cell_block (cells
+# per streamed block and zarr chunk) and every dask setting (cluster, workers, threads). The
+# models table path and weights_dir of a layer drive stay out too: its zoo row and seed are in.
+
+from mice2machines.workflow_params import job_params, layer_drive_model
+
 
 wildcard_constraints:
     eid=r"\d+",
@@ -23,7 +31,7 @@ if SOURCE == "synthetic":
             mem_mb=1000,
             runtime=10,
         params:
-            cfg=config["synthetic"],
+            cfg=job_params("synthetic_stimuli", config),
         script:
             "../scripts/synthetic_stimuli.py"
 
@@ -38,7 +46,7 @@ if SOURCE == "synthetic":
             mem_mb=500,
             runtime=5,
         params:
-            cfg=config["synthetic"],
+            cfg=job_params("synthetic_manifest", config),
         script:
             "../scripts/synthetic_manifest.py"
 
@@ -57,8 +65,10 @@ if SOURCE == "synthetic":
             mem_mb=2000,
             runtime=10,
         params:
-            cfg=config["synthetic"],
-            drive=layer_drive_params(),
+            # ZOO: the model table read by extract.smk
+            cfg=lambda wc: job_params(
+                "synthetic_session", config, drive_model=layer_drive_model(config, ZOO)
+            ),
         script:
             "../scripts/synthetic_session.py"
 
@@ -137,7 +147,7 @@ rule nwb_to_zarr:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=config["neural"],
+        cfg=job_params("nwb_to_zarr", config),
     script:
         "../scripts/nwb_to_zarr.py"
 
@@ -171,7 +181,6 @@ rule population:
         mem_mb=8000,
         runtime=60,
     params:
-        cfg=config["neural"],
-        dask=config.get("dask", {}),
+        cfg=job_params("population", config),
     script:
         "../scripts/population.py"

@@ -1,14 +1,17 @@
 """Rule architecture_similarity: Needleman-Wunsch similarity of the zoo's layer sequences."""
 
+import json
+
 import pandas as pd
 
 from mice2machines.io import script_logger
 from mice2machines.models import archsim, zoo
 
 log = script_logger(snakemake.log[0])
-cfg = dict(snakemake.params.cfg)
+job = json.loads(snakemake.params.cfg)
+cfg = dict(job["archsim"])
 n_short = cfg.pop("shortlist", 5)
-seqs = archsim.zoo_sequences([zoo.ModelSpec(**s) for s in snakemake.params.specs])
+seqs = archsim.zoo_sequences([zoo.ModelSpec(**s) for s in job["specs"]])
 sim = archsim.similarity_matrix(seqs, **cfg)
 sim.to_csv(snakemake.output.similarity, sep="\t", float_format="%.6g")
 pd.DataFrame(

@@ -1,14 +1,19 @@
 """compare_aggregate: all model stores into one labelled store (dask) and tidy CSV tables."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
+import json
+
 from mice2machines.cluster import dask_client
 from mice2machines.compare import aggregate
+from mice2machines.compare.registry import load_plugins
 from mice2machines.io import provenance, script_logger, write_zarr_atomic
 
 log = script_logger(snakemake.log[0])
-with dask_client(snakemake.params.dask):
-    ds = aggregate.aggregate(list(snakemake.input.stores), snakemake.params.models)
-    ds.attrs["provenance"] = provenance(config=snakemake.params.cfg)
+cfg = json.loads(snakemake.params.cfg)
+load_plugins(cfg["plugins"])
+with dask_client(snakemake.config["dask"]):
+    ds = aggregate.aggregate(list(snakemake.input.stores), cfg["models"])
+    ds.attrs["provenance"] = provenance(config=cfg)
     write_zarr_atomic(ds, snakemake.output.store)
 log.info("wrote %s", snakemake.output.store)
 ds = aggregate.open_store(snakemake.output.store)

@@ -1,17 +1,21 @@
 """compare_figures: heatmaps, best layer per area, E vs I, the paper's RMSE distributions."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
+import json
+
 import pandas as pd
 
 from mice2machines.compare import aggregate, figures
+from mice2machines.compare.registry import load_plugins
 from mice2machines.io import script_logger
 
 log = script_logger(snakemake.log[0])
+cfg = json.loads(snakemake.params.cfg)
+load_plugins(cfg["plugins"])
 ds = aggregate.open_store(snakemake.input.store).load()
 df = pd.read_csv(snakemake.input.csv)
 outputs = {
-    f"heatmap:{m}": p
-    for m, p in zip(snakemake.params.metrics, snakemake.output.heatmaps, strict=True)
+    f"heatmap:{m}": p for m, p in zip(cfg["metrics"], snakemake.output.heatmaps, strict=True)
 }
 outputs.update(
     {

@@ -1,11 +1,14 @@
 """compare_model: every metric of one model's layers against every neural group."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines.compare import job, prepare, settings
+import json
+
+from mice2machines.compare import job, prepare
 from mice2machines.io import open_zarr, provenance, script_logger, write_zarr_atomic
+from mice2machines.workflow_params import run_settings
 
 log = script_logger(snakemake.log[0])
-cfg = settings(snakemake.params.cfg)
+cfg = {**json.loads(snakemake.params.cfg), **run_settings("compare", snakemake.config)}
 neural = open_zarr(snakemake.input.neural).load()
 selected = prepare.read_selected(snakemake.input.selected, neural)
 ds = job.compare_model(

@@ -1,11 +1,13 @@
 """compare_prepare: trial means, neural groups, split-half ceilings, neuron maps."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines.compare import prepare, settings
+import json
+
+from mice2machines.compare import prepare
 from mice2machines.io import open_zarr, provenance, script_logger, write_zarr_atomic
 
 log = script_logger(snakemake.log[0])
-cfg = settings(snakemake.params.cfg)
+cfg = json.loads(snakemake.params.cfg)
 ds = prepare.prepare_neural(
     open_zarr(snakemake.input.population), open_zarr(snakemake.input.stimuli), cfg
 )

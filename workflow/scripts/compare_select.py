@@ -1,11 +1,13 @@
 """compare_select: the paper's neuron selection (UMAP, K-means, nearest to each centre)."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
-from mice2machines.compare import selection, settings
+import json
+
+from mice2machines.compare import selection
 from mice2machines.io import open_zarr, script_logger
 
 log = script_logger(snakemake.log[0])
-cfg = settings(snakemake.params.cfg)
+cfg = json.loads(snakemake.params.cfg)
 neural = open_zarr(snakemake.input.neural)
 table = selection.select_neurons(
     neural["maps"].values,

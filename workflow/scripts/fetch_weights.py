@@ -6,8 +6,9 @@ from mice2machines.io import script_logger
 from mice2machines.models import zoo
 
 log = script_logger(snakemake.log[0])
-spec = zoo.ModelSpec(**snakemake.params.spec)
-record = zoo.fetch_weights(spec, snakemake.params.weights_dir)
+cfg = json.loads(snakemake.params.cfg)
+spec = zoo.ModelSpec(**cfg["spec"])
+record = zoo.fetch_weights(spec, cfg["weights_dir"])
 log.info("%s: %s weights %s -> %s", spec.name, record["kind"], spec.weights, record["path"])
 with open(snakemake.output[0], "w") as f:
     json.dump(record, f, indent=1)

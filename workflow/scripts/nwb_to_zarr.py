@@ -1,8 +1,14 @@
+"""nwb_to_zarr: one NWB session to its experiment store (trial responses, blanks, snippets)."""
+
+import json
+
 from mice2machines.io import script_logger
 from mice2machines.neural import convert as neural
 from mice2machines.neural import nwb
+from mice2machines.workflow_params import run_settings
 
 log = script_logger(snakemake.log[0])
+cfg = {**json.loads(snakemake.params.cfg), **run_settings("neural", snakemake.config)}
 session = nwb.read_session(snakemake.input.nwb)
 log.info(
     "%s: experiment %d, %s %s, %d cells, %d frames, %d presentations",
@@ -14,5 +20,5 @@ log.info(
     session.n_frames,
     len(session.stimulus),
 )
-summary = neural.convert_session(session, snakemake.output.store, snakemake.params.cfg)
+summary = neural.convert_session(session, snakemake.output.store, cfg)
 log.info("done: %s", summary)

@@ -1,3 +1,5 @@
+"""stimuli: the natural-scenes template of the first experiment, to zarr (no settings)."""
+
 from mice2machines.io import script_logger
 from mice2machines.neural import nwb, population
 

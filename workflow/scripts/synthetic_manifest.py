@@ -1,6 +1,10 @@
+"""synthetic_manifest: the synthetic experiment manifest."""
+
+import json
+
 from mice2machines import synthetic
 from mice2machines.io import script_logger
 
 log = script_logger(snakemake.log[0])
-table = synthetic.write_manifest(snakemake.output.manifest, snakemake.params.cfg)
+table = synthetic.write_manifest(snakemake.output.manifest, json.loads(snakemake.params.cfg))
 log.info("%d synthetic experiments", len(table))

