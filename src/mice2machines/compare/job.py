@@ -291,9 +291,13 @@ def representation_null(m: Metric, neural: Representations, model: Representatio
 def cell_null(m: Metric, layers: list[Layer], membership: np.ndarray):
     """(n_perm, groups, layers) null of a cell metric's group medians."""
     nulls = [layer.nulls.get(m.name) for layer in layers]
-    if any(n is None for n in nulls):
+    if all(n is None for n in nulls):
         return None
-    return np.stack([group_null_median(n, membership) for n in nulls], axis=-1)
+    P = next(len(n) for n in nulls if n is not None)
+    empty = np.full((P, len(membership)), np.nan)  # a layer the metric has no value for
+    return np.stack(
+        [empty if n is None else group_null_median(n, membership) for n in nulls], axis=-1
+    )
 
 
 STATS = ("null_mean", "null_sd", "p", "q", "score_corrected", "z")

@@ -75,6 +75,7 @@ class JobContext:
     dtype: np.dtype
     cfg: Mapping
     perms: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    cache: dict = dataclasses.field(default_factory=dict)  # what scorers share across layers
 
     @property
     def n_images(self) -> int:

@@ -33,6 +33,8 @@ def _all_maps(ctx) -> tuple[np.ndarray, int]:
     perms = ctx.perms.get("n_perm_max")
     if perms is None or not len(perms):
         return ctx.maps, 0
+    if "rf_maps" in ctx.cache:  # the same for every layer and both RF metrics
+        return ctx.cache["rf_maps"], len(perms)
     Y = ctx.Y[:, ctx.selected]
     null = rf.response_maps(
         permuted_columns(Y, perms).T,
@@ -40,7 +42,8 @@ def _all_maps(ctx) -> tuple[np.ndarray, int]:
         bool(ctx.cfg["map_center"]),
         ctx.cfg["map_normalize"],
     )
-    return np.concatenate([ctx.maps, null]), len(perms)
+    ctx.cache["rf_maps"] = np.concatenate([ctx.maps, null])
+    return ctx.cache["rf_maps"], len(perms)
 
 
 def _split(ctx, best: np.ndarray, n_perm: int) -> tuple[np.ndarray, np.ndarray | None]:
