@@ -110,12 +110,14 @@ def test_allen_config_plans_every_area_cre_line_and_model(sdk_python, tmp_path):
     from conftest import copy_config, snakemake_cmd
 
     from mice2machines.models.zoo import read_zoo
+    from mice2machines.settings import section
 
     root = real_fixtures()
     if root is None:
         pytest.skip("real Allen metadata (shared/data/allen) not present")
     copy_config(tmp_path)
     cfg = yaml.safe_load((ROOT / "config" / "allen.yaml").read_text())
+    cfg["allen"] = section("allen", cfg.get("allen"))  # the config holds only non-defaults
     cfg["allen"]["python"] = str(sdk_python)
     (tmp_path / "config" / "allen.yaml").write_text(yaml.safe_dump(cfg))
     cache = tmp_path / cfg["allen"]["cache_dir"]
