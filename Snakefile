@@ -19,3 +19,9 @@ include: "workflow/rules/neural.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/dg.smk"
+
+
+# rule names under `resources:` must be rules of this workflow (a typo would be ignored)
+_unknown = sorted(set(config["resources"]) - {r.name for r in workflow.rules})
+if _unknown:
+    raise ValueError(f"config resources: no rule named {', '.join(_unknown)}")

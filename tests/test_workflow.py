@@ -69,6 +69,30 @@ def test_invalid_config_is_rejected(tmp_path):
     assert "n_repeats" in out and "is not of type 'integer'" in out
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"comapre": {"n_boot": 3}}, "config (top level): Additional properties are not allowed"),
+        ({"compare": {"n_bot": 3}}, "config compare: Additional properties are not allowed"),
+        ({"compare": {"metrics": ["rsa"]}}, "config compare.metrics.0: 'rsa' is not one of"),
+        ({"resources": {"compare_modle": {"mem_mb": 10}}}, "no rule named compare_modle"),
+    ],
+)
+def test_config_mistakes_refused_before_any_job(tmp_path, edit, message):
+    """A typo in a key, a value or a rule name stops the plan with one line naming it."""
+    (tmp_path / "config").mkdir()
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key, value in edit.items():
+        cfg[key] = {**(cfg.get(key) or {}), **value}
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "-n", timeout_s=120), capture_output=True, text=True
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in out, out[-2000:]
+    assert "$schema" not in out  # the message, not a schema dump
+
+
 def test_allen_config_dry_run_plans_discovery(tmp_path):
     """config/allen.yaml parses, validates and starts from the discovery checkpoint."""
     copy_config(tmp_path)

@@ -107,7 +107,8 @@ def defaults(name: str) -> dict:
 
 
 def _message(section: str, err) -> str:
-    path = ".".join([section, *(str(p) for p in err.absolute_path)])
+    keys = [str(p) for p in err.absolute_path]
+    path = ".".join(keys if section == "config" else [section, *keys]) or "(top level)"
     sub = err.schema if isinstance(err.schema, dict) else {}
     if err.validator == "additionalProperties":
         allowed = sorted(sub.get("properties", {}))

@@ -79,19 +79,3 @@ def experiment_stores(wildcards):
 
 def first_experiment_nwb(wildcards):
     return f"{RAW}/{experiment_ids(wildcards)[0]}.nwb"
-
-
-def layer_drive_params():
-    """Model settings of a layer-driven synthetic dataset; None for planted RFs.
-
-    Kept out of the params of RF-driven runs, so zoo changes never regenerate their data.
-    """
-    drive = config["synthetic"].get("drive") or {}
-    if drive.get("kind", "rf") != "layer":
-        return None
-    table = config["models"]["table"]
-    return {
-        "models_table": table if os.path.exists(table) else workflow_path(table),
-        "weights_dir": config["models"]["weights_dir"],
-        "seed": config["models"]["seed"],
-    }

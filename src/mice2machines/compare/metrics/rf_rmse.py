@@ -132,37 +132,25 @@ class RFNeuRNScorer:
         }
 
 
-register_metric(
-    Metric(
-        name="rf_rmse",
-        kind="cell",
-        higher_is_better=False,
-        description="RMSE between a neuron's map and its best unit's map (paper)",
-        layer=RFScorer,
-        cell_var="rf_rmse",
-        variables={
-            "rf_rmse": Variable(),
-            "rf_mean_rmse": Variable(),
-            "rf_unit": Variable(("cell",), -1, "int64"),
-            "rf_unit_activity": Variable(("cell", "quantile"), coords={"quantile": QUANTILES}),
-        },
-        unit_var="rf_unit",
-        null_perms="n_perm_max",
+UNIT = Variable(("cell",), -1, "int64")
+for _name, _scorer, _about, _extra in (
+    ("rf_rmse", RFScorer, "RMSE between a neuron's map and its best unit's map (paper)", {
+        "rf_mean_rmse": Variable(),
+        "rf_unit_activity": Variable(("cell", "quantile"), coords={"quantile": QUANTILES}),
+    }),
+    ("rf_rmse_neurn", RFNeuRNScorer, "rf_rmse with NeuRN on the feature maps first (paper)", {}),
+):  # fmt: skip
+    _unit = "rf_unit" + _name.removeprefix("rf_rmse")
+    register_metric(
+        Metric(
+            name=_name,
+            kind="cell",
+            higher_is_better=False,
+            description=_about,
+            layer=_scorer,
+            cell_var=_name,
+            variables={_name: Variable(), _unit: UNIT, **_extra},
+            unit_var=_unit,
+            null_perms="n_perm_max",
+        )
     )
-)
-register_metric(
-    Metric(
-        name="rf_rmse_neurn",
-        kind="cell",
-        higher_is_better=False,
-        description="rf_rmse with NeuRN applied to the feature maps first (paper)",
-        layer=RFNeuRNScorer,
-        cell_var="rf_rmse_neurn",
-        variables={
-            "rf_rmse_neurn": Variable(),
-            "rf_unit_neurn": Variable(("cell",), -1, "int64"),
-        },
-        unit_var="rf_unit_neurn",
-        null_perms="n_perm_max",
-    )
-)
