@@ -259,11 +259,6 @@ class Representations:
         names = list(names) if names is not None else list(range(len(grams)))
         return cls(names, np.stack(grams), np.stack(rdms))
 
-    def take(self, idx) -> Representations:
-        """A subset by position."""
-        idx = np.atleast_1d(idx)
-        return Representations([self.names[i] for i in idx], self.grams[idx], self.rdms[idx])
-
 
 def rsa_table(neural, model, methods: Sequence[str] = ("spearman", "pearson")) -> dict:
     """{method: (neural k, model k) RSA matrix} for two sets of Representations or RDM stacks."""
