@@ -1,4 +1,4 @@
-"""Activation extraction against its floor (issue 3), meant for the GPU machine.
+"""Activation extraction against its floor, meant for the GPU machine.
 
 For each model (random weights: speed does not depend on the values) and precision, all
 Conv2d layers of ``--images`` stimuli at full Allen size (918 x 1174, resized on the GPU):

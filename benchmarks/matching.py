@@ -1,4 +1,4 @@
-"""One-to-one neuron-to-unit matching, 1000 neurons x 10^6 units, on the GPU (issue 4).
+"""One-to-one neuron-to-unit matching, 1000 neurons x 10^6 units, on the GPU.
 
 Same run, same inputs (118 stimuli, float32 units, 5 folds): median time (CUDA events) of
 

@@ -1,4 +1,4 @@
-"""All RDMs + RSA for many neural groups x model layers: our engine vs rsatoolbox (issue 4).
+"""All RDMs + RSA for many neural groups x model layers: our engine vs rsatoolbox.
 
 Same run, same inputs (float32 arrays, 118 stimuli): G neural groups and L layers of
 geometrically spaced widths. Three timings (bound and engine alternate, --reps times each;

@@ -153,7 +153,7 @@ def test_layer_views_and_shares():
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
 def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
-    """Planted truth (issue 4): neurons driven by one layer of a zoo model rank it first.
+    """Planted truth: neurons driven by one layer of a zoo model rank it first.
 
     One generator setting (the default drive: 20 % of the neurons copy a unit, 50 % its
     channel, 30 % that channel after NeuRN), all eight metrics, three seeds (seeds 5-10 all
