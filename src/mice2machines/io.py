@@ -123,6 +123,15 @@ def open_zarr(path: str | os.PathLike, **kwargs):
         return xr.open_zarr(path, consolidated=False, **kwargs)
 
 
+def concat_stores(parts, dim: str, **options):
+    """Datasets read from stores, concatenated along ``dim`` (lazily where they are): the
+    union of their other coordinates (outer join), every data variable along ``dim``;
+    ``options`` (coords, compat, fill_value, combine_attrs, ...) go on to ``xr.concat``."""
+    import xarray as xr
+
+    return xr.concat(list(parts), dim=dim, join="outer", data_vars="all", **options)
+
+
 def script_logger(
     log_path: str | os.PathLike | None, name: str = "mice2machines"
 ) -> logging.Logger:

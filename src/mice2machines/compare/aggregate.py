@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..io import as_str
+from ..io import as_str, concat_stores
 from .registry import METRICS, cell_variables
 
 LAYER_VARS = ("layer_index", "layer_depth", "n_units", "layer_kind")
@@ -42,15 +42,8 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
         ds = ds.reset_coords([c for c in LAYER_VARS if c in ds.coords])
         ds.attrs = {}
         parts.append(ds.expand_dims(model=[name]))
-    out = xr.concat(
-        parts,
-        dim="model",
-        join="outer",
-        coords="minimal",
-        compat="override",
-        data_vars="all",
-        fill_value={**{v: np.nan for v in parts[0].data_vars}, **fill_values()},
-    )
+    fill = {**{v: np.nan for v in parts[0].data_vars}, **fill_values()}
+    out = concat_stores(parts, "model", coords="minimal", compat="override", fill_value=fill)
     out = out.set_coords([c for c in LAYER_VARS if c in out])
     # uniform chunks for zarr: one model per chunk, everything else whole
     out = out.chunk({d: 1 if d == "model" else -1 for d in out.dims})

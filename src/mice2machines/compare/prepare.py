@@ -52,9 +52,36 @@ def prepare_neural(
 ) -> xr.Dataset:
     """The neural store of the comparison (see compare.smk: compare_prepare)."""
     cfg = settings(cfg)
+    pop, responses = _usable_cells(population, cfg["min_reliability"])
+    images = _stimulus_images(stimuli, pop)
+    means = _trial_means(responses)
+    cells = cell_table(pop)
+    groups = neural_groups(cells, cfg["groups"], int(cfg["min_cells"]))
+    log.info("compare: %d cells, %d images, %d groups", len(cells), means.shape[1], len(groups))
+
+    size = tuple(cfg["map_size"]) if cfg["map_size"] else images.shape[1:]
+    F = rf.stimulus_matrix(images, size)
+    maps = rf.response_maps(means, F, cfg["map_center"], cfg["map_normalize"])
+    log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
+
+    # every registered split-half metric: prepare does not depend on compare.metrics
+    ceiled = split_half_metrics()
+    ceiling = _ceiling_table(responses, groups, ceiled, cfg)
+    reliability = _reliability(pop, responses, cfg)
+    log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
+    coords = _neural_coords(cells, groups, ceiled, means.shape[1], size)
+    return _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+
+
+def _usable_cells(population: xr.Dataset, min_reliability=None) -> tuple[xr.Dataset, np.ndarray]:
+    """The cells kept for the comparison and their responses (cell, image, repeat) float32.
+
+    Cells below ``min_reliability`` (where the store has a reliability) are left out, and so,
+    with a warning, are those without usable responses: fewer than 3 finite trial means, or
+    all of them equal."""
     pop = population
-    if cfg["min_reliability"] is not None and "reliability" in pop:
-        keep = (pop["reliability"] >= cfg["min_reliability"]).values
+    if min_reliability is not None and "reliability" in pop:
+        keep = (pop["reliability"] >= min_reliability).values
         pop = pop.isel(cell=np.flatnonzero(keep))
     responses = np.asarray(pop["responses"].values, dtype=np.float32)  # (cell, image, repeat)
     with np.errstate(invalid="ignore"):
@@ -70,42 +97,48 @@ def prepare_neural(
         responses = responses[usable]
     if pop.sizes["cell"] == 0:
         raise ValueError("compare: no cells left (check compare.min_reliability)")
+    return pop, responses
+
+
+def _stimulus_images(stimuli: xr.Dataset, pop: xr.Dataset) -> np.ndarray:
+    """The stimulus images (image, y, x) float64, in the order of the population's images."""
     images = stimuli["images"]
     if "image" in images.coords and "image" in pop.coords:
         images = images.sel(image=pop["image"].values)
-    images = np.asarray(images.values, dtype=np.float64)
+    return np.asarray(images.values, dtype=np.float64)
+
+
+def _trial_means(responses: np.ndarray) -> np.ndarray:
+    """Trial-averaged responses (cell, image); a cell's missing means are its mean over images."""
     means = rf.trial_average(responses)
-    means = np.where(np.isfinite(means), means, np.nanmean(means, 1, keepdims=True))
-    cells = cell_table(pop)
-    groups = neural_groups(cells, cfg["groups"], int(cfg["min_cells"]))
-    log.info("compare: %d cells, %d images, %d groups", len(cells), means.shape[1], len(groups))
+    return np.where(np.isfinite(means), means, np.nanmean(means, 1, keepdims=True))
 
-    size = tuple(cfg["map_size"]) if cfg["map_size"] else images.shape[1:]
-    F = rf.stimulus_matrix(images, size)
-    maps = rf.response_maps(means, F, cfg["map_center"], cfg["map_normalize"])
-    log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
 
+def _ceiling_table(responses, groups: pd.DataFrame, metrics, cfg: dict) -> np.ndarray:
+    """Split-half noise ceilings (metric, group) of the metrics that have one."""
     positions = dict(zip(groups["group"], groups["positions"], strict=True))
-    ceiled = (
-        split_half_metrics()
-    )  # every registered one: prepare does not depend on compare.metrics
     ceil = group_ceilings(
         responses,
         positions,
         int(cfg["n_splits"]),
         int(cfg["seed"]),
-        metrics=ceiled,
+        metrics=metrics,
         remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
     )
-    if "reliability" in pop:
-        reliability = np.asarray(pop["reliability"].values, dtype=np.float64)
-    else:
-        reliability = cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
-    log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
+    values = np.array([ceil[m] for m in metrics], dtype=np.float64)
+    return values.reshape(len(metrics), len(groups))
 
-    membership = np.zeros((len(groups), len(cells)), dtype=bool)
-    for i, pos in enumerate(groups["positions"]):
-        membership[i, pos] = True
+
+def _reliability(pop: xr.Dataset, responses: np.ndarray, cfg: dict) -> np.ndarray:
+    """Each cell's split-half reliability: the store's, or computed from its responses."""
+    if "reliability" in pop:
+        return np.asarray(pop["reliability"].values, dtype=np.float64)
+    return cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
+
+
+def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, n_images: int, size):
+    """Coordinates of the neural store: cells (with their per-cell coordinates), images,
+    groups, ceiled metrics and the map grid."""
     coords = {"cell": cells["cell"].to_numpy()}
     for c in CELL_COORDS:
         if c in cells:
@@ -113,53 +146,58 @@ def prepare_neural(
             coords[c] = ("cell", v.astype(str) if v.dtype == object else v)
     coords.update(
         {
-            "image": np.arange(means.shape[1]),
+            "image": np.arange(n_images),
             "group": groups["group"].to_numpy().astype(str),
             "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
             "group_value": ("group", groups["value"].to_numpy().astype(str)),
-            "metric": ceiled,
+            "metric": metrics,
             "y_map": np.arange(size[0]),
             "x_map": np.arange(size[1]),
         }
     )
-    ds = xr.Dataset(
-        {
-            "responses": (
-                ("cell", "image"),
-                means.astype(np.float32),
-                {"long_name": "trial-averaged response"},
-            ),
-            "reliability": (
-                ("cell",),
-                reliability.astype(np.float32),
-                {"long_name": "split-half reliability (Spearman-Brown)"},
-            ),
-            "maps": (
-                ("cell", "y_map", "x_map"),
-                maps.reshape(len(cells), *size).astype(np.float32),
-                {
-                    "long_name": "receptive-field map N = T'F_S",
-                    "center": int(bool(cfg["map_center"])),
-                    "normalize": cfg["map_normalize"],
-                },
-            ),
-            "stimulus_matrix": (
-                ("image", "y_map", "x_map"),
-                F.reshape(len(F), *size).astype(np.float32),
-                {"long_name": "F_S: resized stimuli, 0..1"},
-            ),
-            "membership": (("group", "cell"), membership),
-            "ceiling": (
-                ("metric", "group"),
-                np.array([ceil[m] for m in ceiled], dtype=np.float64).reshape(
-                    len(ceiled), len(groups)
-                ),
-                {"long_name": "split-half noise ceiling (Spearman-Brown)"},
-            ),
-        },
-        coords=coords,
-    )
-    return ds
+    return coords
+
+
+def _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg) -> xr.Dataset:
+    """The neural store from its parts (see prepare_neural)."""
+    n_cells = len(coords["cell"])
+    membership = np.zeros((len(groups), n_cells), dtype=bool)
+    for i, pos in enumerate(groups["positions"]):
+        membership[i, pos] = True
+    map_attrs = {
+        "long_name": "receptive-field map N = T'F_S",
+        "center": int(bool(cfg["map_center"])),
+        "normalize": cfg["map_normalize"],
+    }
+    data = {
+        "responses": (
+            ("cell", "image"),
+            means.astype(np.float32),
+            {"long_name": "trial-averaged response"},
+        ),
+        "reliability": (
+            ("cell",),
+            reliability.astype(np.float32),
+            {"long_name": "split-half reliability (Spearman-Brown)"},
+        ),
+        "maps": (
+            ("cell", "y_map", "x_map"),
+            maps.reshape(n_cells, *size).astype(np.float32),
+            map_attrs,
+        ),
+        "stimulus_matrix": (
+            ("image", "y_map", "x_map"),
+            F.reshape(len(F), *size).astype(np.float32),
+            {"long_name": "F_S: resized stimuli, 0..1"},
+        ),
+        "membership": (("group", "cell"), membership),
+        "ceiling": (
+            ("metric", "group"),
+            ceiling,
+            {"long_name": "split-half noise ceiling (Spearman-Brown)"},
+        ),
+    }
+    return xr.Dataset(data, coords=coords)
 
 
 def read_selected(path, neural: xr.Dataset) -> np.ndarray:

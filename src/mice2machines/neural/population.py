@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..io import open_zarr, provenance, write_zarr_atomic
+from ..io import concat_stores, open_zarr, provenance, write_zarr_atomic
 from .convert import settings
 from .nwb import Session
 from .reliability import split_half_reliability
@@ -36,19 +36,8 @@ def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> 
     Filters (areas, cre_lines, min_reliability) come from the `neural` config section.
     """
     cfg = settings(cfg)
-    parts = []
-    for p in paths:
-        ds = open_zarr(p)
-        parts.append(ds[["responses", "blank_responses"]])
-    pop = xr.concat(
-        parts,
-        dim="cell",
-        join="outer",
-        combine_attrs="drop",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-    )
+    parts = [open_zarr(p)[["responses", "blank_responses"]] for p in paths]
+    pop = concat_stores(parts, "cell", coords="different", compat="equals", combine_attrs="drop")
     if cfg["areas"]:
         pop = pop.isel(cell=np.isin(pop.area.values, cfg["areas"]))
     if cfg["cre_lines"]:

