@@ -30,11 +30,11 @@ DEFAULTS = _defaults()
 
 def embed(
     X: np.ndarray,
-    method: str = "umap",
-    pca_components: int = 50,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
+    method: str = DEFAULTS["embedding"],
+    pca_components: int = DEFAULTS["pca_components"],
+    n_neighbors: int = DEFAULTS["n_neighbors"],
+    min_dist: float = DEFAULTS["min_dist"],
+    seed: int = DEFAULTS["seed"],
 ) -> np.ndarray:
     """(n, 2) embedding of the rows of X: PCA, then UMAP (or the first 2 PCs, method='pca')."""
     from sklearn.decomposition import PCA
@@ -95,14 +95,14 @@ def select_neurons(
     maps: np.ndarray,
     ei_class,
     cells=None,
-    per_class: int = 500,
-    n_clusters: int = 10,
-    balanced: bool = True,
-    embedding: str = "umap",
-    pca_components: int = 50,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
+    per_class: int = DEFAULTS["per_class"],
+    n_clusters: int = DEFAULTS["n_clusters"],
+    balanced: bool = DEFAULTS["balanced"],
+    embedding: str = DEFAULTS["embedding"],
+    pca_components: int = DEFAULTS["pca_components"],
+    n_neighbors: int = DEFAULTS["n_neighbors"],
+    min_dist: float = DEFAULTS["min_dist"],
+    seed: int = DEFAULTS["seed"],
 ) -> pd.DataFrame:
     """Select neurons as the paper does; one row per neuron (selected or not).
 

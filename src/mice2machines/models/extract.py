@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from ..io import atomic_path
+from ..settings import defaults
 from .hooks import (
     ExtractionError,
     Recorder,
@@ -69,20 +70,24 @@ class PreflightError(RuntimeError):
     """The extraction would exceed a configured memory or disk limit."""
 
 
+#: the models section's defaults and their documentation: schemas/models.schema.yaml
+_MODELS = defaults("models")
+
+
 @dataclass
 class ExtractSettings:
     """Knobs of one extraction (config section ``models``)."""
 
-    batch_size: int = 16  # images per forward; lowered automatically to fit max_memory_gb
-    precision: str = "fp32"  # fp32 | bf16 (autocast on the model; preprocessing stays fp32)
-    store_dtype: str = "float32"  # float32 | float16
-    compressor: str = "none"  # none | lz4 | zstd (blosc, byte shuffle)
-    chunk_mb: float = 32.0  # target chunk size
-    max_store_gb: float = 50.0  # fail if the (uncompressed) store would be larger
-    max_memory_gb: float = 8.0  # host staging memory limit (two batches of stored layers)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    writers: int = 8  # writer threads (chunk files are written in parallel)
-    probe_images: int = 2  # images in the probe forward (dedup by hash)
+    batch_size: int = _MODELS["batch_size"]  # lowered automatically to fit max_memory_gb
+    precision: str = _MODELS["precision"]  # bf16: autocast on the model, not preprocessing
+    store_dtype: str = _MODELS["store_dtype"]
+    compressor: str = _MODELS["compressor"]
+    chunk_mb: float = _MODELS["chunk_mb"]
+    max_store_gb: float = _MODELS["max_store_gb"]
+    max_memory_gb: float = _MODELS["max_memory_gb"]
+    device: str = _MODELS["device"]
+    writers: int = _MODELS["writers"]
+    probe_images: int = _MODELS["probe_images"]
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..settings import defaults
 from .cells import _rates_from_drive
 
 #: The views of a unit a layer-driven neuron can copy: the unit itself (what `match` finds),
@@ -17,7 +18,8 @@ DRIVE_VIEWS = ("unit", "channel", "neurn")
 
 
 #: Default shares of the neurons per view (relative weights)
-DRIVE_MIX = {"unit": 2.0, "channel": 5.0, "neurn": 3.0}
+#: shares of the neurons per view (schemas/synthetic.schema.yaml: drive.mix)
+DRIVE_MIX = defaults("synthetic")["drive"]["mix"]
 
 
 def view_counts(n: int, mix: dict) -> dict:
