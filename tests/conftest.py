@@ -137,7 +137,8 @@ def demo_run(tmp_path_factory) -> Path:
 
     work = tmp_path_factory.mktemp("demo")
     copy_config(work)
-    proc = subprocess.run(snakemake_cmd(work, "--cores", "2"), capture_output=True, text=True)
+    cmd = snakemake_cmd(work, "--cores", "2", timeout_s=3000)  # ~10-20 min on 2 busy cores
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     (work / "snakemake.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return work
