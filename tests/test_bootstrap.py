@@ -109,13 +109,15 @@ def test_representation_equals_loop(metric, device, ties, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("metric", ["rsa_spearman", "rsa_pearson"])
-def test_rsa_nan_pairs_only_when_kept(metric, device):
-    """A stimulus with NaN dissimilarities spoils only the resamples that draw it."""
+@pytest.mark.parametrize("metric", ["rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased"])
+def test_nan_stimulus_only_when_drawn(metric, device):
+    """A stimulus with NaN dissimilarities (Gram entries) spoils only the resamples that
+    draw it."""
     ra, rb = reps(seed=1)
-    rdms = ra.rdms.copy()
+    rdms, grams = ra.rdms.copy(), ra.grams.copy()
     rdms[0, 5, :] = rdms[0, :, 5] = np.nan
-    ra = Representations(ra.names, ra.grams, rdms)
+    grams[0, 5, :] = grams[0, :, 5] = np.nan
+    ra = Representations(ra.names, grams, rdms)
     idx = B.bootstrap_indices(14, 40, seed=2)
     got = B.bootstrap_representation(ra, rb, [metric], idx, device=device)[metric]
     want = loop_representation(ra, rb, metric, idx)

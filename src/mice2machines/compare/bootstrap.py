@@ -85,7 +85,14 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
     """(n_boot, G, L) RSA of resampled RDMs, the pairs of a stimulus with its own copy dropped
     (rsatoolbox's convention): per resample, as ``RDM_COMPARATORS[method]`` of the kept
     upper-triangle entries (``resampled_pairs``), for spearman (average ranks over the kept
-    pairs) and pearson (alias corr). A NaN among a resample's kept pairs gives NaN."""
+    pairs) and pearson (alias corr). A NaN among a resample's kept pairs gives NaN.
+
+    The kept pairs are the original pairs {s, t}, c_s c_t times (c: the resample's counts).
+    Pearson: weighted sums, one product with the pair weights for all resamples of a block.
+    Spearman: each RDM sorted once; a resample's average rank of a pair is the cumulative
+    weight below its tie group plus half the group's weight (exact in float64), centred by
+    the ranks' mean (k + 1) / 2 (k kept pairs); one batched product per block.
+    """
     from .rsa import upper_tri
 
     if method not in ("spearman", "pearson", "corr"):
@@ -100,79 +107,122 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
     xp, tdev = _backend(device)
     iu_d, ju_d = _put(iu, tdev, integer=True), _put(ju, tdev, integer=True)
     spearman = method == "spearman"
+    nonfinite = np.isnan(X) if spearman else ~np.isfinite(X)
+    nan_d = _put(nonfinite, tdev)
+    out = np.empty((len(counts), G, L))
     if spearman:
         order, lo_pos, hi_pos = (_put(x, tdev, integer=True) for x in _tie_bounds(X))
-        nan_d = _put(np.isnan(X), tdev)
-    else:
-        X_d = _put(X, tdev)
-    out = np.empty((len(counts), G, L))
-    for blk in _blocks(len(counts), 8 * 8 * (G + L) * m):
+        per_resample = 8 * 6 * (G + L) * m
+    else:  # centred by the full sample's mean (less cancellation), non-finite entries zeroed
+        Z = np.where(nonfinite, 0.0, X)
+        Z = np.where(
+            nonfinite,
+            0.0,
+            Z - Z.sum(1, keepdims=True) / np.maximum(1, (~nonfinite).sum(1, keepdims=True)),
+        )
+        Za, Zb = _put(Z[:G], tdev), _put(Z[G:], tdev)
+        ZZ = _put(Z * Z, tdev)
+        P = (Za[:, None, :] * Zb[None, :, :]).reshape(G * L, m)  # pair products
+        per_resample = 8 * (2 * m + 3 * G * L)
+    for blk in _blocks(len(counts), per_resample):
         C = _put(counts[blk], tdev)
         W = C[:, iu_d] * C[:, ju_d]  # (B, m): how often each pair is kept
-        keep = (W > 0)[:, None, :]
-        if spearman:  # average ranks from the cumulative weights in each row's sort order
+        k = _sum(W, -1, xp)[:, None]  # (B, 1) kept pairs
+        kept = (W > 0) * 1.0 if xp is np else (W > 0).to(W.dtype)
+        bad = (kept @ nan_d.T) > 0  # (B, R): a NaN among the kept pairs
+        bad = bad | (_sum(kept, -1, xp) < 2)[:, None]  # one distinct pair: constant, no r
+        if spearman:  # (S + E + 1) / 2 - (k + 1) / 2, S / E: cumulative weight to the group
             cs = xp.cumsum(W[:, order], -1)  # (B, R, m)
             zero = cs[..., :1] * 0
             cs = xp.concatenate([zero, cs], -1) if xp is np else xp.cat([zero, cs], -1)
-            V = (_along(cs, lo_pos[None], -1, xp) + _along(cs, hi_pos[None], -1, xp) + 1) / 2
-            kept = (W > 0) * 1.0 if xp is np else (W > 0).to(W.dtype)
-            bad = (kept @ nan_d.T) > 0  # (B, R): a NaN among the kept pairs
+            V = _along(cs, lo_pos[None], -1, xp) + _along(cs, hi_pos[None], -1, xp)
+            V = (V - k[:, :, None]) / 2
+            VW = V[:, :G] * W[:, None, :]
+            cross = VW @ xp.swapaxes(V[:, G:], -1, -2)
+            va = _sum(VW * V[:, :G], -1, xp)
+            vb = _sum(V[:, G:] * V[:, G:] * W[:, None, :], -1, xp)
         else:
-            V = X_d[None]
-        V = xp.where(keep, V, 0.0)
-        Wsum = _sum(W, -1, xp)[:, None, None]
+            sa, sb = W @ Za.T, W @ Zb.T
+            sq = W @ ZZ.T
+            va = sq[:, :G] - sa * sa / k
+            vb = sq[:, G:] - sb * sb / k
+            cross = (W @ P.T).reshape(-1, G, L) - sa[:, :, None] * sb[:, None, :] / k[:, :, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = _sum(V * W[:, None, :], -1, xp, keep=True) / Wsum
-            Vc = xp.where(keep, V - mean, 0.0)
-            norm = xp.sqrt(_sum(Vc * Vc * W[:, None, :], -1, xp, keep=True))
-            U = Vc / norm
-        prod = (U[:, :G] * W[:, None, :]) @ xp.swapaxes(U[:, G:], -1, -2)
-        if spearman:
-            prod = xp.where(bad[:, :G, None] | bad[:, None, G:], float("nan"), prod)
+            prod = cross / xp.sqrt(va[:, :, None] * vb[:, None, :])
+        prod = xp.where(bad[:, :G, None] | bad[:, None, G:], float("nan"), prod)
         out[blk] = _host(prod)
     return out
 
 
-def _centred(K, unbiased: bool, xp, eye):
-    """Double-centred (or u-centred) Gram matrices along the last two axes, as ``cka``'s."""
-    n = K.shape[-1]
-    if not unbiased:
-        row = _sum(K, -1, xp, keep=True) / n
-        col = _sum(K, -2, xp, keep=True) / n
-        tot = _sum(_sum(K, -1, xp, keep=True), -2, xp, keep=True) / (n * n)
-        return K - row - col + tot
-    K = xp.where(eye, 0.0, K)
-    row = _sum(K, -1, xp, keep=True) / (n - 2)
-    col = _sum(K, -2, xp, keep=True) / (n - 2)
-    tot = _sum(_sum(K, -1, xp, keep=True), -2, xp, keep=True) / ((n - 1) * (n - 2))
-    U = K - row - col + tot
-    return xp.where(eye, 0.0, U)
+def _pre_centred(K: np.ndarray) -> np.ndarray:
+    """H K H over the full sample: the resampled (u-)centred Gram matrices do not change
+    (K - a 1' - 1 a' for a symmetric shift), their sums cancel less."""
+    return (
+        K - K.mean(-1, keepdims=True) - K.mean(-2, keepdims=True) + K.mean((-2, -1), keepdims=True)
+    )
 
 
 def cka_bootstrap(neural_grams, model_grams, indices, unbiased: bool = True, device="cpu"):
     """(n_boot, G, L) linear CKA (``cka_from_grams``) of the Gram matrices of each resample
-    (rows and columns ``indices[b]``); each block of resamples is one gather, one centring
-    and one batched product."""
+    (rows and columns ``indices[b]``), from the resample's stimulus counts c.
+
+    With K~ the resampled Gram (N stimuli): tr(K~L~) = sum_st c_s c_t K_st L_st (one product
+    of the counts' outer products with the Grams' entrywise products, for all resamples of a
+    block), 1'K~L~1 = sum_s c_s (Kc)_s (Lc)_s, 1'K~1 = c'Kc; the biased HSIC is
+    tr(K~L~) - 2/N 1'K~L~1 + (1'K~1)(1'L~1)/N^2, the unbiased one (Song et al. 2012) the same
+    of K~ with its diagonal zeroed (K_ss removed once per draw of s), as ``u_centre_gram``'s
+    inner product. A non-finite entry among a resample's drawn pairs gives NaN.
+    """
     K = np.asarray(neural_grams, dtype=np.float64)
     M = np.asarray(model_grams, dtype=np.float64)
     n = K.shape[-1]
-    if unbiased and n < 4:
-        raise ValueError("unbiased HSIC needs at least 4 stimuli")
     indices = np.asarray(indices, dtype=np.int64)
+    N = indices.shape[1] if indices.ndim == 2 else n
+    if unbiased and N < 4:
+        raise ValueError("unbiased HSIC needs at least 4 stimuli")
+    counts = resample_counts(indices, n)
     G, L = len(K), len(M)
+    X = np.concatenate([K, M])
+    nonfinite = ~np.isfinite(X)
+    X = _pre_centred(np.where(nonfinite, 0.0, X))
     xp, tdev = _backend(device)
-    X = _put(np.concatenate([K, M]), tdev)
-    eye = np.eye(n, dtype=bool) if xp is np else xp.eye(n, dtype=xp.bool, device=tdev)
-    out = np.empty((len(indices), G, L))
-    for blk in _blocks(len(indices), 8 * 5 * (G + L) * n * n):
-        ib = _put(indices[blk], tdev, integer=True)
-        Kb = X[:, ib[:, :, None], ib[:, None, :]]  # (R, B, n, n)
-        A = _centred(Kb, unbiased, xp, eye).reshape(G + L, len(ib), n * n)
-        A = xp.swapaxes(A, 0, 1)  # (B, R, n^2)
-        num = A[:, :G] @ xp.swapaxes(A[:, G:], -1, -2)
-        sq = _sum(A * A, -1, xp)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[blk] = _host(num / xp.sqrt(sq[:, :G, None] * sq[:, None, G:]))
+    flat = X.reshape(G + L, n * n)
+    Kf, Mf = _put(flat[:G], tdev), _put(flat[G:], tdev)
+    XX = _put(flat * flat, tdev)  # (R, n^2): the self products
+    X_d = _put(X.reshape((G + L) * n, n), tdev)
+    diag = _put(np.diagonal(X, axis1=1, axis2=2), tdev)  # (R, n)
+    bad_d = _put(nonfinite.reshape(G + L, n * n), tdev)
+    out = np.empty((len(counts), G, L))
+    Lc = max(1, min(L, MAX_BLOCK_BYTES // (8 * G * n * n)))  # layers per pair-product chunk
+    for l0 in range(0, L, Lc):
+        l1 = min(L, l0 + Lc)
+        P = (Kf[:, None, :] * Mf[None, l0:l1, :]).reshape(G * (l1 - l0), n * n)
+        for blk in _blocks(len(counts), 8 * (2 * n * n + 4 * (G + L) * n + 2 * G * L)):
+            C = _put(counts[blk], tdev)
+            B = len(C)
+            CC = (C[:, :, None] * C[:, None, :]).reshape(B, n * n)
+            T = (CC @ P.T).reshape(B, G, l1 - l0)  # tr(K~ L~)
+            T2 = CC @ XX.T  # (B, R): tr(K~ K~)
+            Kc = (C @ X_d.T).reshape(B, G + L, n)  # K c per row
+            if unbiased:
+                T = T - (C[:, None, :] * diag[None, :G]) @ diag[G + l0 : G + l1].T
+                T2 = T2 - C @ (diag * diag).T
+                Kc = Kc - diag[None]
+            S = _sum(C[:, None, :] * Kc, -1, xp)  # (B, R): 1'K~1 (diagonal removed)
+            Ck = C[:, None, :] * Kc[:, :G]
+            Q = Ck @ xp.swapaxes(Kc[:, G + l0 : G + l1], -1, -2)  # 1'K~L~1
+            Q2 = _sum(C[:, None, :] * Kc * Kc, -1, xp)
+            if unbiased:
+                a, c2 = 1.0 / ((N - 1) * (N - 2)), 2.0 / (N - 2)
+            else:
+                a, c2 = 1.0 / N**2, 2.0 / N
+            num = T + a * S[:, :G, None] * S[:, None, G + l0 : G + l1] - c2 * Q
+            self_ = T2 + a * S * S - c2 * Q2  # (B, R)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = num / xp.sqrt(self_[:, :G, None] * self_[:, None, G + l0 : G + l1])
+            bad = (CC @ bad_d.T) > 0  # (B, R)
+            r = xp.where(bad[:, :G, None] | bad[:, None, G + l0 : G + l1], float("nan"), r)
+            out[blk, :, l0:l1] = _host(r)
     return out
 
 
