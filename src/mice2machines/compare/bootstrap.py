@@ -1,4 +1,13 @@
-"""Bootstrap over stimuli (and cells): resample indices, resampled scores, percentile intervals."""
+"""Bootstrap over stimuli (and cells): resample indices, resampled scores, percentile intervals.
+
+Every rule here is vectorised over the resamples, in blocks of at most ``MAX_BLOCK_BYTES`` of
+working memory, on the job's device: "cpu" is numpy; "cuda", "cuda:N" or "torch:cpu" runs
+the blocks in torch (float64) on that device. A resample enters through its stimulus counts:
+the kept stimulus pairs of a resample (no pair of a stimulus with its own copy) are the
+original pairs {s, t}, each c_s c_t times, so RSA is a weighted correlation over the fixed
+upper triangle, with Spearman's average ranks from cumulative weights along each RDM's own
+sort order (computed once); CKA gathers and centres each block of resampled Gram matrices.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +17,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from .gram import Representations
+from .inference import MAX_BLOCK_BYTES, _backend, _host, _put
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     """(n_boot, n) stimulus indices drawn with replacement (seeded)."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """(n_boot, n) float64 counts of each stimulus in each resample (row of ``indices``)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 2:
+        raise ValueError(f"indices must be (n_boot, n), got shape {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"indices must lie in 0..{n - 1}")
+    flat = (idx + n * np.arange(len(idx))[:, None]).ravel()
+    return np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
 
 
 def resampled_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,13 +50,194 @@ def resampled(reps: Representations, idx: np.ndarray) -> Representations:
     return Representations(reps.names, reps.grams[:, idx][:, :, idx], reps.rdms[:, idx][:, :, idx])
 
 
+def _blocks(n_boot: int, per_resample_bytes: int):
+    step = max(1, MAX_BLOCK_BYTES // max(1, per_resample_bytes))
+    return [slice(lo, min(lo + step, n_boot)) for lo in range(0, n_boot, step)]
+
+
+def _sum(x, axis, xp, keep: bool = False):
+    return x.sum(axis, keepdims=keep) if xp is np else x.sum(axis, keepdim=keep)
+
+
+def _along(x, idx, axis, xp):
+    return np.take_along_axis(x, idx, axis) if xp is np else xp.take_along_dim(x, idx, axis)
+
+
+def _tie_bounds(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows v (R, m): each row's stable sort order, and per original entry the sorted
+    position of the first entry of its tie group and one past its last (NaN: no ties)."""
+    R, m = v.shape
+    order = np.argsort(v, axis=1, kind="stable")
+    s = np.take_along_axis(v, order, axis=1)
+    pos = np.broadcast_to(np.arange(m), (R, m))
+    new = np.ones((R, m), dtype=bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = np.ones((R, m), dtype=bool)
+    last[:, :-1] = new[:, 1:]
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    stop = np.minimum.accumulate(np.where(last, pos + 1, m)[:, ::-1], axis=1)[:, ::-1]
+    inv = np.empty((R, m), dtype=np.int64)
+    np.put_along_axis(inv, order, pos, axis=1)
+    return order, np.take_along_axis(start, inv, 1), np.take_along_axis(stop, inv, 1)
+
+
+def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", device="cpu"):
+    """(n_boot, G, L) RSA of resampled RDMs, the pairs of a stimulus with its own copy dropped
+    (rsatoolbox's convention): per resample, as ``RDM_COMPARATORS[method]`` of the kept
+    upper-triangle entries (``resampled_pairs``), for spearman (average ranks over the kept
+    pairs) and pearson (alias corr). A NaN among a resample's kept pairs gives NaN.
+
+    The kept pairs are the original pairs {s, t}, c_s c_t times (c: the resample's counts).
+    Pearson: weighted sums, one product with the pair weights for all resamples of a block.
+    Spearman: each RDM sorted once; a resample's average rank of a pair is the cumulative
+    weight below its tie group plus half the group's weight (exact in float64), centred by
+    the ranks' mean (k + 1) / 2 (k kept pairs); one batched product per block.
+    """
+    from .rsa import upper_tri
+
+    if method not in ("spearman", "pearson", "corr"):
+        raise ValueError(f"rsa_bootstrap: unknown method {method!r}")
+    a = upper_tri(np.asarray(neural_rdms, dtype=np.float64))
+    b = upper_tri(np.asarray(model_rdms, dtype=np.float64))
+    n = np.asarray(neural_rdms).shape[-1]
+    counts = resample_counts(indices, n)
+    G, L, m = len(a), len(b), a.shape[1]
+    X = np.concatenate([a, b])
+    iu, ju = np.triu_indices(n, k=1)
+    xp, tdev = _backend(device)
+    iu_d, ju_d = _put(iu, tdev, integer=True), _put(ju, tdev, integer=True)
+    spearman = method == "spearman"
+    nonfinite = np.isnan(X) if spearman else ~np.isfinite(X)
+    nan_d = _put(nonfinite, tdev)
+    out = np.empty((len(counts), G, L))
+    if spearman:
+        order, lo_pos, hi_pos = (_put(x, tdev, integer=True) for x in _tie_bounds(X))
+        per_resample = 8 * 6 * (G + L) * m
+    else:  # centred by the full sample's mean (less cancellation), non-finite entries zeroed
+        Z = np.where(nonfinite, 0.0, X)
+        Z = np.where(
+            nonfinite,
+            0.0,
+            Z - Z.sum(1, keepdims=True) / np.maximum(1, (~nonfinite).sum(1, keepdims=True)),
+        )
+        Za, Zb = _put(Z[:G], tdev), _put(Z[G:], tdev)
+        ZZ = _put(Z * Z, tdev)
+        P = (Za[:, None, :] * Zb[None, :, :]).reshape(G * L, m)  # pair products
+        per_resample = 8 * (2 * m + 3 * G * L)
+    for blk in _blocks(len(counts), per_resample):
+        C = _put(counts[blk], tdev)
+        W = C[:, iu_d] * C[:, ju_d]  # (B, m): how often each pair is kept
+        k = _sum(W, -1, xp)[:, None]  # (B, 1) kept pairs
+        kept = (W > 0) * 1.0 if xp is np else (W > 0).to(W.dtype)
+        bad = (kept @ nan_d.T) > 0  # (B, R): a NaN among the kept pairs
+        bad = bad | (_sum(kept, -1, xp) < 2)[:, None]  # one distinct pair: constant, no r
+        if spearman:  # (S + E + 1) / 2 - (k + 1) / 2, S / E: cumulative weight to the group
+            cs = xp.cumsum(W[:, order], -1)  # (B, R, m)
+            zero = cs[..., :1] * 0
+            cs = xp.concatenate([zero, cs], -1) if xp is np else xp.cat([zero, cs], -1)
+            V = _along(cs, lo_pos[None], -1, xp) + _along(cs, hi_pos[None], -1, xp)
+            V = (V - k[:, :, None]) / 2
+            VW = V[:, :G] * W[:, None, :]
+            cross = VW @ xp.swapaxes(V[:, G:], -1, -2)
+            va = _sum(VW * V[:, :G], -1, xp)
+            vb = _sum(V[:, G:] * V[:, G:] * W[:, None, :], -1, xp)
+        else:
+            sa, sb = W @ Za.T, W @ Zb.T
+            sq = W @ ZZ.T
+            va = sq[:, :G] - sa * sa / k
+            vb = sq[:, G:] - sb * sb / k
+            cross = (W @ P.T).reshape(-1, G, L) - sa[:, :, None] * sb[:, None, :] / k[:, :, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prod = cross / xp.sqrt(va[:, :, None] * vb[:, None, :])
+        prod = xp.where(bad[:, :G, None] | bad[:, None, G:], float("nan"), prod)
+        out[blk] = _host(prod)
+    return out
+
+
+def _pre_centred(K: np.ndarray) -> np.ndarray:
+    """H K H over the full sample: the resampled (u-)centred Gram matrices do not change
+    (K - a 1' - 1 a' for a symmetric shift), their sums cancel less."""
+    return (
+        K - K.mean(-1, keepdims=True) - K.mean(-2, keepdims=True) + K.mean((-2, -1), keepdims=True)
+    )
+
+
+def cka_bootstrap(neural_grams, model_grams, indices, unbiased: bool = True, device="cpu"):
+    """(n_boot, G, L) linear CKA (``cka_from_grams``) of the Gram matrices of each resample
+    (rows and columns ``indices[b]``), from the resample's stimulus counts c.
+
+    With K~ the resampled Gram (N stimuli): tr(K~L~) = sum_st c_s c_t K_st L_st (one product
+    of the counts' outer products with the Grams' entrywise products, for all resamples of a
+    block), 1'K~L~1 = sum_s c_s (Kc)_s (Lc)_s, 1'K~1 = c'Kc; the biased HSIC is
+    tr(K~L~) - 2/N 1'K~L~1 + (1'K~1)(1'L~1)/N^2, the unbiased one (Song et al. 2012) the same
+    of K~ with its diagonal zeroed (K_ss removed once per draw of s), as ``u_centre_gram``'s
+    inner product. A non-finite entry among a resample's drawn pairs gives NaN.
+    """
+    K = np.asarray(neural_grams, dtype=np.float64)
+    M = np.asarray(model_grams, dtype=np.float64)
+    n = K.shape[-1]
+    indices = np.asarray(indices, dtype=np.int64)
+    N = indices.shape[1] if indices.ndim == 2 else n
+    if unbiased and N < 4:
+        raise ValueError("unbiased HSIC needs at least 4 stimuli")
+    counts = resample_counts(indices, n)
+    G, L = len(K), len(M)
+    X = np.concatenate([K, M])
+    nonfinite = ~np.isfinite(X)
+    X = _pre_centred(np.where(nonfinite, 0.0, X))
+    xp, tdev = _backend(device)
+    flat = X.reshape(G + L, n * n)
+    Kf, Mf = _put(flat[:G], tdev), _put(flat[G:], tdev)
+    XX = _put(flat * flat, tdev)  # (R, n^2): the self products
+    X_d = _put(X.reshape((G + L) * n, n), tdev)
+    diag = _put(np.diagonal(X, axis1=1, axis2=2), tdev)  # (R, n)
+    bad_d = _put(nonfinite.reshape(G + L, n * n), tdev)
+    out = np.empty((len(counts), G, L))
+    Lc = max(1, min(L, MAX_BLOCK_BYTES // (8 * G * n * n)))  # layers per pair-product chunk
+    for l0 in range(0, L, Lc):
+        l1 = min(L, l0 + Lc)
+        P = (Kf[:, None, :] * Mf[None, l0:l1, :]).reshape(G * (l1 - l0), n * n)
+        for blk in _blocks(len(counts), 8 * (2 * n * n + 4 * (G + L) * n + 2 * G * L)):
+            C = _put(counts[blk], tdev)
+            B = len(C)
+            CC = (C[:, :, None] * C[:, None, :]).reshape(B, n * n)
+            T = (CC @ P.T).reshape(B, G, l1 - l0)  # tr(K~ L~)
+            T2 = CC @ XX.T  # (B, R): tr(K~ K~)
+            Kc = (C @ X_d.T).reshape(B, G + L, n)  # K c per row
+            if unbiased:
+                T = T - (C[:, None, :] * diag[None, :G]) @ diag[G + l0 : G + l1].T
+                T2 = T2 - C @ (diag * diag).T
+                Kc = Kc - diag[None]
+            S = _sum(C[:, None, :] * Kc, -1, xp)  # (B, R): 1'K~1 (diagonal removed)
+            Ck = C[:, None, :] * Kc[:, :G]
+            Q = Ck @ xp.swapaxes(Kc[:, G + l0 : G + l1], -1, -2)  # 1'K~L~1
+            Q2 = _sum(C[:, None, :] * Kc * Kc, -1, xp)
+            if unbiased:
+                a, c2 = 1.0 / ((N - 1) * (N - 2)), 2.0 / (N - 2)
+            else:
+                a, c2 = 1.0 / N**2, 2.0 / N
+            num = T + a * S[:, :G, None] * S[:, None, G + l0 : G + l1] - c2 * Q
+            self_ = T2 + a * S * S - c2 * Q2  # (B, R)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = num / xp.sqrt(self_[:, :G, None] * self_[:, None, G + l0 : G + l1])
+            bad = (CC @ bad_d.T) > 0  # (B, R)
+            r = xp.where(bad[:, :G, None] | bad[:, None, G + l0 : G + l1], float("nan"), r)
+            out[blk, :, l0:l1] = _host(r)
+    return out
+
+
 def bootstrap_representation(
-    neural: Representations, model: Representations, metrics: Sequence[str], indices: np.ndarray
+    neural: Representations,
+    model: Representations,
+    metrics: Sequence[str],
+    indices: np.ndarray,
+    device="cpu",
 ) -> dict:
     """{metric: (n_boot, A, B)} representation metrics over resampled stimuli.
 
-    Each metric's own ``bootstrap`` rule scores a resample (RSA drops the pairs of a stimulus
-    with its own copy); without one, its score of the resampled Gram matrices and RDMs.
+    Each metric's own ``bootstrap`` rule scores all resamples at once (``(neural, model,
+    indices, device)``; RSA drops the pairs of a stimulus with its own copy); without one,
+    each resample's Gram matrices and RDMs are rescored.
     """
     from .registry import get_metric
 
@@ -43,68 +245,87 @@ def bootstrap_representation(
     for spec in specs:
         if spec.kind != "representation":
             raise ValueError(f"{spec.name!r} is not a representation metric")
-    out = {m: np.empty((len(indices), len(neural.names), len(model.names))) for m in metrics}
-    for b, idx in enumerate(indices):
-        for spec in specs:
-            if spec.bootstrap is not None:
-                out[spec.name][b] = spec.bootstrap(neural, model, idx)
-            else:
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1, len(neural.grams[0]))
+    shape = (len(indices), len(neural.names), len(model.names))
+    out = {}
+    for spec in specs:
+        if spec.bootstrap is not None:
+            out[spec.name] = np.asarray(spec.bootstrap(neural, model, indices, device))
+        else:
+            out[spec.name] = np.empty(shape)
+            for b, idx in enumerate(indices):
                 out[spec.name][b] = spec.score(resampled(neural, idx), resampled(model, idx))
+        if out[spec.name].shape != shape:
+            raise ValueError(f"{spec.name}: bootstrap gave {out[spec.name].shape}, not {shape}")
     return out
 
 
-def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray) -> np.ndarray:
+def _counted_r(pred, obs, C, xp):
+    """(cells, B) r of pred vs obs (cells, m) with stimulus counts C (m, B); NaN for a
+    resample with fewer than two distinct stimuli (r undefined; the formula's rounding
+    noise otherwise)."""
+    pred = pred - _sum(pred, 1, xp, keep=True) / pred.shape[1]
+    obs = obs - _sum(obs, 1, xp, keep=True) / obs.shape[1]
+    w = _sum(C, 0, xp)
+    sp, so = pred @ C, obs @ C
+    spp, soo, spo = (pred * pred) @ C, (obs * obs) @ C, (pred * obs) @ C
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = spo - sp * so / w
+        r = cov / xp.sqrt((spp - sp**2 / w) * (soo - so**2 / w))
+    return xp.where(_sum((C > 0) * 1, 0, xp) >= 2, r, float("nan"))
+
+
+def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray, device="cpu"):
     """(n_boot, cells) Pearson r of predictions vs observations over resampled stimuli.
 
     pred, obs: (cells, stimuli). Uses stimulus counts and five matrix products, so cost does not
     grow with repeated sampling of the same stimulus.
     """
-    n = pred.shape[1]
-    counts = np.zeros((len(indices), n))
-    for b, idx in enumerate(indices):
-        counts[b] = np.bincount(idx, minlength=n)
-    C = counts.T
     pred = np.asarray(pred, dtype=np.float64)
     obs = np.asarray(obs, dtype=np.float64)
-    pred = pred - pred.mean(1, keepdims=True)
-    obs = obs - obs.mean(1, keepdims=True)
-    sp, so = pred @ C, obs @ C
-    spp, soo, spo = (pred * pred) @ C, (obs * obs) @ C, (pred * obs) @ C
-    cov = spo - sp * so / n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = cov / np.sqrt((spp - sp**2 / n) * (soo - so**2 / n))
-    return r.T
-
-
-def _counted_r(pred: np.ndarray, obs: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """(cells, n_boot) r of pred vs obs (cells, m) with stimulus counts C (m, n_boot)."""
-    pred = pred - pred.mean(1, keepdims=True)
-    obs = obs - obs.mean(1, keepdims=True)
-    w = C.sum(0)
-    sp, so = pred @ C, obs @ C
-    spp, soo, spo = (pred * pred) @ C, (obs * obs) @ C, (pred * obs) @ C
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cov = spo - sp * so / w
-        return cov / np.sqrt((spp - sp**2 / w) * (soo - so**2 / w))
+    counts = resample_counts(indices, pred.shape[1])
+    xp, tdev = _backend(device)
+    p_d, o_d = _put(pred, tdev), _put(obs, tdev)
+    out = np.empty((len(counts), len(pred)))
+    for blk in _blocks(len(counts), 8 * 10 * len(pred)):
+        out[blk] = _host(_counted_r(p_d, o_d, _put(counts[blk].T, tdev), xp)).T
+    return out
 
 
 def bootstrap_fold_r(
-    pred: np.ndarray, obs: np.ndarray, folds, indices: np.ndarray, fisher: bool = False
+    pred: np.ndarray,
+    obs: np.ndarray,
+    folds,
+    indices: np.ndarray,
+    fisher: bool = False,
+    device="cpu",
 ) -> np.ndarray:
     """(n_boot, cells) fold-averaged r over resampled stimuli: each fold's held-out stimuli
     as drawn in the resample (with their multiplicities), r per fold, then the mean over the
     folds as the score takes it (mean r, or mean Fisher z with ``fisher``)."""
     pred = np.asarray(pred, dtype=np.float64)
     obs = np.asarray(obs, dtype=np.float64)
-    n = pred.shape[1]
-    counts = np.stack([np.bincount(idx, minlength=n) for idx in indices]).astype(np.float64)
-    rs = np.stack([_counted_r(pred[:, te], obs[:, te], counts[:, te].T) for _, te in folds])
-    ok = np.isfinite(rs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.arctanh(np.clip(rs, -1, 1)) if fisher else rs
-        mean = np.where(ok, x, 0.0).sum(0) / ok.sum(0)
-    mean = np.tanh(mean) if fisher else mean
-    return np.where(ok.any(0), mean, np.nan).T
+    counts = resample_counts(indices, pred.shape[1])
+    xp, tdev = _backend(device)
+    tests = [np.asarray(te) for _, te in folds]
+    parts = [(_put(pred[:, te], tdev), _put(obs[:, te], tdev)) for te in tests]
+    out = np.empty((len(counts), len(pred)))
+    for blk in _blocks(len(counts), 8 * (10 + 2 * len(tests)) * len(pred)):
+        total = count = None
+        for te, (p_d, o_d) in zip(tests, parts, strict=True):
+            r = _counted_r(p_d, o_d, _put(counts[blk][:, te].T, tdev), xp)
+            ok = xp.isfinite(r)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                x = xp.arctanh(xp.clip(r, -1, 1)) if fisher else r
+            x = xp.where(ok, x, 0.0)
+            okf = ok * 1.0 if xp is np else ok.to(r.dtype)
+            total = x if total is None else total + x
+            count = okf if count is None else count + okf
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+        mean = xp.tanh(mean) if fisher else mean
+        out[blk] = _host(xp.where(count > 0, mean, float("nan"))).T
+    return out
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0, estimate=None):

@@ -404,7 +404,7 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
         t0 = time.perf_counter()
         reps = representations(job, layers)
         if n_boot:
-            boots = bootstrap_representation(*reps, rep, boot_idx)
+            boots = bootstrap_representation(*reps, rep, boot_idx, job.ctx.device)
         log.info(
             "model %s: representation metrics %s, %d bootstrap resamples in %.1f s",
             job.model,
@@ -432,8 +432,9 @@ def image_bootstrap(job: Job, prediction: np.ndarray, idx: np.ndarray) -> np.nda
     score is (per fold, or pooled: compare.cv_score)."""
     how = job.cfg["cv_score"]
     if how == "pooled":
-        return bootstrap_cell_r(prediction, job.ctx.Y.T, idx)
-    return bootstrap_fold_r(prediction, job.ctx.Y.T, job.ctx.folds, idx, how == "fold_mean_z")
+        return bootstrap_cell_r(prediction, job.ctx.Y.T, idx, device=job.ctx.device)
+    fisher = how == "fold_mean_z"
+    return bootstrap_fold_r(prediction, job.ctx.Y.T, job.ctx.folds, idx, fisher, job.ctx.device)
 
 
 def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells) -> xr.Dataset:

@@ -8,8 +8,9 @@ Two kinds:
 
 - ``representation``: ``score(neural, model)`` compares two sets of `Representations`
   (Gram matrices and RDMs of the same stimuli) and returns a (groups, layers) matrix.
-  ``bootstrap(neural, model, idx)`` scores one resample of the stimuli (default: the Gram
-  matrices and RDMs indexed by ``idx``). With ``ceiling="split_half"`` its noise ceiling is
+  ``bootstrap(neural, model, indices, device)`` gives (n_boot, groups, layers) scores of the
+  resamples ``indices`` (n_boot, stimuli), vectorised in blocks on ``device`` (default: each
+  resample's Gram matrices and RDMs, indexed by its row, rescored). With ``ceiling="split_half"`` its noise ceiling is
   its own score between two halves of the repeats, stepped up by Spearman-Brown.
   ``null(neural, model, perms, device)`` gives (n_perm, groups, layers) scores with the image
   labels of the neural side permuted (default: each permutation rescored).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bootstrap import cka_bootstrap
 from ..cka import cka_from_grams
 from ..inference import cka_null
 from ..registry import Metric, register_metric
@@ -17,6 +18,9 @@ for _unbiased, _what in ((True, "unbiased HSIC (Song et al. 2012)"), (False, "bi
             description=f"linear CKA, {_what}",
             score=lambda neural, model, _u=_unbiased: cka_from_grams(
                 neural.grams, model.grams, unbiased=_u
+            ),
+            bootstrap=lambda neural, model, indices, device, _u=_unbiased: cka_bootstrap(
+                neural.grams, model.grams, indices, unbiased=_u, device=device
             ),
             null=lambda neural, model, perms, device, _u=_unbiased: cka_null(
                 neural.grams, model.grams, perms, unbiased=_u, device=device

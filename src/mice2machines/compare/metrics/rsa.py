@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..bootstrap import resampled_pairs
+from ..bootstrap import rsa_bootstrap
 from ..inference import rsa_null
 from ..registry import Metric, register_metric
-from ..rsa import RDM_COMPARATORS, rsa, upper_tri
+from ..rsa import rsa, upper_tri
 
 ORDER = 1
 
@@ -15,12 +15,12 @@ def _score(method: str):
 
 
 def _bootstrap(method: str):
-    """One resample of the stimuli; pairs of a stimulus with its own copy are dropped
-    (rsatoolbox's convention)."""
+    """All resamples of the stimuli, in blocks; pairs of a stimulus with its own copy are
+    dropped (rsatoolbox's convention), as ``RDM_COMPARATORS[method]`` of each resample's
+    kept pairs."""
 
-    def fn(neural, model, idx):
-        ii, jj = resampled_pairs(idx)
-        return RDM_COMPARATORS[method](neural.rdms[:, ii, jj], model.rdms[:, ii, jj])
+    def fn(neural, model, indices, device):
+        return rsa_bootstrap(neural.rdms, model.rdms, indices, method, device)
 
     return fn
 
