@@ -116,7 +116,10 @@ def test_demo_dg_table(demo_run):
     from mice2machines.dg import domains, networks
 
     dg = demo_run / "results" / "dg"
-    cfg = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["dg"]
+    from mice2machines.settings import section
+
+    raw = yaml.safe_load((demo_run / "config" / "config.yaml").read_text()).get("dg")
+    cfg = section("dg", raw)  # the config holds only non-defaults
     csv = pd.read_csv(dg / "table.csv")
     assert set(csv.target) == set(domains.OFFLINE) == set(cfg["targets"])
     assert set(csv.variant) == {"baseline", "neurn", R.DIFF} and set(csv.arch) == {"small_cnn"}
