@@ -12,30 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from mice2machines.compare import bootstrap as B
-from mice2machines.compare.cka import cka_from_grams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_bootstrap import loop_representation  # noqa: E402  (the reference the tests use)
+
 from mice2machines.compare.gram import Representations
-from mice2machines.compare.rsa import RDM_COMPARATORS
 
 METRICS = ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased")
-
-
-def loop(neural, model, metric, indices):
-    """The former rule: per resample, RSA on the kept pairs, CKA of the resampled Grams."""
-    out = np.empty((len(indices), len(neural.names), len(model.names)))
-    for b, idx in enumerate(indices):
-        if metric.startswith("rsa_"):
-            ii, jj = B.resampled_pairs(idx)
-            fn = RDM_COMPARATORS[metric.removeprefix("rsa_")]
-            out[b] = fn(neural.rdms[:, ii, jj], model.rdms[:, ii, jj])
-        else:
-            rn, rm = B.resampled(neural, idx), B.resampled(model, idx)
-            out[b] = cka_from_grams(rn.grams, rm.grams, unbiased=metric == "cka_unbiased")
-    return out
 
 
 def main():
@@ -59,7 +49,7 @@ def main():
     rows = {}
     for m in METRICS:
         t0 = time.perf_counter()
-        want = loop(neural, model, m, idx)
+        want = loop_representation(neural, model, m, idx)
         t_loop = time.perf_counter() - t0
         t0 = time.perf_counter()
         got = B.bootstrap_representation(neural, model, [m], idx, device=a.device)[m]
