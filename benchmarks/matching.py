@@ -36,6 +36,7 @@ import torch
 from common import cuda_ms, emit
 
 from mice2machines import similarity as sim
+from mice2machines.devices import torch_device
 
 
 def sync():
@@ -77,7 +78,7 @@ def main():
     planted = g.choice(P, N, replace=False)
     U_host = g.standard_normal((n, P), dtype=np.float32)
     Y = U_host[:, planted] + 0.5 * g.standard_normal((n, N), dtype=np.float32)
-    U = torch.from_numpy(U_host).to(sim._torch_device(dev))
+    U = torch.from_numpy(U_host).to(torch_device(dev))
     folds = sim.kfold(n, a.folds, seed=0)
     chunks = [(lo, min(lo + a.chunk, P)) for lo in range(0, P, a.chunk)]
 
@@ -94,7 +95,7 @@ def main():
     if old is not None:
         engines["engine_old"] = old.MatchAccumulator
 
-    tdev = sim._torch_device(dev)
+    tdev = torch_device(dev)
     A = [torch.randn(N, len(tr), device=tdev) for tr, _ in folds]
     Z = [torch.randn(len(tr), a.chunk, device=tdev) for tr, _ in folds]
     Yfull = torch.randn(N, n, device=tdev)

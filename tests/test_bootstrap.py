@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mice2machines import devices
 from mice2machines.compare import bootstrap as B
 from mice2machines.compare.cka import cka_from_grams
 from mice2machines.compare.gram import Representations
@@ -94,7 +95,7 @@ def test_representation_equals_loop(metric, device, ties, monkeypatch):
     idx[0] = np.arange(14)  # the plain sample
     idx[1] = 3  # two stimuli only: one kept pair (its copies), constant ranks
     idx[1, ::2] = 7
-    monkeypatch.setattr(B, "MAX_BLOCK_BYTES", 40_000)  # several blocks
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 40_000)  # several blocks
     got = B.bootstrap_representation(ra, rb, [metric], idx, device=device)[metric]
     want = loop_representation(ra, rb, metric, idx)
     assert got.shape == want.shape == (23, 3, 4)
@@ -156,7 +157,7 @@ def _cells(seed=3, cells=7, n=30):
 def test_cell_r_equals_loop(device, monkeypatch):
     pred, obs = _cells()
     idx = B.bootstrap_indices(30, 50, seed=3)
-    monkeypatch.setattr(B, "MAX_BLOCK_BYTES", 2_000)
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 2_000)
     got = B.bootstrap_cell_r(pred, obs, idx, device=device)
     want = loop_cell_r(pred, obs, idx)
     assert np.isnan(want[:, 2]).all()
@@ -166,14 +167,14 @@ def test_cell_r_equals_loop(device, monkeypatch):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fisher", [False, True])
 def test_fold_r_equals_loop(device, fisher, monkeypatch):
-    from mice2machines.compare.ridge import kfold
+    from mice2machines.compare.crossval import kfold
 
     pred, obs = _cells(n=60)
     folds = kfold(60, 5, seed=1)
     idx = B.bootstrap_indices(60, 60, seed=5)
     te = folds[1][1]
     idx[0, np.isin(idx[0], te)] = te[0]  # fold 1 of resample 0: one distinct stimulus
-    monkeypatch.setattr(B, "MAX_BLOCK_BYTES", 3_000)
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 3_000)
     got = B.bootstrap_fold_r(pred, obs, folds, idx, fisher, device=device)
     want = loop_fold_r(pred, obs, folds, idx, fisher)
     if fisher:  # a fold of two distinct stimuli: r = +-1 up to rounding, its z ill-conditioned

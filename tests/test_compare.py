@@ -18,6 +18,7 @@ from mice2machines.compare import (  # noqa: E402
     prepare,
     selection,  # noqa: E402
     settings,
+    stream,
 )
 from mice2machines.io import write_zarr_atomic  # noqa: E402
 
@@ -253,7 +254,7 @@ def test_unit_chunks_follow_store_chunks(tmp_path):
         {"activations": (("image", "channel", "y", "x"), g.normal(size=(10, 3, 2, 2)))}
     ).chunk({"channel": 1}).to_zarr(path, group="a", mode="w", consolidated=False)
     da = xr.open_zarr(path, group="a", consolidated=False)["activations"]
-    chunks = list(job.iter_unit_chunks(da, unit_chunk=8))
+    chunks = list(stream.iter_unit_chunks(da, unit_chunk=8))
     assert [s for s, _ in chunks] == [0, 8] and chunks[0][1].shape == (10, 2, 2, 2)
     np.testing.assert_allclose(np.concatenate([c for _, c in chunks], 1), da.values, rtol=1e-6)
 

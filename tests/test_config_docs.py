@@ -45,8 +45,8 @@ def test_readme_table_is_generated(name):
     command = f"python -m mice2machines.settings table {name}"
     assert block is not None, f"config/README.md lacks <!-- keys: {name} --> ... <!-- /keys -->"
     assert block == settings.key_table(name), (
-        f"config/README.md's {name} table differs from the schema: paste the output of "
-        f"`{command}` between <!-- keys: {name} --> and <!-- /keys -->"
+        f"config/README.md's {name} table differs from the schema (`{command}`): run "
+        "`python -m mice2machines.settings readme config/README.md`"
     )
 
 
@@ -58,6 +58,15 @@ def test_every_key_has_a_description(name):
         if not str(resolved(root, prop).get("description", "")).strip():
             missing.append(path)
     assert not missing, f"{name}.schema.yaml: keys without a description: {missing}"
+
+
+def test_readme_update_rewrites_a_stale_table(tmp_path):
+    stale = tmp_path / "README.md"
+    stale.write_text("intro\n<!-- keys: dask -->\n| old |\n<!-- /keys -->\noutro\n")
+    assert settings.update_readme(stale) == ["dask"]
+    assert readme_block(stale.read_text(), "dask") == settings.key_table("dask")
+    assert stale.read_text().startswith("intro\n") and stale.read_text().endswith("outro\n")
+    assert settings.update_readme(stale) == []
 
 
 def test_every_schema_is_documented():

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control
 
+from mice2machines import devices
 from mice2machines import similarity as S
+from mice2machines.compare import crossval
 from mice2machines.compare import inference as I
+from mice2machines.compare import ridge as R
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -135,7 +138,7 @@ def test_rsa_null_equals_loop(method, monkeypatch):
     perms = I.permutations(n, 23, seed=1)
     expected = rsa_loop(a, b, perms, method)
     np.testing.assert_allclose(I.rsa_null(a, b, perms, method), expected, rtol=0, atol=1e-10)
-    monkeypatch.setattr(I, "MAX_BLOCK_BYTES", 8 * 6 * a.shape[1] * 5)  # blocks of 5
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 8 * 6 * a.shape[1] * 5)  # blocks of 5
     null = I.rsa_null(a, b, perms, method)
     np.testing.assert_allclose(null, expected, rtol=0, atol=1e-10)
     obs = S.rsa(a, b, method)
@@ -166,7 +169,7 @@ def test_cka_null_equals_loop(unbiased, monkeypatch):
     perms = I.permutations(n, 17, seed=2)
     expected = np.stack([S.cka_from_grams(K[:, p][:, :, p], M, unbiased) for p in perms])
     np.testing.assert_allclose(I.cka_null(K, M, perms, unbiased), expected, rtol=0, atol=1e-10)
-    monkeypatch.setattr(I, "MAX_BLOCK_BYTES", 8 * 4 * n * n * 4)  # blocks of 4
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 8 * 4 * n * n * 4)  # blocks of 4
     null = I.cka_null(K, M, perms, unbiased)
     np.testing.assert_allclose(null, expected, rtol=0, atol=1e-10)
     obs = S.cka_from_grams(K, M, unbiased)
@@ -210,7 +213,7 @@ def test_ridge_one_alpha_equals_sklearn_ridge():
 
     X, Y = ridge_data(7)
     folds = S.kfold(len(X), 5, seed=2)
-    out = I.ridge_fold_scores(gram(X), Y, [0.3], folds)
+    out = R.ridge_fold_scores(gram(X), Y, [0.3], folds)
     for f, (tr, te) in enumerate(folds):
         a = 0.3 * train_scale(X, tr)
         np.testing.assert_allclose(out["alpha"][f], a, rtol=1e-12)
@@ -218,12 +221,12 @@ def test_ridge_one_alpha_equals_sklearn_ridge():
         np.testing.assert_allclose(out["prediction"][te], pred, rtol=1e-8, atol=1e-8)
         np.testing.assert_allclose(out["fold_r"][f], S.pearson_rows(pred.T, Y[te].T), atol=1e-6)
     np.testing.assert_allclose(out["score"], out["fold_r"].mean(0), rtol=1e-14)
-    fz = I.ridge_fold_scores(gram(X), Y, [0.3], folds, fisher=True)
+    fz = R.ridge_fold_scores(gram(X), Y, [0.3], folds, fisher=True)
     np.testing.assert_allclose(fz["score"], np.tanh(np.arctanh(out["fold_r"]).mean(0)))
-    score, fold_r = I.fold_scores(out["prediction"], Y, folds)
+    score, fold_r = crossval.fold_scores(out["prediction"], Y, folds)
     np.testing.assert_allclose(fold_r, out["fold_r"], atol=1e-12)
     np.testing.assert_allclose(score, out["score"], atol=1e-12)
-    pooled = I.ridge_pooled_scores(gram(X), Y, [0.3], folds)
+    pooled = R.ridge_pooled_scores(gram(X), Y, [0.3], folds)
     np.testing.assert_allclose(
         pooled["score"], S.pearson_rows(out["prediction"].T, Y.T), atol=1e-12
     )
@@ -235,7 +238,7 @@ def test_ridge_loo_alpha_equals_ridgecv():
     X, Y = ridge_data(8, n=60, p=150, cells=12)
     rel = 10.0 ** np.arange(-3, 4)
     folds = S.kfold(len(X), 5, seed=3)
-    out = I.ridge_fold_scores(gram(X), Y, rel, folds)
+    out = R.ridge_fold_scores(gram(X), Y, rel, folds)
     for f, (tr, te) in enumerate(folds):
         model = RidgeCV(alphas=rel * train_scale(X, tr), alpha_per_target=True).fit(X[tr], Y[tr])
         np.testing.assert_allclose(out["alpha"][f], model.alpha_, rtol=1e-10)
@@ -251,9 +254,9 @@ def test_ridge_null_equals_loop(monkeypatch):
     folds = S.kfold(40, 4, seed=1)
     perms = np.concatenate([np.arange(40)[None], I.permutations(40, 14, seed=5)])
     for fisher in (False, True):
-        out = I.ridge_fold_scores(K, Y, rel, folds, perms, fisher=fisher)
+        out = R.ridge_fold_scores(K, Y, rel, folds, perms, fisher=fisher)
         loop = np.stack(
-            [I.ridge_fold_scores(K, Y[p], rel, folds, fisher=fisher)["score"] for p in perms]
+            [R.ridge_fold_scores(K, Y[p], rel, folds, fisher=fisher)["score"] for p in perms]
         )
         np.testing.assert_allclose(out["null"], loop, rtol=0, atol=1e-8)
         np.testing.assert_allclose(out["null"][0], out["score"], rtol=0, atol=1e-12)
@@ -262,15 +265,15 @@ def test_ridge_null_equals_loop(monkeypatch):
         )
     assert np.isnan(out["score"][2]) and np.isnan(out["null"][:, 2]).all()
     assert np.isfinite(np.delete(out["null"], 2, axis=1)).all()
-    pooled = I.ridge_pooled_scores(K, Y, rel, folds, perms)
-    loop = np.stack([I.ridge_pooled_scores(K, Y[p], rel, folds)["score"] for p in perms])
+    pooled = R.ridge_pooled_scores(K, Y, rel, folds, perms)
+    loop = np.stack([R.ridge_pooled_scores(K, Y[p], rel, folds)["score"] for p in perms])
     np.testing.assert_allclose(pooled["null"], loop, rtol=0, atol=1e-8)
     # blocks of cells and permutations give the same numbers
-    monkeypatch.setattr(I, "MAX_BLOCK_BYTES", 8 * (12 * 40 + 3) * 2)
-    blocked = I.ridge_fold_scores(K, Y, rel, folds, perms, fisher=True)
+    monkeypatch.setattr(devices, "MAX_BLOCK_BYTES", 8 * (12 * 40 + 3) * 2)
+    blocked = R.ridge_fold_scores(K, Y, rel, folds, perms, fisher=True)
     for k in ("null", "score", "fold_r", "prediction", "alpha"):
         np.testing.assert_allclose(blocked[k], out[k], rtol=0, atol=1e-12)
-    none = I.ridge_fold_scores(K, Y, rel, folds, I.permutations(40, 0))
+    none = R.ridge_fold_scores(K, Y, rel, folds, I.permutations(40, 0))
     assert none["null"].shape == (0, 5) and np.isnan(I.p_values(none["score"], none["null"])).all()
 
 
@@ -279,7 +282,7 @@ def test_ridge_planted_signal():
     n, P = 118, 99
     X = g.normal(size=(n, 40))
     Y = X @ g.normal(size=(40, 8)) + 3.0 * g.normal(size=(n, 8))
-    out = I.ridge_fold_scores(gram(X), Y, I.RELATIVE_ALPHAS, S.kfold(n, 5, 0), I.permutations(n, P))
+    out = R.ridge_fold_scores(gram(X), Y, R.RELATIVE_ALPHAS, S.kfold(n, 5, 0), I.permutations(n, P))
     assert (out["score"] > 0.5).all()
     np.testing.assert_allclose(I.p_values(out["score"], out["null"]), 1 / (1 + P))
     assert np.abs(out["null"]).max() < 0.5
@@ -293,8 +296,8 @@ def test_ridge_pooled_is_biased_fold_mean_is_not():
     for seed in range(3):
         g = rng(100 + seed)
         K, Y = gram(g.normal(size=(n, 300))), g.normal(size=(n, 400))
-        fold_mean.append(I.ridge_fold_scores(K, Y, I.RELATIVE_ALPHAS, folds)["score"])
-        pooled.append(I.ridge_pooled_scores(K, Y, I.RELATIVE_ALPHAS, folds)["score"])
+        fold_mean.append(R.ridge_fold_scores(K, Y, R.RELATIVE_ALPHAS, folds)["score"])
+        pooled.append(R.ridge_pooled_scores(K, Y, R.RELATIVE_ALPHAS, folds)["score"])
     assert abs(np.mean(fold_mean)) < 0.02
     assert np.mean(pooled) < -0.05
 
@@ -308,7 +311,7 @@ def test_ridge_null_calibration():
     for seed in range(4):
         g = rng(200 + seed)
         K, Y = gram(g.normal(size=(n, 300))), g.normal(size=(n, 400))
-        out = I.ridge_fold_scores(K, Y, rel, folds, I.permutations(n, P, seed))
+        out = R.ridge_fold_scores(K, Y, rel, folds, I.permutations(n, P, seed))
         p.append(I.p_values(out["score"], out["null"]))
         score.append(out["score"])
     p = np.concatenate(p)
@@ -323,10 +326,10 @@ def test_ridge_scale_invariance():
     folds = S.kfold(60, 5, seed=4)
     perms = I.permutations(60, 9, seed=6)
     rel = 10.0 ** np.arange(-3, 4)
-    ref = I.ridge_fold_scores(gram(X), Y, rel, folds, perms)
+    ref = R.ridge_fold_scores(gram(X), Y, rel, folds, perms)
     assert len(np.unique(np.round(ref["alpha"] / ref["alpha"].min(), 6))) >= 2
     for c in (1e-9, 1e6):
-        out = I.ridge_fold_scores(gram(c * X), Y, rel, folds, perms)
+        out = R.ridge_fold_scores(gram(c * X), Y, rel, folds, perms)
         for k in ("score", "fold_r", "null", "prediction"):
             np.testing.assert_allclose(out[k], ref[k], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(out["alpha"] / c**2, ref["alpha"], rtol=1e-6)
@@ -348,14 +351,14 @@ def test_permuted_columns_give_the_matching_null():
     acc = S.MatchAccumulator(Yp, folds, dtype=np.float64)
     acc.update(U)
     res = acc.result()
-    score, fold_r = I.fold_scores(res["prediction"], Yp, folds)
+    score, fold_r = crossval.fold_scores(res["prediction"], Yp, folds)
     null, null_folds = I.unstack_null(score, P, cells), I.unstack_null(fold_r, P, cells)
     units = I.unstack_null(res["best_unit"], P, cells)
     for k, p in enumerate(perms):
         one = S.MatchAccumulator(Y[p], folds, dtype=np.float64)
         one.update(U)
         r1 = one.result()
-        s1, f1 = I.fold_scores(r1["prediction"], Y[p], folds)
+        s1, f1 = crossval.fold_scores(r1["prediction"], Y[p], folds)
         np.testing.assert_array_equal(units[:, k], r1["best_unit"])
         np.testing.assert_allclose(null[k], s1, atol=1e-12)
         np.testing.assert_allclose(null_folds[:, k], f1, atol=1e-12)
@@ -390,7 +393,7 @@ def test_torch_equals_numpy(device):
     folds = S.kfold(40, 4, seed=0)
     perms = I.permutations(40, 6, seed=8)
     rel = [0.01, 1.0, 100.0]
-    for fn, kw in ((I.ridge_fold_scores, {"fisher": True}), (I.ridge_pooled_scores, {})):
+    for fn, kw in ((R.ridge_fold_scores, {"fisher": True}), (R.ridge_pooled_scores, {})):
         a = fn(gram(X), Y, rel, folds, perms, **kw)
         b = fn(gram(X), Y, rel, folds, perms, device=device, **kw)
         assert a.keys() == b.keys()

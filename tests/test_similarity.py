@@ -241,7 +241,7 @@ def test_ridge_equals_sklearn():
     alphas = 10.0 ** np.arange(-2, 6)
     folds = S.kfold(n, 5, seed=1)
     Xc = X - X.mean(0)
-    pred, chosen = S.ridge_cv(Xc @ Xc.T, Y, alphas, folds, cell_block=3)
+    pred, chosen = S.ridge_cv(Xc @ Xc.T, Y, alphas, folds)
     expected = np.zeros_like(pred)
     for f, (tr, te) in enumerate(folds):
         model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X[tr], Y[tr])

@@ -290,6 +290,22 @@ def _dag_params(workdir, config: dict) -> dict:
     return json.loads(out.read_text())
 
 
+def test_every_setting_is_a_job_run_or_dag_key():
+    """A new schema key must be sorted: passed to the jobs that read it (a rerun when it
+    changes), a run setting (no rerun) or a key that shapes the DAG; never silently none."""
+    from mice2machines import settings
+
+    for section in sorted({sec for sec, _ in wp.JOB_KEYS.values()}):
+        keys = set(settings.schema(section)["properties"])
+        job = {k for sec, ks in wp.JOB_KEYS.values() if sec == section for k in ks}
+        run, dag = set(wp.RUN_KEYS.get(section, ())), set(wp.DAG_KEYS.get(section, ()))
+        assert not (job & run) and not (job & dag) and not (run & dag), section
+        assert keys == job | run | dag, (
+            f"{section}: unsorted {sorted(keys - job - run - dag)}, "
+            f"unknown {sorted((job | run | dag) - keys)}"
+        )
+
+
 def test_rule_params_of_the_demo_dag(tmp_path):
     """Planned from scratch, every job of the demo has the same params (what Snakemake's params
     trigger compares) with every key in reverse order and other run settings; other bootstrap,

@@ -5,25 +5,11 @@ Usage (a workflow script)::
     with dask_client(config) as client:   # config: the workflow config (or its `dask:` part)
         result = lazy_thing.compute()     # runs on whatever the `dask:` section chose
 
-Keys of the top-level ``dask:`` config section (workflow/schemas/dask.schema.yaml):
-
-cluster          ``local`` (default): a LocalCluster of thread workers in this process;
-                 ``slurm``: a dask-jobqueue SLURMCluster, each worker one SLURM job;
-                 ``synchronous``: no cluster, single-threaded (tiny data, debugging).
-n_workers        workers (= SLURM jobs for ``slurm``); default 1.
-cores            cores per worker (threads; ``--cpus-per-task``); default 1.
-memory           memory per worker, e.g. ``"4GB"`` (``--mem``); default ``"2GB"``.
-processes        worker processes per SLURM job; default 1 (``local`` uses threads).
-queue            SLURM partition of the worker jobs; default: the cluster's default.
-account          SLURM account (``-A``); default: none (the user's default account).
-walltime         worker job time limit, ``"HH:MM:SS"``; default ``"01:00:00"``.
-interface        network interface the scheduler and workers talk on (``ib0``, ``lo``...);
-                 default: the host's address.
-job_extra_directives  extra ``#SBATCH`` options, e.g. ``["--qos=short"]``.
-job_script_prologue   shell lines run before a worker starts (``module load ...``).
-local_directory  worker scratch directory; default: dask's temporary directory.
-log_directory    where worker job logs go (``slurm``); default ``logs/dask``.
-timeout          seconds to wait for the workers before failing; default 300.
+The top-level ``dask:`` config section chooses the cluster: ``local`` (a LocalCluster of
+thread workers in this process), ``slurm`` (a dask-jobqueue SLURMCluster, each worker one SLURM
+job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers. Its
+keys, defaults and descriptions live in schemas/dask.schema.yaml (the table in config/README.md
+is generated from it: ``python -m mice2machines.settings table dask``).
 """
 
 from __future__ import annotations

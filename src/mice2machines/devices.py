@@ -55,6 +55,30 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+#: bytes one block of batched resamples or permutations may use for its temporaries (~256 MB)
+MAX_BLOCK_BYTES = 1 << 28
+
+
+def array_backend(device) -> tuple:
+    """(array module, torch device or None) for float64 engines: numpy for "cpu" (or None),
+    torch on the device otherwise ("torch:cpu" -> torch on the CPU)."""
+    if device is None or str(device) == "cpu":
+        return np, None
+    import torch
+
+    return torch, torch_device(device)
+
+
+def put64(x, tdev, integer: bool = False):
+    """x as float64 (int64 with `integer`): numpy, or a torch tensor on `tdev`."""
+    x = np.ascontiguousarray(x, dtype=np.int64 if integer else np.float64)
+    if tdev is None:
+        return x
+    import torch
+
+    return torch.as_tensor(x, device=tdev)
+
+
 _BLAS = None  # threadpoolctl's controller of the loaded BLAS; False without threadpoolctl
 
 

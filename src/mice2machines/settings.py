@@ -214,19 +214,51 @@ def key_table(name: str) -> str:
     return "\n".join(rows)
 
 
+def update_readme(path: str | Path) -> list[str]:
+    """Rewrite every ``<!-- keys: SECTION -->`` ... ``<!-- /keys -->`` block of a Markdown
+    file with the section's generated table; returns the sections that changed."""
+    import re
+
+    path = Path(path)
+    text = path.read_text()
+    changed = []
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        table = key_table(name)
+        if match.group(2).strip() != table:
+            changed.append(name)
+        return f"<!-- keys: {name} -->\n{table}\n<!-- /keys -->"
+
+    new = re.sub(r"<!-- keys: (\S+) -->\n(.*?)<!-- /keys -->", fill, text, flags=re.S)
+    if new != text:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(new)
+        tmp.replace(path)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     """``defaults SECTION`` prints a section's defaults as YAML; ``table SECTION`` its keys
-    as a Markdown table (as config/README.md shows them)."""
+    as a Markdown table (as config/README.md shows them); ``readme FILE`` rewrites the key
+    tables of a Markdown file in place."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m mice2machines.settings")
-    parser.add_argument("what", choices=["defaults", "table"])
-    parser.add_argument("section", choices=["config", *SECTIONS, "neurn"])
+    parser.add_argument("what", choices=["defaults", "table", "readme"])
+    parser.add_argument("target", help="a section (defaults, table) or a Markdown file (readme)")
     args = parser.parse_args(argv)
+    if args.what == "readme":
+        changed = update_readme(args.target)
+        print(f"{args.target}: " + (", ".join(changed) + " updated" if changed else "up to date"))
+        return 0
+    names = ["config", *SECTIONS, "neurn"]
+    if args.target not in names:
+        parser.error(f"unknown section {args.target!r}; choose one of {names}")
     if args.what == "defaults":
-        print(yaml.safe_dump(defaults(args.section), sort_keys=False).rstrip())
+        print(yaml.safe_dump(defaults(args.target), sort_keys=False).rstrip())
     else:
-        print(key_table(args.section))
+        print(key_table(args.target))
     return 0
 
 

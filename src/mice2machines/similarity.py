@@ -17,10 +17,11 @@ from .compare.bootstrap import (
 )
 from .compare.ceilings import group_ceilings
 from .compare.cka import centre_gram, cka, cka_from_grams, hsic, u_centre_gram
+from .compare.crossval import kfold
 from .compare.gram import GramAccumulator, Representations, gram_stats, rdm_from_gram, rsa_table
 from .compare.matching import MatchAccumulator, match_units
 from .compare.registry import METRICS, Metric, get_metric, register_metric
-from .compare.ridge import kfold, ridge_cv, ridge_predictivity
+from .compare.ridge import ridge_cv, ridge_predictivity
 from .compare.rsa import RDM_COMPARATORS, rdm, rsa, square, upper_tri
 from .devices import cpu_workers, resolve_device
 from .neural.reliability import cell_reliability, pearson_rows, spearman_brown, split_halves

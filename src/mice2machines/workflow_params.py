@@ -27,6 +27,13 @@ RUN_KEYS: dict[str, tuple[str, ...]] = {
     "compare": ("device", "unit_chunk", "gpu"),
 }
 
+#: per config section: the settings that choose which jobs exist (the DAG), not what a job
+#: computes; the chosen job's own values (its zoo row) are in its params instead.
+DAG_KEYS: dict[str, tuple[str, ...]] = {
+    "models": ("table", "only"),
+    "compare": ("models",),
+}
+
 #: per rule: (config section, the settings of it that the job reads and that can change its
 #: output). Rules not listed (stimuli, the Allen rules, dg) build their params themselves.
 JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {

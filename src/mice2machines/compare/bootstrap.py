@@ -1,6 +1,6 @@
 """Bootstrap over stimuli (and cells): resample indices, resampled scores, percentile intervals.
 
-Every rule here is vectorised over the resamples, in blocks of at most ``MAX_BLOCK_BYTES`` of
+Every rule here is vectorised over the resamples, in blocks of at most ``devices.MAX_BLOCK_BYTES`` of
 working memory, on the job's device: "cpu" is numpy; "cuda", "cuda:N" or "torch:cpu" runs
 the blocks in torch (float64) on that device. A resample enters through its stimulus counts:
 the kept stimulus pairs of a resample (no pair of a stimulus with its own copy) are the
@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import devices
+from ..devices import array_backend, put64, to_numpy
 from .gram import Representations
-from .inference import MAX_BLOCK_BYTES, _backend, _host, _put
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -51,7 +52,7 @@ def resampled(reps: Representations, idx: np.ndarray) -> Representations:
 
 
 def _blocks(n_boot: int, per_resample_bytes: int):
-    step = max(1, MAX_BLOCK_BYTES // max(1, per_resample_bytes))
+    step = max(1, devices.MAX_BLOCK_BYTES // max(1, per_resample_bytes))
     return [slice(lo, min(lo + step, n_boot)) for lo in range(0, n_boot, step)]
 
 
@@ -104,14 +105,14 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
     G, L, m = len(a), len(b), a.shape[1]
     X = np.concatenate([a, b])
     iu, ju = np.triu_indices(n, k=1)
-    xp, tdev = _backend(device)
-    iu_d, ju_d = _put(iu, tdev, integer=True), _put(ju, tdev, integer=True)
+    xp, tdev = array_backend(device)
+    iu_d, ju_d = put64(iu, tdev, integer=True), put64(ju, tdev, integer=True)
     spearman = method == "spearman"
     nonfinite = np.isnan(X) if spearman else ~np.isfinite(X)
-    nan_d = _put(nonfinite, tdev)
+    nan_d = put64(nonfinite, tdev)
     out = np.empty((len(counts), G, L))
     if spearman:
-        order, lo_pos, hi_pos = (_put(x, tdev, integer=True) for x in _tie_bounds(X))
+        order, lo_pos, hi_pos = (put64(x, tdev, integer=True) for x in _tie_bounds(X))
         per_resample = 8 * 6 * (G + L) * m
     else:  # centred by the full sample's mean (less cancellation), non-finite entries zeroed
         Z = np.where(nonfinite, 0.0, X)
@@ -120,12 +121,12 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
             0.0,
             Z - Z.sum(1, keepdims=True) / np.maximum(1, (~nonfinite).sum(1, keepdims=True)),
         )
-        Za, Zb = _put(Z[:G], tdev), _put(Z[G:], tdev)
-        ZZ = _put(Z * Z, tdev)
+        Za, Zb = put64(Z[:G], tdev), put64(Z[G:], tdev)
+        ZZ = put64(Z * Z, tdev)
         P = (Za[:, None, :] * Zb[None, :, :]).reshape(G * L, m)  # pair products
         per_resample = 8 * (2 * m + 3 * G * L)
     for blk in _blocks(len(counts), per_resample):
-        C = _put(counts[blk], tdev)
+        C = put64(counts[blk], tdev)
         W = C[:, iu_d] * C[:, ju_d]  # (B, m): how often each pair is kept
         k = _sum(W, -1, xp)[:, None]  # (B, 1) kept pairs
         kept = (W > 0) * 1.0 if xp is np else (W > 0).to(W.dtype)
@@ -150,7 +151,7 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
         with np.errstate(invalid="ignore", divide="ignore"):
             prod = cross / xp.sqrt(va[:, :, None] * vb[:, None, :])
         prod = xp.where(bad[:, :G, None] | bad[:, None, G:], float("nan"), prod)
-        out[blk] = _host(prod)
+        out[blk] = to_numpy(prod)
     return out
 
 
@@ -185,20 +186,20 @@ def cka_bootstrap(neural_grams, model_grams, indices, unbiased: bool = True, dev
     X = np.concatenate([K, M])
     nonfinite = ~np.isfinite(X)
     X = _pre_centred(np.where(nonfinite, 0.0, X))
-    xp, tdev = _backend(device)
+    xp, tdev = array_backend(device)
     flat = X.reshape(G + L, n * n)
-    Kf, Mf = _put(flat[:G], tdev), _put(flat[G:], tdev)
-    XX = _put(flat * flat, tdev)  # (R, n^2): the self products
-    X_d = _put(X.reshape((G + L) * n, n), tdev)
-    diag = _put(np.diagonal(X, axis1=1, axis2=2), tdev)  # (R, n)
-    bad_d = _put(nonfinite.reshape(G + L, n * n), tdev)
+    Kf, Mf = put64(flat[:G], tdev), put64(flat[G:], tdev)
+    XX = put64(flat * flat, tdev)  # (R, n^2): the self products
+    X_d = put64(X.reshape((G + L) * n, n), tdev)
+    diag = put64(np.diagonal(X, axis1=1, axis2=2), tdev)  # (R, n)
+    bad_d = put64(nonfinite.reshape(G + L, n * n), tdev)
     out = np.empty((len(counts), G, L))
-    Lc = max(1, min(L, MAX_BLOCK_BYTES // (8 * G * n * n)))  # layers per pair-product chunk
+    Lc = max(1, min(L, devices.MAX_BLOCK_BYTES // (8 * G * n * n)))  # layers per pair-product chunk
     for l0 in range(0, L, Lc):
         l1 = min(L, l0 + Lc)
         P = (Kf[:, None, :] * Mf[None, l0:l1, :]).reshape(G * (l1 - l0), n * n)
         for blk in _blocks(len(counts), 8 * (2 * n * n + 4 * (G + L) * n + 2 * G * L)):
-            C = _put(counts[blk], tdev)
+            C = put64(counts[blk], tdev)
             B = len(C)
             CC = (C[:, :, None] * C[:, None, :]).reshape(B, n * n)
             T = (CC @ P.T).reshape(B, G, l1 - l0)  # tr(K~ L~)
@@ -222,7 +223,7 @@ def cka_bootstrap(neural_grams, model_grams, indices, unbiased: bool = True, dev
                 r = num / xp.sqrt(self_[:, :G, None] * self_[:, None, G + l0 : G + l1])
             bad = (CC @ bad_d.T) > 0  # (B, R)
             r = xp.where(bad[:, :G, None] | bad[:, None, G + l0 : G + l1], float("nan"), r)
-            out[blk, :, l0:l1] = _host(r)
+            out[blk, :, l0:l1] = to_numpy(r)
     return out
 
 
@@ -284,11 +285,11 @@ def bootstrap_cell_r(pred: np.ndarray, obs: np.ndarray, indices: np.ndarray, dev
     pred = np.asarray(pred, dtype=np.float64)
     obs = np.asarray(obs, dtype=np.float64)
     counts = resample_counts(indices, pred.shape[1])
-    xp, tdev = _backend(device)
-    p_d, o_d = _put(pred, tdev), _put(obs, tdev)
+    xp, tdev = array_backend(device)
+    p_d, o_d = put64(pred, tdev), put64(obs, tdev)
     out = np.empty((len(counts), len(pred)))
     for blk in _blocks(len(counts), 8 * 10 * len(pred)):
-        out[blk] = _host(_counted_r(p_d, o_d, _put(counts[blk].T, tdev), xp)).T
+        out[blk] = to_numpy(_counted_r(p_d, o_d, put64(counts[blk].T, tdev), xp)).T
     return out
 
 
@@ -306,14 +307,14 @@ def bootstrap_fold_r(
     pred = np.asarray(pred, dtype=np.float64)
     obs = np.asarray(obs, dtype=np.float64)
     counts = resample_counts(indices, pred.shape[1])
-    xp, tdev = _backend(device)
+    xp, tdev = array_backend(device)
     tests = [np.asarray(te) for _, te in folds]
-    parts = [(_put(pred[:, te], tdev), _put(obs[:, te], tdev)) for te in tests]
+    parts = [(put64(pred[:, te], tdev), put64(obs[:, te], tdev)) for te in tests]
     out = np.empty((len(counts), len(pred)))
     for blk in _blocks(len(counts), 8 * (10 + 2 * len(tests)) * len(pred)):
         total = count = None
         for te, (p_d, o_d) in zip(tests, parts, strict=True):
-            r = _counted_r(p_d, o_d, _put(counts[blk][:, te].T, tdev), xp)
+            r = _counted_r(p_d, o_d, put64(counts[blk][:, te].T, tdev), xp)
             ok = xp.isfinite(r)
             with np.errstate(invalid="ignore", divide="ignore"):
                 x = xp.arctanh(xp.clip(r, -1, 1)) if fisher else r
@@ -324,7 +325,7 @@ def bootstrap_fold_r(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = total / count
         mean = xp.tanh(mean) if fisher else mean
-        out[blk] = _host(xp.where(count > 0, mean, float("nan"))).T
+        out[blk] = to_numpy(xp.where(count > 0, mean, float("nan"))).T
     return out
 
 
@@ -342,3 +343,20 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0, estim
     if estimate is None:
         return lo, hi
     return estimate + lo - med, estimate + hi - med
+
+
+def cell_bootstrap_ci(
+    values: np.ndarray, membership: np.ndarray, n_boot: int, seed: int, level: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(groups,) percentile CI of the group median over cells resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    lo = np.full(len(membership), np.nan)
+    hi = np.full(len(membership), np.nan)
+    for g, m in enumerate(membership):
+        v = values[m]
+        v = v[np.isfinite(v)]
+        if len(v) == 0 or n_boot == 0:
+            continue
+        meds = np.median(v[rng.integers(0, len(v), (n_boot, len(v)))], axis=1)
+        lo[g], hi[g] = percentile_ci(meds, level)
+    return lo, hi

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..devices import resolve_device, to_device, to_numpy, torch_device, uses_torch
 from ..neural.reliability import pearson_rows
-from .ridge import kfold
+from .crossval import kfold
 
 
 class MatchAccumulator:
@@ -73,7 +73,7 @@ class MatchAccumulator:
         order = sorted(range(k), key=sizes.__getitem__)
         m = max(sizes)
         self._kp = -(-m // 32) * 32  # the kernel's rows: m padded to its blocks of 32 rows
-        Y = torch.as_tensor(self.Y, device=dev)
+        Y = self._Y_d = torch.as_tensor(self.Y, device=dev)
         A = torch.zeros((k, c, max(m + 1, self._kp)), dtype=torch.float64, device=dev)
         rows = torch.empty((k, m), dtype=torch.int64, device=dev)  # training rows, padded
         for p, f in enumerate(order):
@@ -197,20 +197,49 @@ class MatchAccumulator:
             self.best_unit[f][better] = j[better] + offset
             self.best_act[f][better] = U[:, j[better]].T
 
+    @property
+    def responses(self):
+        """The responses (stimuli, cells) float64 where the accumulator computes: numpy, or a
+        torch tensor on its device."""
+        return self._Y_d if self._cuda else self.Y
+
+    def predictions(self):
+        """(stimuli, cells) held-out predictions, where the accumulator computes: each fold's
+        best unit mapped by least squares on the fold's training stimuli."""
+        if self._cuda:
+            import torch
+
+            xp, dev = torch, self._Y_d.device
+
+            def index(i):
+                return torch.as_tensor(i, dtype=torch.int64, device=dev)
+
+            pred = torch.full((self.n, self.n_cells), float("nan"), dtype=torch.float64, device=dev)
+        else:
+            xp, pred = np, np.full((self.n, self.n_cells), np.nan)
+
+            def index(i):
+                return i
+
+        Y = self.responses
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for f, (tr, te) in enumerate(self.folds):
+                tr, te = index(tr), index(te)
+                u = self.best_act[f].T  # (stimuli, cells)
+                u_mean, y_mean = u[tr].mean(0), Y[tr].mean(0)
+                ut, yt = u[tr] - u_mean, Y[tr] - y_mean
+                var = (ut * ut).sum(0)
+                slope = xp.where(var > 0, (ut * yt).sum(0) / var, 0.0)
+                pred[te] = y_mean + slope * (u[te] - u_mean)
+        return pred
+
     def result(self) -> dict:
         """best_unit, train_r (folds, cells); prediction (stimuli, cells) on held-out stimuli."""
-        best_r = to_numpy(self.best_r)
-        best_unit = to_numpy(self.best_unit)
-        act = to_numpy(self.best_act).astype(np.float64)
-        pred = np.full((self.n, self.n_cells), np.nan)
-        for f, (tr, te) in enumerate(self.folds):
-            u = act[f].T  # (stimuli, cells)
-            ut, yt = u[tr] - u[tr].mean(0), self.Y[tr] - self.Y[tr].mean(0)
-            var = (ut * ut).sum(0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                slope = np.where(var > 0, (ut * yt).sum(0) / var, 0.0)
-            pred[te] = self.Y[tr].mean(0) + slope * (u[te] - u[tr].mean(0))
-        return {"best_unit": best_unit, "train_r": best_r, "prediction": pred}
+        return {
+            "best_unit": to_numpy(self.best_unit),
+            "train_r": to_numpy(self.best_r),
+            "prediction": to_numpy(self.predictions()),
+        }
 
 
 def match_units(

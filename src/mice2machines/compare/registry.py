@@ -90,12 +90,11 @@ class JobContext:
         """(cells,) cross-validated score of held-out predictions (n, cells), as
         compare.cv_score says: the mean over folds of r (chance 0), of Fisher z, or the
         pooled r (biased below 0 without signal)."""
-        from ..neural.reliability import pearson_rows
-        from .inference import fold_scores
+        from .crossval import fold_scores, pooled_scores
 
         how = self.cfg["cv_score"]
         if how == "pooled":
-            return pearson_rows(np.asarray(prediction).T, np.asarray(Y).T)
+            return pooled_scores(prediction, Y)
         return fold_scores(prediction, Y, self.folds, fisher=how == "fold_mean_z")[0]
 
 

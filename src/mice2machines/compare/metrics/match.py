@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...devices import to_numpy
 from ..inference import permuted_columns, unstack_null
 from ..matching import MatchAccumulator
 from ..registry import Metric, Variable, register_metric
@@ -36,17 +37,18 @@ class MatchScorer:
             self.acc.update(flat[:, lo : lo + self.step])
 
     def result(self, layer) -> dict:
-        ctx, c = self.ctx, self.ctx.n_cells
-        res = self.acc.result()
-        pred = res["prediction"]
+        """Predictions and their per-fold scores stay on the accumulator's device; only the
+        (folds, columns) correlations and the observed cells' predictions come back."""
+        ctx, c, acc = self.ctx, self.ctx.n_cells, self.acc
+        pred, Y = acc.predictions(), acc.responses
         out = {
-            "match_r": ctx.fold_scores(pred[:, :c], ctx.Y),
-            "match_unit": res["best_unit"][:, :c],
-            "prediction": pred[:, :c].T,
+            "match_r": ctx.fold_scores(pred[:, :c], Y[:, :c]),
+            "match_unit": to_numpy(acc.best_unit)[:, :c],
+            "prediction": to_numpy(pred[:, :c]).T,
             "null": None,
         }
         if self.n_perm:
-            null = ctx.fold_scores(pred[:, c:], self.Yp)
+            null = ctx.fold_scores(pred[:, c:], Y[:, c:])
             out["null"] = unstack_null(null, self.n_perm, c)
         return out
 

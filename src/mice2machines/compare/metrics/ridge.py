@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference import ridge_fold_scores, ridge_pooled_scores
 from ..registry import Metric, Variable, register_metric
+from ..ridge import ridge_fold_scores, ridge_pooled_scores
 
 ORDER = 3
 
