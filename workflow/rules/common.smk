@@ -54,6 +54,12 @@ else:
 
 MANIFEST = f"{RESULTS}/manifest.tsv"
 
+if SOURCE == "table":
+    from mice2machines.neural.table import validate as validate_table
+
+    # a bad table or stimulus set fails here, naming the file and the key, before any job
+    TABLE = validate_table(config)
+
 
 def synthetic_table():
     from mice2machines.synthetic import experiment_table
