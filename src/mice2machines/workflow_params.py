@@ -52,10 +52,6 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
         "neural",
         ("areas", "cre_lines", "reliability_split", "reliability_seed", "min_reliability"),
     ),
-    "table_population": (
-        "neural",
-        ("areas", "cre_lines", "reliability_split", "reliability_seed", "min_reliability"),
-    ),
     # the cache the weights are fetched into, and recorded in the job's manifest
     "fetch_weights": ("models", ("weights_dir",)),
     "extract_activations": (

@@ -2,7 +2,7 @@
 the population and stimulus stores the NWB path writes (mice2machines.neural.table)."""
 
 # The table was checked when the workflow was planned (common.smk: TABLE), so a bad table
-# fails before any job. Params: the population filters, as for rule population (neural.smk).
+# fails before any job. Params: those of rule population (neural.smk), the same settings.
 
 import json
 
@@ -28,7 +28,7 @@ rule table_population:
         mem_mb=8000,
         runtime=60,
     params:
-        cfg=job_params("table_population", config),
+        cfg=job_params("population", config),
     script:
         "../scripts/table_population.py"
 
