@@ -113,6 +113,8 @@ def _edit(ds: xr.Dataset, what: str) -> xr.Dataset:
         return ds.drop_vars("cre_line")
     if what == "dup_cell":
         return ds.assign_coords(cell=np.r_[ds.cell.values[:-1], ds.cell.values[0]])
+    if what == "dup_image":
+        return ds.assign_coords(image=np.r_[ds.image.values[1:], ds.image.values[1]])
     if what == "dup_session":  # one session id for cells of two areas
         return ds.assign_coords(experiment_id=("cell", np.zeros(ds.sizes["cell"], int)))
     if what == "all_nan":
@@ -132,6 +134,7 @@ def _edit(ds: xr.Dataset, what: str) -> xr.Dataset:
         ("no_area", "no `area` coordinate"),
         ("no_labels", "neither a `cre_line` nor an `ei_class`"),
         ("dup_cell", r"duplicate cell ids \[1000\]"),
+        ("dup_image", r"duplicate image ids \[8\] \(coordinate `image`\)"),
         ("dup_session", "duplicate session id 0: its cells have area"),
         ("all_nan", "no finite value"),
         ("strings", "not numbers"),

@@ -58,7 +58,8 @@ if SOURCE == "table":
     from mice2machines.neural.table import validate as validate_table
 
     # a bad table or stimulus set fails here, naming the file and the key, before any job
-    TABLE = validate_table(config)
+    # (once, when the workflow is planned: cluster jobs do not read the whole table again)
+    TABLE = validate_table(config) if workflow.is_main_process else None
 
 
 def synthetic_table():

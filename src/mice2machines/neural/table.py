@@ -15,7 +15,6 @@ table holds.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +156,10 @@ def check_identity(ds: xr.Dataset, path) -> None:
     if cells.has_duplicates:
         dup = cells[cells.duplicated()].unique()[:5].tolist()
         raise TableError(f"{path}: duplicate cell ids {dup} (coordinate `cell`)")
+    images = pd.Index(np.asarray(ds["image"].values))
+    if images.has_duplicates:
+        dup = images[images.duplicated()].unique()[:5].tolist()
+        raise TableError(f"{path}: duplicate image ids {dup} (coordinate `image`)")
     cols = {c: np.asarray(ds[c].values).astype(str) for c in ("area", "cre_line", "imaging_depth")}
     eids = np.asarray(ds["experiment_id"].values).astype(str)
     for eid in np.unique(eids):
@@ -257,12 +260,13 @@ def population(path: str | Path, cfg: dict | None = None) -> xr.Dataset:
 
     ds = normalise(open_table(path), path)
     check_identity(ds, path)
-    if repeat_counts(ds["responses"])[1] < 2:
+    one_repeat = repeat_counts(ds["responses"])[1] < 2
+    if one_repeat:
         log.warning("%s: %s", path, NO_CEILING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return finish_population(ds, cfg)
-    return finish_population(ds, cfg)
+    pop = finish_population(ds, cfg)
+    if one_repeat:  # NaN as the split would give, without empty-mean warnings
+        pop["reliability"] = xr.full_like(pop["reliability"], np.nan)
+    return pop
 
 
 def write_population(path: str | Path, out: str | Path, cfg: dict | None = None) -> dict:
