@@ -123,6 +123,8 @@ def _edit(ds: xr.Dataset, what: str) -> xr.Dataset:
         return ds.assign(responses=ds.responses.astype(str).astype(object))
     if what == "unknown_cre":
         return ds.assign_coords(cre_line=("cell", np.full(ds.sizes["cell"], "Foo-Cre", object)))
+    if what == "no_stimuli":
+        return ds.drop_vars("stimuli")
     if what == "no_responses":
         return ds.rename(responses="dff")
     raise ValueError(what)
@@ -140,6 +142,7 @@ def _edit(ds: xr.Dataset, what: str) -> xr.Dataset:
         ("strings", "not numbers"),
         ("unknown_cre", "unknown Cre line 'Foo-Cre'.*give an `ei_class`"),
         ("no_responses", "no `responses` variable"),
+        ("no_stimuli", "no `stimuli` variable in the table and no table.stimuli set"),
     ],
 )
 def test_bad_tables_are_refused(tmp_path, what, message):
@@ -166,6 +169,25 @@ def test_one_repeat_refused_or_run_on(tmp_path):
         table.validate(cfg)
 
 
+def test_ei_class_alone_labels_the_cells(tmp_path):
+    """ei_class without Cre lines (another rig's labels): kept, cre_line 'unknown'; an
+    ei_class that contradicts a known Cre line is refused."""
+    ds = planted_table(n_cells=8, n_repeats=3)
+    ei = np.array(["excitatory", "inhibitory"] * 4, dtype=object)
+    ds.drop_vars("cre_line").assign_coords(ei_class=("cell", ei)).to_zarr(
+        tmp_path / "ei.zarr", zarr_format=3, consolidated=False
+    )
+    pop = table.population(tmp_path / "ei.zarr").compute()
+    assert pop.ei_class.values.tolist() == ei.tolist()
+    assert set(pop.cre_line.values.tolist()) == {"unknown"}
+    assert np.isfinite(pop.reliability).all() and pop.sizes["repeat"] == 3
+    ds.assign_coords(ei_class=("cell", ei)).to_zarr(
+        tmp_path / "both.zarr", zarr_format=3, consolidated=False
+    )
+    with pytest.raises(table.TableError, match="'Cux2-CreERT2' are excitatory, not 'inhibitory'"):
+        table.validate(config_for(tmp_path / "both.zarr"))
+
+
 def test_summarize_counts_finite_repeats(tmp_path):
     ds = planted_table(n_repeats=4)
     ds["responses"][:, :, 3] = np.nan  # a padded repeat axis: 3 repeats in fact
@@ -179,6 +201,7 @@ def test_summarize_counts_finite_repeats(tmp_path):
     }
 
 
+@pytest.mark.workflow
 def test_mismatched_image_ids_refused_before_any_job(tmp_path):
     """snakemake -n fails at planning, naming the stimulus folder, the key and the ids."""
     from PIL import Image
@@ -239,6 +262,8 @@ def test_table_population_equals_the_nwb_path(nwb_paths, tmp_path):
 # ---------------------------------------------------------------- through the workflow
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_one_repeat_table_through_the_workflow(tmp_path):
     """A 1-repeat table to scores and figures: reliability and ceilings NaN, the reason in
     the population and compare_prepare logs and on (and in the metadata of) the figures."""
