@@ -101,6 +101,16 @@ def test_npy_stimuli_replace_the_table_stimuli(tmp_path):
     luma = rgb @ np.array([0.299, 0.587, 0.114])
     np.testing.assert_allclose(stim["images"].sel(image=5), luma[5], rtol=1e-5)
     assert stim.attrs["source"] == str(tmp_path / "s.npy")
+    # a store with (image, y, x, channel) `images` and ids of its own, in another order
+    store = xr.Dataset(
+        {"images": (("image", "y", "x", "channel"), rgb[::-1])},
+        coords={"image": [4, 3, 2, 1, 0, 5]},
+    )
+    store.to_zarr(tmp_path / "s.zarr", zarr_format=3, consolidated=False)
+    table.write_stimuli({**tcfg, "stimuli": str(tmp_path / "s.zarr")}, tmp_path / "st2.zarr")
+    again = open_zarr(tmp_path / "st2.zarr").load()
+    np.testing.assert_allclose(again["images"].sel(image=5), luma[0], rtol=1e-5)
+    np.testing.assert_allclose(again["images"].sel(image=0), luma[1], rtol=1e-5)
 
 
 # ---------------------------------------------------------------- validation at planning

@@ -160,18 +160,19 @@ def check_identity(ds: xr.Dataset, path) -> None:
     if images.has_duplicates:
         dup = images[images.duplicated()].unique()[:5].tolist()
         raise TableError(f"{path}: duplicate image ids {dup} (coordinate `image`)")
-    cols = {c: np.asarray(ds[c].values).astype(str) for c in ("area", "cre_line", "imaging_depth")}
-    eids = np.asarray(ds["experiment_id"].values).astype(str)
-    for eid in np.unique(eids):
-        at = eids == eid
-        for col, values in cols.items():
-            seen = np.unique(values[at])
-            if len(seen) > 1:
-                raise TableError(
-                    f"{path}: duplicate session id {eid}: its cells have {col} "
-                    f"{seen[:4].tolist()} (coordinate `experiment_id`; one session is one "
-                    "imaging plane, give each its own id)"
-                )
+    cols = ("area", "cre_line", "imaging_depth")
+    plane = pd.DataFrame({c: np.asarray(ds[c].values).astype(str) for c in cols})
+    plane["session"] = np.asarray(ds["experiment_id"].values)
+    kinds = plane.groupby("session").nunique()
+    for col in cols:
+        if (kinds[col] > 1).any():
+            eid = kinds.index[kinds[col] > 1][0]
+            seen = sorted(set(plane.loc[plane["session"] == eid, col]))
+            raise TableError(
+                f"{path}: duplicate session id {eid}: its cells have {col} {seen[:4]} "
+                "(coordinate `experiment_id`; one session is one imaging plane, give each its "
+                "own id)"
+            )
 
 
 def repeat_counts(responses: xr.DataArray) -> tuple[int, int]:
