@@ -283,7 +283,10 @@ def test_one_repeat_table_through_the_workflow(tmp_path):
     planted_table(n_repeats=1).to_zarr(tmp_path / "t.zarr", zarr_format=3, consolidated=False)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg.update(source="table", table={"path": "t.zarr"})
-    cfg["models"].update(only=["resnet18_random"], gpu=0, threads=1, writers=1)
+    zoo = "name\tbuilder\tweights\tinput_size\tlayers\n"
+    zoo += "r18\ttorchvision:resnet18\trandom\t48\tnames:conv1,layer2.0.conv1,layer4.1.conv2,fc\n"
+    (tmp_path / "config" / "one_model.tsv").write_text(zoo)
+    cfg["models"].update(table="config/one_model.tsv", gpu=0, threads=1, writers=1)
     cfg["compare"].update(
         metrics=["rsa_pearson", "cka_unbiased", "ridge"],
         n_perm=5,
