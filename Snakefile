@@ -15,7 +15,15 @@ rule all:
         all_targets,
 
 
-include: "workflow/rules/neural.smk"
+if SOURCE == "table":
+
+    include: "workflow/rules/table.smk"
+
+else:
+
+    include: "workflow/rules/neural.smk"
+
+
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/dg.smk"

@@ -54,6 +54,13 @@ else:
 
 MANIFEST = f"{RESULTS}/manifest.tsv"
 
+if SOURCE == "table":
+    from mice2machines.neural.table import validate as validate_table
+
+    # a bad table or stimulus set fails here, naming the file and the key, before any job
+    # (once, when the workflow is planned: cluster jobs do not read the whole table again)
+    TABLE = validate_table(config) if workflow.is_main_process else None
+
 
 def synthetic_table():
     from mice2machines.synthetic import experiment_table

@@ -113,6 +113,7 @@ rule compare_figures:
     input:
         store=rules.compare_aggregate.output.store,
         csv=rules.compare_aggregate.output.csv,
+        neural=rules.compare_prepare.output.store,
     output:
         heatmaps=[
             report(

@@ -7,7 +7,7 @@ import pandas as pd
 
 from mice2machines.compare import aggregate, figures
 from mice2machines.compare.registry import load_plugins
-from mice2machines.io import script_logger
+from mice2machines.io import open_zarr, script_logger
 
 log = script_logger(snakemake.log[0])
 cfg = json.loads(snakemake.params.cfg)
@@ -25,5 +25,8 @@ outputs.update(
         "rmse_cre_line": snakemake.output.rmse_cre_line,
     }
 )
-figures.save_all(ds, df, outputs)
+note = open_zarr(snakemake.input.neural).attrs.get("ceiling_note")
+if note:
+    log.warning("figures: %s", note)
+figures.save_all(ds, df, outputs, note=note)
 log.info("wrote %d figures", len(outputs))

@@ -215,9 +215,25 @@ def rmse_distributions(ds, by: str = "area"):
     return fig
 
 
-def save_all(ds, df: pd.DataFrame, outputs: dict, dpi: int = 120) -> None:
+def mark_no_ceiling(fig, note: str) -> None:
+    """Say on a figure that the scores have no noise ceiling (``note``: why)."""
+    fig.text(
+        0.01,
+        0.005,
+        "no ceiling: " + note.removeprefix("no ceiling: "),
+        fontsize=6,
+        color="firebrick",
+        ha="left",
+        va="bottom",
+        wrap=True,
+    )
+
+
+def save_all(ds, df: pd.DataFrame, outputs: dict, dpi: int = 120, note: str | None = None) -> None:
     """Write the figures named in outputs: {'heatmap:<metric>': path, 'best_layer': path,
-    'ei': path, 'rmse_area': path, 'rmse_cre_line': path}."""
+    'ei': path, 'rmse_area': path, 'rmse_cre_line': path}. ``note``: why the scores have no
+    noise ceiling (the neural store's ``ceiling_note``), written on every figure and into
+    its PNG metadata (Description)."""
     plt = _plt()
     metrics = list(dict.fromkeys(df["metric"]))
     for key, path in outputs.items():
@@ -233,6 +249,8 @@ def save_all(ds, df: pd.DataFrame, outputs: dict, dpi: int = 120) -> None:
             fig = rmse_distributions(ds, "cre_line")
         else:
             raise ValueError(f"unknown figure {key!r}")
+        if note:
+            mark_no_ceiling(fig, note)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi)
+        fig.savefig(path, dpi=dpi, metadata={"Description": note} if note else None)
         plt.close(fig)

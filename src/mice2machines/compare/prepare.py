@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..neural.reliability import cell_reliability
+from ..neural.reliability import NO_CEILING, cell_reliability
 from . import receptive_fields as rf
 from . import settings
 from .ceilings import group_ceilings, split_half_metrics
@@ -66,11 +66,28 @@ def prepare_neural(
 
     # every registered split-half metric: prepare does not depend on compare.metrics
     ceiled = split_half_metrics()
-    ceiling = _ceiling_table(responses, groups, ceiled, cfg)
-    reliability = _reliability(pop, responses, cfg)
-    log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
-    coords = _neural_coords(cells, groups, ceiled, means.shape[1], size)
-    return _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+    note = no_ceiling_reason(responses)
+    if note is None:
+        ceiling = _ceiling_table(responses, groups, ceiled, cfg)
+        reliability = _reliability(pop, responses, cfg)
+        log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
+    else:
+        log.warning("compare: %s", note)
+        ceiling = np.full((len(ceiled), len(groups)), np.nan)
+        reliability = np.full(len(cells), np.nan)
+    coords = _neural_coords(cells, groups, ceiled, pop["image"].values, size)
+    ds = _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+    if note is not None:
+        ds.attrs["ceiling_note"] = note
+    return ds
+
+
+def no_ceiling_reason(responses: np.ndarray) -> str | None:
+    """Why split-half ceilings cannot be computed (None when they can): every cell and image
+    has fewer than 2 finite repeats."""
+    if responses.ndim == 3 and (np.isfinite(responses).sum(-1) >= 2).any():
+        return None
+    return NO_CEILING
 
 
 def _usable_cells(population: xr.Dataset, min_reliability=None) -> tuple[xr.Dataset, np.ndarray]:
@@ -136,7 +153,7 @@ def _reliability(pop: xr.Dataset, responses: np.ndarray, cfg: dict) -> np.ndarra
     return cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
 
 
-def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, n_images: int, size):
+def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, image_ids, size):
     """Coordinates of the neural store: cells (with their per-cell coordinates), images,
     groups, ceiled metrics and the map grid."""
     coords = {"cell": cells["cell"].to_numpy()}
@@ -146,7 +163,7 @@ def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, n_images:
             coords[c] = ("cell", v.astype(str) if v.dtype == object else v)
     coords.update(
         {
-            "image": np.arange(n_images),
+            "image": np.asarray(image_ids),
             "group": groups["group"].to_numpy().astype(str),
             "group_by": ("group", groups["group_by"].to_numpy().astype(str)),
             "group_value": ("group", groups["value"].to_numpy().astype(str)),

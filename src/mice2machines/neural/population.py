@@ -35,9 +35,15 @@ def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> 
 
     Filters (areas, cre_lines, min_reliability) come from the `neural` config section.
     """
-    cfg = settings(cfg)
     parts = [open_zarr(p)[["responses", "blank_responses"]] for p in paths]
     pop = concat_stores(parts, "cell", coords="different", compat="equals", combine_attrs="drop")
+    return finish_population(pop, cfg)
+
+
+def finish_population(pop: xr.Dataset, cfg: dict | None = None) -> xr.Dataset:
+    """The `neural` filters (areas, cre_lines, min_reliability) and the reliability column of
+    a population (cell, image, repeat), rechunked along `cell` for writing."""
+    cfg = settings(cfg)
     if cfg["areas"]:
         pop = pop.isel(cell=np.isin(pop.area.values, cfg["areas"]))
     if cfg["cre_lines"]:

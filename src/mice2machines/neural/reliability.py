@@ -17,6 +17,11 @@ import warnings
 import numpy as np
 
 SPLITS = ("odd_even", "random")
+#: the warning (logs) and figure note of data without repeats
+NO_CEILING = (
+    "no ceiling: the responses have 1 repeat per image, so split-half reliability and noise "
+    "ceilings cannot be computed (they are NaN)"
+)
 
 
 def spearman_brown(r, factor: float = 2.0):
