@@ -4,6 +4,7 @@ discovery and download through the dandi client against a loopback DANDI API; st
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -218,3 +219,63 @@ def test_dandi_etag_matches_dandischema(tmp_path):
     finally:
         gen.DEFAULT_PART_SIZE = 64 << 20
     assert want.endswith("-4") and dandi.dandi_etag(f, part_size=5 << 20) == want
+
+
+def test_workflow_dandi_source(dandi_set, tmp_path):
+    """`source: dandi` through the workflow: discovery against the loopback archive, streamed
+    sessions to the experiment stores (equal to the NWB 1 ones) and the population; the same
+    manifest without streaming plans one download per session."""
+    import subprocess
+
+    import yaml
+    from conftest import copy_config, snakemake_cmd
+
+    files, assets = _assets(dandi_set, tmp_path)
+    ids = sorted(nwb.read_session(v1).experiment_id for v1, _, _ in dandi_set)
+    table = tmp_path / "experiments.tsv"
+    depths = {nwb.read_session(v1).experiment_id: d for v1, _, d in dandi_set}
+    table.write_text("experiment_id\timaging_depth\n" + "".join(f"{e}\t{depths[e]}\n" for e in ids))
+    work = tmp_path / "wf"
+    work.mkdir()
+    copy_config(work)
+    with Server(files, assets) as srv:
+        cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+        cfg["source"] = "dandi"
+        cfg["dandi"] = {
+            "api_url": f"{srv.url}/api",
+            "experiments_table": str(table),
+            "stream": True,
+        }
+        (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        targets = ["results/neural/population.zarr", "results/stimuli.zarr"]
+        env = {**__import__("os").environ, "DANDI_NO_ET": "1"}
+        proc = subprocess.run(
+            snakemake_cmd(work, "--cores", "2", *targets, timeout_s=300),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert all(r[0].startswith("/files/") or "/api/" in r[0] for r in srv.served.requests)
+    pop = xr.open_zarr(work / "results/neural/population.zarr")
+    assert sorted(set(pop.experiment_id.values.tolist())) == ids
+    for v1, _, depth in dandi_set:
+        s1 = nwb.read_session(v1)
+        got = xr.open_zarr(work / f"results/neural/experiments/{s1.experiment_id}.zarr").load()
+        want = _store(s1, tmp_path / f"want{s1.experiment_id}.zarr")
+        assert got.attrs.pop("source_file").endswith("/download/")
+        got.attrs.pop("provenance")
+        got = got.chunk({"cell": 4}).load()
+        xr.testing.assert_identical(want, got)
+    cfg["dandi"]["stream"] = False
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dry = subprocess.run(
+        snakemake_cmd(work, "-n", *targets, timeout_s=120),
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, flags=re.M))
+    n = str(len(ids))
+    assert stats.get("dandi_download") == n and stats.get("nwb_to_zarr") == n, stats
+    assert "dandi_manifest" not in stats  # the manifest stands: discovery is not planned again

@@ -48,6 +48,20 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
             "bad_traces",
         ),
     ),
+    "dandi_manifest": (
+        "dandi",
+        (
+            "dandiset",
+            "version",
+            "api_url",
+            "sessions",
+            "cre_lines",
+            "areas",
+            "max_sessions",
+            "experiments_table",
+            "path_regex",
+        ),
+    ),
     "population": (
         "neural",
         ("areas", "cre_lines", "reliability_split", "reliability_seed", "min_reliability"),
@@ -132,6 +146,14 @@ def job_settings(rule: str, config: Mapping, **job) -> dict:
 def job_params(rule: str, config: Mapping, **job) -> str:
     """`job_settings` as one canonical string (a rule's params: equal settings, equal string)."""
     return canonical(job_settings(rule, config, **job))
+
+
+def dandi_job(config: Mapping) -> dict:
+    """The DANDI settings a session's conversion reads (none for other sources, so their
+    params stay as they were)."""
+    if config["source"] != "dandi":
+        return {}
+    return {"unknown_depth": config["dandi"]["unknown_depth"]}
 
 
 def layer_drive_model(config: Mapping, zoo: Mapping) -> dict | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import download as _download
 from ..download import DownloadError
-from .allen import MANIFEST_COLUMNS
+from .allen import MANIFEST_COLUMNS, read_manifest  # noqa: F401 (re-exported)
 from .labels import UnknownCreLineError, cre_line_from_genotype, ei_class
 
 DANDI_COLUMNS = (
@@ -291,3 +291,22 @@ def session_depth(row: dict) -> int | None:
     """The imaging depth of a manifest row (the experiments table's), else None."""
     text = str(row.get("imaging_depth", "")).strip()
     return int(float(text)) if text else None
+
+
+def open_session(
+    manifest: str | os.PathLike,
+    experiment_id: int,
+    nwb_path: str | os.PathLike | None = None,
+    default_depth: int | None = None,
+):
+    """A manifest row's session: its downloaded file, else streamed from the asset's URL,
+    with the experiments table's depth and (streamed) the archive's sha256."""
+    from .nwb2 import read_session
+
+    row = manifest_row(manifest, experiment_id)
+    return read_session(
+        str(nwb_path) if nwb_path else row["url"],
+        imaging_depth=session_depth(row),
+        sha256=None if nwb_path else (row.get("sha256") or None),
+        default_depth=default_depth,
+    )

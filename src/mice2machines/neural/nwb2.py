@@ -291,7 +291,7 @@ def read_session(
     except BaseException:
         stack.close()
         raise
-    session.sha256 = sha256
+    session.sha256 = sha256 or ("streamed, not hashed" if is_url(source) else None)
     if is_url(source):
         session.__dict__["_stream"] = (stack, nwbfile)  # the metadata travels once
     else:
