@@ -259,7 +259,7 @@ def test_workflow_dandi_source(dandi_set, tmp_path):
         assert all(r[0].startswith("/files/") or "/api/" in r[0] for r in srv.served.requests)
     pop = xr.open_zarr(work / "results/neural/population.zarr")
     assert sorted(set(pop.experiment_id.values.tolist())) == ids
-    for v1, _, depth in dandi_set:
+    for v1, _, _ in dandi_set:
         s1 = nwb.read_session(v1)
         got = xr.open_zarr(work / f"results/neural/experiments/{s1.experiment_id}.zarr").load()
         want = _store(s1, tmp_path / f"want{s1.experiment_id}.zarr")
