@@ -48,20 +48,6 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
             "bad_traces",
         ),
     ),
-    "dandi_manifest": (
-        "dandi",
-        (
-            "dandiset",
-            "version",
-            "api_url",
-            "sessions",
-            "cre_lines",
-            "areas",
-            "max_sessions",
-            "experiments_table",
-            "path_regex",
-        ),
-    ),
     "population": (
         "neural",
         ("areas", "cre_lines", "reliability_split", "reliability_seed", "min_reliability"),

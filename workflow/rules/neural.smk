@@ -6,6 +6,7 @@
 # per streamed block and zarr chunk) and every dask setting (cluster, workers, threads). The
 # models table path and weights_dir of a layer drive stay out too: its zoo row and seed are in.
 
+from mice2machines.neural.dandi import discovery_params as dandi_discovery_params
 from mice2machines.workflow_params import dandi_job, job_params, layer_drive_model
 
 
@@ -89,7 +90,7 @@ elif SOURCE == "dandi":
             mem_mb=1000,
             runtime=60,
         params:
-            cfg=job_params("dandi_manifest", config),
+            cfg=dandi_discovery_params(config),
         script:
             "../scripts/dandi_manifest.py"
 

@@ -41,6 +41,19 @@ DANDI_COLUMNS = (
     "dandi_etag",
 )
 RAW_VARIABLE = "TwoPhotonSeries"
+#: the `dandi` settings discovery reads (the manifest's rule params): not cache_dir, stream or
+#: unknown_depth, which change where or how sessions are read, not which
+DISCOVERY_KEYS = (
+    "dandiset",
+    "version",
+    "api_url",
+    "sessions",
+    "cre_lines",
+    "areas",
+    "max_sessions",
+    "experiments_table",
+    "path_regex",
+)
 USER_AGENT = "mice2machines (DANDI discovery)"
 
 
@@ -53,6 +66,13 @@ def settings(cfg: dict | None) -> dict:
     from ..settings import section
 
     return section("dandi", cfg)
+
+
+def discovery_params(config: dict) -> str:
+    """The dandi_manifest rule's params: the discovery settings as one canonical string."""
+    from ..workflow_params import canonical
+
+    return canonical({k: config["dandi"][k] for k in DISCOVERY_KEYS})
 
 
 def read_experiments_table(path: str | os.PathLike) -> dict[int, dict]:
