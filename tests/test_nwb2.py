@@ -15,7 +15,7 @@ from mice2machines.neural import convert, dandi, nwb, nwb2
 from mice2machines.neural.nwb import NWBError
 from mice2machines.synthetic.nwb2 import write_dandi_session
 
-DEPTHS = {"VISp": 175, "VISal": 175}
+SCORES = __import__("os").environ.get("M2M_DANDI_SCORES") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,8 @@ def test_dandi_etag_matches_dandischema(tmp_path):
 def test_workflow_dandi_source(dandi_set, tmp_path):
     """`source: dandi` through the workflow: discovery against the loopback archive, streamed
     sessions to the experiment stores (equal to the NWB 1 ones) and the population; the same
-    manifest without streaming plans one download per session."""
+    manifest without streaming plans one download per session. With M2M_DANDI_SCORES=1 the
+    run goes on to the scores (one small model and metric; about two more minutes)."""
     import subprocess
 
     import yaml
@@ -257,6 +258,28 @@ def test_workflow_dandi_source(dandi_set, tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert all(r[0].startswith("/files/") or "/api/" in r[0] for r in srv.served.requests)
+        if SCORES:
+            cfg["models"] = {**cfg.get("models", {}), "only": ["mobilenet_v3_small_random"]}
+            cfg["compare"] = {
+                **cfg.get("compare", {}),
+                "metrics": ["rsa_spearman"],
+                "n_boot": 10,
+                "n_perm": 10,
+                "n_perm_max": 10,
+            }
+            (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+            proc = subprocess.run(
+                snakemake_cmd(work, "--cores", "2", "results/compare/scores.csv", timeout_s=600),
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            import pandas as pd
+
+            scores = pd.read_csv(work / "results/compare/scores.csv")
+            assert set(scores.model) == {"mobilenet_v3_small_random"}
+            assert scores.n_cells.max() == sum(nwb.read_session(p).n_cells for p, _, _ in dandi_set)
     pop = xr.open_zarr(work / "results/neural/population.zarr")
     assert sorted(set(pop.experiment_id.values.tolist())) == ids
     for v1, _, _ in dandi_set:
