@@ -54,7 +54,9 @@ def asset_record(asset_id: str, path: str, file: Path, genotype: str, raw: bool 
     }
 
 
-def make_handler(files: dict[str, Path], assets: list[dict], dandiset: str, served: Served):
+def make_handler(
+    files: dict[str, Path], assets: list[dict], dandiset: str, served: Served, cut: list[int]
+):
     by_id = {a["asset_id"]: a for a in assets}
 
     class Handler(BaseHTTPRequestHandler):
@@ -86,6 +88,8 @@ def make_handler(files: dict[str, Path], assets: list[dict], dandiset: str, serv
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             sent = 0
+            if cut:  # cut this transfer off after `cut[0]` bytes (once)
+                body = body[: cut.pop()]
             try:
                 for i in range(0, len(body), 1 << 14):
                     self.wfile.write(body[i : i + (1 << 14)])
@@ -152,11 +156,13 @@ def make_handler(files: dict[str, Path], assets: list[dict], dandiset: str, serv
 
 
 class Server:
-    """`with Server(files, assets) as s:` serves on 127.0.0.1 in a thread; `s.url`."""
+    """`with Server(files, assets) as s:` serves on 127.0.0.1 in a thread; `s.url`. With
+    `cut_first=n` the first file transfer stops after n bytes (the connection closes)."""
 
-    def __init__(self, files: dict[str, Path], assets=(), dandiset="000728"):
+    def __init__(self, files: dict[str, Path], assets=(), dandiset="000728", cut_first=None):
         self.served = Served()
-        handler = make_handler(files, list(assets), dandiset, self.served)
+        cut = [] if cut_first is None else [cut_first]
+        handler = make_handler(files, list(assets), dandiset, self.served, cut)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -285,8 +285,11 @@ def is_complete(path: str | os.PathLike, row: dict) -> bool:
     return True
 
 
-def download_asset(row: dict, dest: str | os.PathLike, retries: int = 3, log=print) -> Path:
-    """Fetch one manifest row's asset to `dest`, checked; a complete file there is kept."""
+def download_asset(
+    row: dict, dest: str | os.PathLike, retries: int = 3, log=print, backoff_s: float = 2.0
+) -> Path:
+    """Fetch one manifest row's asset to `dest`, checked; a complete file there is kept, and
+    a broken transfer goes on from where it stopped (HTTP range, also in a later job)."""
     dest = Path(dest)
     log = log or (lambda msg: None)
     if is_complete(dest, row):
@@ -302,6 +305,8 @@ def download_asset(row: dict, dest: str | os.PathLike, retries: int = 3, log=pri
         sha256=row.get("sha256") or None,
         validate=validate,
         retries=retries,
+        backoff_s=backoff_s,
+        resume=True,
         hint=f"`dandi download {row['url']}` on a machine with network access, placed at {dest}",
         log=log,
     )
