@@ -12,6 +12,7 @@ import xarray as xr
 from dandi_server import Server, asset_record
 
 from mice2machines.neural import convert, dandi, nwb, nwb2
+from mice2machines.neural.labels import AREAS
 from mice2machines.neural.nwb import NWBError
 from mice2machines.synthetic.nwb2 import write_dandi_session
 
@@ -320,3 +321,36 @@ def test_download_resumes_a_broken_transfer(dandi_set, tmp_path, monkeypatch):
     assert srv.served.bytes < 1.1 * size
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == row["sha256"]
     assert not list(tmp_path.glob(".s.nwb*.part"))
+
+
+def test_experiments_table_from_the_real_allen_cache():
+    from conftest import real_fixtures
+
+    real = real_fixtures()
+    if real is None:
+        pytest.skip("no shared/data/allen")
+    table = dandi.read_experiments_table(
+        real / "brain_observatory_cache/experiment_containers.json"
+    )
+    assert len(table) >= 3 * 200
+    assert table[569407590] == {"imaging_depth": 275, "area": "VISam", "container_id": 566759225}
+    assert {r["area"] for r in table.values()} <= set(AREAS)
+    assert all(175 <= r["imaging_depth"] <= 625 for r in table.values())
+
+
+def test_bad_inputs_named(dandi_set, tmp_path):
+    v1, v2, _ = dandi_set[0]
+    with pytest.raises(NWBError, match=rf"{v1.name}: not a readable NWB 2 file"):
+        nwb2.read_session(v1)
+    with pytest.raises(FileNotFoundError, match="nope.nwb"):
+        nwb2.read_session(tmp_path / "nope.nwb")
+    bad = tmp_path / "t.csv"
+    bad.write_text("experiment_id,depth\n1,175\n")
+    with pytest.raises(
+        dandi.DandiError, match=r"t\.csv: needs columns experiment_id and imaging_depth"
+    ):
+        dandi.read_experiments_table(bad)
+    with pytest.raises(dandi.DandiError, match="dandi.areas needs dandi.experiments_table"):
+        dandi.discover({"areas": ["VISp"], "api_url": "http://127.0.0.1:9/api"})
+    with pytest.raises(dandi.DandiError, match=r"127\.0\.0\.1:9/api/dandisets/000728/: DANDI API"):
+        dandi.discover({"api_url": "http://127.0.0.1:9/api"})

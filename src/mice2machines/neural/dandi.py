@@ -88,7 +88,7 @@ def read_experiments_table(path: str | os.PathLike) -> dict[int, dict]:
         for c in containers:
             for e in c.get("ophys_experiments", []):
                 out[int(e["id"])] = {
-                    "imaging_depth": int(c["imaging_depth"]),
+                    "imaging_depth": int(e.get("imaging_depth", c["imaging_depth"])),
                     "area": c["targeted_structure"]["acronym"]
                     if isinstance(c.get("targeted_structure"), dict)
                     else c.get("targeted_structure", ""),
