@@ -191,7 +191,7 @@ def test_streaming_reads_only_what_it_needs(dandi_set, tmp_path):
     xr.testing.assert_identical(local, streamed)
     ranged = [r for r in requests if r[1]]
     assert ranged and served < 0.1 * size, (served, size, len(requests))
-    assert xr.open_zarr(tmp_path / "streamed.zarr").attrs["source_file"] == url
+    assert xr.open_zarr(tmp_path / "streamed.zarr", consolidated=False).attrs["source_file"] == url
     print(f"streamed {served} of {size} bytes in {len(requests)} requests ({len(ranged)} ranged)")
 
 
@@ -281,11 +281,13 @@ def test_workflow_dandi_source(dandi_set, tmp_path):
             scores = pd.read_csv(work / "results/compare/scores.csv")
             assert set(scores.model) == {"mobilenet_v3_small_random"}
             assert scores.n_cells.max() == sum(nwb.read_session(p).n_cells for p, _, _ in dandi_set)
-    pop = xr.open_zarr(work / "results/neural/population.zarr")
+    pop = xr.open_zarr(work / "results/neural/population.zarr", consolidated=False)
     assert sorted(set(pop.experiment_id.values.tolist())) == ids
     for v1, _, _ in dandi_set:
         s1 = nwb.read_session(v1)
-        got = xr.open_zarr(work / f"results/neural/experiments/{s1.experiment_id}.zarr").load()
+        got = xr.open_zarr(
+            work / f"results/neural/experiments/{s1.experiment_id}.zarr", consolidated=False
+        ).load()
         want = _store(s1, tmp_path / f"want{s1.experiment_id}.zarr")
         assert got.attrs.pop("source_file").endswith("/download/")
         got.attrs.pop("provenance")
@@ -354,3 +356,16 @@ def test_bad_inputs_named(dandi_set, tmp_path):
         dandi.discover({"areas": ["VISp"], "api_url": "http://127.0.0.1:9/api"})
     with pytest.raises(dandi.DandiError, match=r"127\.0\.0\.1:9/api/dandisets/000728/: DANDI API"):
         dandi.discover({"api_url": "http://127.0.0.1:9/api"})
+
+
+def test_converter_era_unit_reads(dandi_set, tmp_path):
+    """The converter wrote the IndexSeries unit 'n.a.' (pynwb 4 writes only 'N/A'): it reads."""
+    import shutil
+
+    import h5py
+
+    v2 = shutil.copy(dandi_set[0][1], tmp_path / "old.nwb")
+    with h5py.File(v2, "r+") as f:
+        f["stimulus/presentation/natural_scenes_stimulus/data"].attrs["unit"] = "n.a."
+    s = nwb2.read_session(v2, imaging_depth=1)
+    assert (s.stimulus.frame == -1).sum() == 12

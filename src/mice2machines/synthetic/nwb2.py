@@ -12,6 +12,7 @@ contamination ratios are written too, so a file is as heavy as a real one relati
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import h5py
@@ -68,9 +69,7 @@ def _ophys(nwbfile, src: h5py.File, depth_in_description: bool) -> None:
     )
 
     plane_src = src["general/optophysiology/imaging_plane_1"]
-    device = nwbfile.create_device(
-        name="Microscope", description="Nikon A1R-MP", manufacturer="Nikon"
-    )
+    device = nwbfile.create_device(name="Microscope", description="Nikon A1R-MP multiphoton")
     depth = _text(plane_src["imaging depth"]).split()[0]
     plane = nwbfile.create_imaging_plane(
         name="ImagingPlane",
@@ -134,13 +133,13 @@ def _ophys(nwbfile, src: h5py.File, depth_in_description: bool) -> None:
 
 
 def _stimulus(nwbfile, src: h5py.File, saturate: bool) -> None:
-    from pynwb.image import GrayscaleImage, Images, IndexSeries
+    from pynwb.image import Image, Images, IndexSeries
 
     stack = np.array(src["stimulus/templates/natural_scenes_image_stack/data"], dtype="uint8")
     images = Images(
         name="natural_scenes_template",
         description="natural scenes",
-        images=[GrayscaleImage(name=f"NaturalScene{i}", data=stack[i]) for i in range(len(stack))],
+        images=[Image(name=f"NaturalScene{i}", data=stack[i]) for i in range(len(stack))],
     )
     nwbfile.add_stimulus_template(images)
     pres = src["stimulus/presentation/natural_scenes_stimulus"]
@@ -193,6 +192,9 @@ def write_dandi_session(
         _ophys(nwbfile, src, depth_in_description)
         _stimulus(nwbfile, src, saturate)
         _running(nwbfile, src)
-        with atomic_path(out) as tmp, NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwbfile)
+        with atomic_path(out) as tmp:
+            work = tmp.with_name(tmp.name + ".nwb")  # pynwb wants the extension
+            with NWBHDF5IO(str(work), "w") as io:
+                io.write(nwbfile)
+            os.replace(work, tmp)
     return Path(out)
