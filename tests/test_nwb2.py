@@ -369,3 +369,25 @@ def test_converter_era_unit_reads(dandi_set, tmp_path):
         f["stimulus/presentation/natural_scenes_stimulus/data"].attrs["unit"] = "n.a."
     s = nwb2.read_session(v2, imaging_depth=1)
     assert (s.stimulus.frame == -1).sum() == 12
+
+
+@pytest.mark.parametrize(
+    "drop, message",
+    [
+        (
+            "stimulus/presentation/natural_scenes_stimulus",
+            "no 'natural_scenes_stimulus' IndexSeries",
+        ),
+        ("processing/ophys/DfOverF", "no 'DfOverF' in processing/ophys \\(found"),
+    ],
+)
+def test_missing_parts_named(dandi_set, tmp_path, drop, message):
+    import shutil
+
+    import h5py
+
+    v2 = shutil.copy(dandi_set[0][1], tmp_path / "part.nwb")
+    with h5py.File(v2, "r+") as f:
+        del f[drop]
+    with pytest.raises(NWBError, match=rf"part\.nwb: {message}"):
+        nwb2.read_session(v2, imaging_depth=1)

@@ -88,7 +88,7 @@ def _get(container, key: str, path, where: str):
     try:
         return container[key]
     except KeyError:
-        names = ", ".join(sorted(getattr(container, "keys", dict)())) or "nothing"
+        names = ", ".join(sorted(c.name for c in container.children)) or "nothing"
         raise NWBError(f"{path}: no {key!r} in {where} (found {names})") from None
 
 
