@@ -4,8 +4,10 @@ Standard library only: it also runs inside the allensdk environment (old numpy).
 a hidden ``.part`` sibling and are renamed onto the destination only after every check passed
 (the size the server promised, md5 and sha256 when given, and the caller's own ``validate``),
 so a failed or partial download never sits under the final name. Each round tries every URL in
-turn (mirrors); ``retries`` rounds, with exponential backoff between them. Servers are not asked
-for byte ranges: a broken transfer starts again from the first byte.
+turn (mirrors); ``retries`` rounds, with exponential backoff between them. A broken transfer
+starts again from the first byte, unless ``resume=True``: the ``.part`` file then stays (named
+after the destination) and the next attempt, or the next call, asks for the rest with an HTTP
+range (a server that answers with the whole file is read from the start).
 
     download(url, dest, md5="...")             # -> dest, or DownloadError (one line)
     check(dest, sha256="11ad3fa6")             # a file already there: DownloadError if it is bad
@@ -72,24 +74,45 @@ def check(
     return done
 
 
+class _TransferBroke(OSError):
+    """A transfer cut off midway: the bytes so far are good, the rest may follow (resume)."""
+
+
 def _fetch(
-    url: str, part: Path, timeout: float, chunk: int, log: Callable, name: str
+    url: str, part: Path, timeout: float, chunk: int, log: Callable, name: str, resume=False
 ) -> int | None:
-    """Stream ``url`` into ``part``; returns the Content-Length the server promised (or None)."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
+    """Stream ``url`` into ``part`` (after its bytes, when resuming and the server answers the
+    range); returns the size the server promised for the whole file (or None)."""
+    start = part.stat().st_size if resume and part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        if start and resp.status != 206:
+            start = 0
         total = resp.headers.get("Content-Length")
-        total = int(total) if total is not None else None
-        done, blocks = 0, 0
-        try:
-            while block := resp.read(chunk):
-                out.write(block)
-                done += len(block)
-                blocks += 1
-                if blocks % REPORT_EVERY == 0:
-                    pct = f"{100 * done / total:.0f}%" if total else "?"
-                    log(f"{name}: {done / 1e6:.1f} MB ({pct})")
-        except Exception as err:  # http.client.IncompleteRead, connection reset, timeout
-            raise OSError(f"transfer broke off after {done} bytes ({type(err).__name__})") from err
+        total = int(total) + start if total is not None else None
+        if start:
+            log(f"{name}: resuming after {start} bytes")
+        with open(part, "ab" if start else "wb") as out:
+            return _copy(resp, out, total, start, chunk, log, name)
+
+
+def _copy(resp, out, total, done: int, chunk: int, log: Callable, name: str) -> int | None:
+    """Copy the response body into ``out`` with progress lines; returns ``total``."""
+    blocks = 0
+    try:
+        while block := resp.read(chunk):
+            out.write(block)
+            done += len(block)
+            blocks += 1
+            if blocks % REPORT_EVERY == 0:
+                pct = f"{100 * done / total:.0f}%" if total else "?"
+                log(f"{name}: {done / 1e6:.1f} MB ({pct})")
+    except Exception as err:  # http.client.IncompleteRead, connection reset, timeout
+        raise _TransferBroke(
+            f"transfer broke off after {done} bytes ({type(err).__name__})"
+        ) from err
+    if total is not None and done < total:  # the connection closed early, without an error
+        raise _TransferBroke(f"transfer broke off after {done} of {total} bytes")
     return total
 
 
@@ -106,6 +129,7 @@ def download(
     chunk: int = 1 << 20,
     hint: str | None = None,
     log: Callable[[str], None] | None = print,
+    resume: bool = False,
 ) -> Path:
     """Fetch ``dest`` from the first of ``urls`` that gives a file passing every check.
 
@@ -119,19 +143,23 @@ def download(
     reasons: dict[str, str] = {}
     for attempt in range(1, retries + 1):
         for url in urls:
-            part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+            tag = "resume" if resume else uuid.uuid4().hex[:8]
+            part = dest.with_name(f".{dest.name}.{tag}.part")
+            keep = False
             try:
                 log(f"downloading {url}")
-                total = _fetch(url, part, timeout, chunk, log, dest.name)
+                total = _fetch(url, part, timeout, chunk, log, dest.name, resume)
                 done = check(part, md5, sha256, total, validate)
                 os.replace(part, dest)
                 log(f"{dest}: {dest.stat().st_size} bytes, {', '.join(done) or 'nothing'} ok")
                 return dest
             except (OSError, ValueError, DownloadError) as err:  # URLError is an OSError
+                keep = resume and isinstance(err, _TransferBroke)
                 reasons[url] = str(err).replace(f"{part}: ", "").replace("\n", " ")
                 log(f"{url}: attempt {attempt}/{retries} failed: {reasons[url]}")
             finally:
-                part.unlink(missing_ok=True)
+                if not keep:
+                    part.unlink(missing_ok=True)
         if attempt < retries:
             time.sleep(min(backoff_s * 2 ** (attempt - 1), 60))
     tried = "; ".join(f"{u}: {r}" for u, r in reasons.items())

@@ -22,7 +22,7 @@ import yaml
 
 SCHEMAS = Path(__file__).parent / "schemas"
 #: config sections with a schema of their own, in the order they are checked
-SECTIONS = ("synthetic", "allen", "table", "neural", "dask", "models", "compare", "dg")
+SECTIONS = ("synthetic", "allen", "dandi", "table", "neural", "dask", "models", "compare", "dg")
 
 
 class ConfigError(ValueError):

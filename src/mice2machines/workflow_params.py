@@ -141,6 +141,14 @@ def job_params(rule: str, config: Mapping, **job) -> str:
     return canonical(job_settings(rule, config, **job))
 
 
+def dandi_job(config: Mapping) -> dict:
+    """The DANDI settings a session's conversion reads (none for other sources, so their
+    params stay as they were)."""
+    if config["source"] != "dandi":
+        return {}
+    return {"unknown_depth": config["dandi"]["unknown_depth"]}
+
+
 def layer_drive_model(config: Mapping, zoo: Mapping) -> dict | None:
     """What a layer-driven synthetic session reads of the model side: the drive model's zoo row
     and build seed (None for planted receptive fields). ``zoo``: name -> `zoo.ModelSpec`."""

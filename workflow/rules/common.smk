@@ -49,6 +49,8 @@ def workflow_path(p):
 
 if SOURCE == "synthetic":
     RAW = f"{RESULTS}/synthetic/ophys_experiment_data"
+elif SOURCE == "dandi":
+    RAW = f"{config['dandi']['cache_dir'].rstrip('/')}/sessions"
 else:
     RAW = f"{config['allen']['cache_dir'].rstrip('/')}/ophys_experiment_data"
 
@@ -74,8 +76,23 @@ def experiment_ids(wildcards=None):
         return [int(e) for e in synthetic_table().experiment_id]
     from mice2machines.neural.allen import read_manifest
 
-    manifest = checkpoints.allen_manifest.get().output.manifest
+    discovery = (
+        checkpoints.dandi_manifest if SOURCE == "dandi" else checkpoints.allen_manifest
+    )
+    manifest = discovery.get().output.manifest
     return [r["experiment_id"] for r in read_manifest(manifest)]
+
+
+STREAM = SOURCE == "dandi" and config["dandi"]["stream"]
+
+
+def session_input(eid):
+    """A session's inputs: its NWB file and, for DANDI, the manifest (depth, URL, digest);
+    a streamed DANDI session has only the manifest."""
+    out = {} if STREAM else {"nwb": f"{RAW}/{eid}.nwb"}
+    if SOURCE == "dandi":
+        out["manifest"] = MANIFEST
+    return out
 
 
 def experiment_stores(wildcards):
@@ -84,5 +101,5 @@ def experiment_stores(wildcards):
     )
 
 
-def first_experiment_nwb(wildcards):
-    return f"{RAW}/{experiment_ids(wildcards)[0]}.nwb"
+def first_experiment_input(wildcards):
+    return session_input(experiment_ids(wildcards)[0])

@@ -1,4 +1,4 @@
-"""Neural data: synthetic or Allen sessions -> NWB -> per-experiment zarr -> population."""
+"""Neural data: synthetic, Allen or DANDI sessions -> NWB -> per-experiment zarr -> population."""
 
 # Params: each rule passes the settings its job reads, as one sorted JSON string
 # (mice2machines.workflow_params), so reordering the config reruns nothing. Left out, read by
@@ -6,7 +6,8 @@
 # per streamed block and zarr chunk) and every dask setting (cluster, workers, threads). The
 # models table path and weights_dir of a layer drive stay out too: its zoo row and seed are in.
 
-from mice2machines.workflow_params import job_params, layer_drive_model
+from mice2machines.neural.dandi import discovery_params as dandi_discovery_params
+from mice2machines.workflow_params import dandi_job, job_params, layer_drive_model
 
 
 wildcard_constraints:
@@ -72,6 +73,43 @@ if SOURCE == "synthetic":
         script:
             "../scripts/synthetic_session.py"
 
+elif SOURCE == "dandi":
+
+    localrules:
+        dandi_manifest,
+        dandi_download,
+
+    checkpoint dandi_manifest:
+        output:
+            manifest=MANIFEST,
+        log:
+            f"{LOGS}/dandi_manifest.log",
+        conda:
+            MAIN_ENV
+        resources:
+            mem_mb=1000,
+            runtime=60,
+        params:
+            cfg=dandi_discovery_params(config),
+        script:
+            "../scripts/dandi_manifest.py"
+
+    rule dandi_download:
+        input:
+            manifest=MANIFEST,
+        output:
+            nwb=f"{RAW}/{{eid}}.nwb",
+        log:
+            f"{LOGS}/dandi_download/{{eid}}.log",
+        retries: 2
+        conda:
+            MAIN_ENV
+        resources:
+            mem_mb=500,
+            runtime=240,
+        script:
+            "../scripts/dandi_download.py"
+
 else:
 
     localrules:
@@ -136,7 +174,7 @@ else:
 
 rule nwb_to_zarr:
     input:
-        nwb=f"{RAW}/{{eid}}.nwb",
+        unpack(lambda wc: session_input(wc.eid)),
     output:
         store=directory(f"{RESULTS}/neural/experiments/{{eid}}.zarr"),
     log:
@@ -147,14 +185,14 @@ rule nwb_to_zarr:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=job_params("nwb_to_zarr", config),
+        cfg=job_params("nwb_to_zarr", config, **dandi_job(config)),
     script:
         "../scripts/nwb_to_zarr.py"
 
 
 rule stimuli:
     input:
-        nwb=first_experiment_nwb,
+        unpack(first_experiment_input),
     output:
         store=directory(f"{RESULTS}/stimuli.zarr"),
     log:

@@ -4,15 +4,22 @@ import json
 
 from mice2machines.io import script_logger
 from mice2machines.neural import convert as neural
-from mice2machines.neural import nwb
+from mice2machines.neural import dandi, nwb
 from mice2machines.workflow_params import run_settings
 
 log = script_logger(snakemake.log[0])
 cfg = {**json.loads(snakemake.params.cfg), **run_settings("neural", snakemake.config)}
-session = nwb.read_session(snakemake.input.nwb)
+inputs = dict(snakemake.input.items())
+if "manifest" in inputs:
+    eid = int(snakemake.wildcards.eid)
+    session = dandi.open_session(
+        inputs["manifest"], eid, inputs.get("nwb"), cfg.pop("unknown_depth")
+    )
+else:
+    session = nwb.read_session(inputs["nwb"])
 log.info(
     "%s: experiment %d, %s %s, %d cells, %d frames, %d presentations",
-    snakemake.input.nwb,
+    session.source_name,
     session.experiment_id,
     session.area,
     session.cre_line,

@@ -177,6 +177,7 @@ def session_skeleton(session: Session, cfg: dict) -> tuple[xr.Dataset, dict]:
 
 def _attrs(session: Session, cfg: dict, hash_input: bool) -> dict:
     """The experiment store's attributes: the session's labels, the windows, provenance."""
+    digest = (session.sha256 or sha256_file(session.path)) if hash_input else None
     return {
         "experiment_id": session.experiment_id,
         "container_id": session.container_id,
@@ -189,11 +190,8 @@ def _attrs(session: Session, cfg: dict, hash_input: bool) -> dict:
             cfg["response_offset_frames"] + cfg["response_frames"],
         ],
         "trial_window_frames": list(cfg["trial_window_frames"]),
-        "source_file": str(session.path),
-        "provenance": provenance(
-            config=cfg,
-            inputs={str(session.path): sha256_file(session.path) if hash_input else None},
-        ),
+        "source_file": session.source_name,
+        "provenance": provenance(config=cfg, inputs={session.source_name: digest}),
     }
 
 

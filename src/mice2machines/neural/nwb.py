@@ -69,6 +69,12 @@ class Session:
     stimulus: pd.DataFrame  # columns frame (image index, -1 blank), start, end; sorted by start
     n_templates: int
     metadata: dict
+    source: str = ""  # where the file is read from (a path or a URL); empty: `path`
+    sha256: str | None = None  # the file's digest when known without reading it (archives)
+
+    @property
+    def source_name(self) -> str:
+        return self.source or str(self.path)
 
     @property
     def n_cells(self) -> int:
