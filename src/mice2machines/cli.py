@@ -50,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score a model on neural data; write the labelled store")
-    s.add_argument("model", help="a models-table row: timm:NAME, module:FILE.py:FACTORY, a row name")
+    s.add_argument(
+        "model", help="a models-table row: timm:NAME, module:FILE.py:FACTORY, a row name"
+    )
     s.add_argument("neural", help="a population store (results/neural/population.zarr)")
     s.add_argument("--out", required=True, help="the store to write (zarr)")
     s.add_argument("--stimuli", help="a stimulus store (default: results/stimuli.zarr beside)")
@@ -64,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check config, models and neural sources, run nothing")
     _config_arg(v)
-    v.add_argument("--models", help="a models table (default: the config's models.table)")
+    v.add_argument("--models", action="append", default=[],
+                   help="a models table (repeatable; default: the config's models.table)")  # fmt: skip
     v.add_argument("--model", action="append", default=[], help="a row string (repeatable)")
     v.add_argument("--neural", action="append", default=[], help="a neural source (repeatable)")
 
@@ -112,11 +115,10 @@ def cmd_validate(args) -> int:
         state["config"] = load_config(config_path)
         return config_path or "defaults"
 
-    def table():
-        path = args.models or state["config"]["models"]["table"]
+    def table(path):
         specs = zoo.read_zoo(path)
         zoo.validate_zoo_deep(specs, path)
-        return f"{path}: {len(specs)} models"
+        return f"{len(specs)} models"
 
     def row(text):
         spec = parse_row(text)
@@ -128,9 +130,9 @@ def cmd_validate(args) -> int:
         return f"{s['kind']}" + (f", {s['cells']} cells" if "cells" in s else "")
 
     good = _check("config", config)
-    if good or args.models:
-        state.setdefault("config", {"models": {}})
-        good &= _check("models table", table)
+    tables = args.models or ([state["config"]["models"]["table"]] if good else [])
+    for path in tables:
+        good &= _check(f"models table {path}", lambda p=path: table(p))
     for text in args.model:
         good &= _check(f"model {text}", lambda t=text: row(t))
     for path in args.neural:
