@@ -1,6 +1,14 @@
 """Model sources beyond torchvision: timm, a user's module factory, TorchScript files, local
 state dicts; deep validation of rows; the summaries behind ``m2m inspect``."""
 
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +177,74 @@ def test_inspect_registry_dispatches_in_order(tmp_path, nwb_paths, synthetic_dir
     assert "cells: 10" in format_summary(s)
     with pytest.raises(ValueError, match="not a file or store m2m knows"):
         summarize(synthetic_dir / "manifest.tsv")
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A Hugging Face endpoint on loopback serving one repo's model.safetensors."""
+
+    body = b""
+
+    def _head(self) -> bool:
+        if not self.path.endswith("/timm/resnet10t.c3_in1k/resolve/main/model.safetensors"):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "a" * 40)
+        self.send_header("ETag", f'"{hashlib.sha256(self.body).hexdigest()}"')
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        return True
+
+    def do_HEAD(self):
+        self._head()
+
+    def do_GET(self):
+        if self._head():
+            self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+FETCH_AND_LOAD = """
+import json, sys
+from mice2machines.models import zoo
+spec = zoo.spec_from_values(
+    dict(name="r10p", builder="timm:resnet10t", weights="pretrained", input_size="32")
+)
+record = zoo.fetch_weights(spec, sys.argv[1]) if sys.argv[2] == "fetch" else None
+model, digest = zoo.load_model(spec, sys.argv[1])
+print(json.dumps({"record": record, "digest": digest, "state": zoo.state_sha256(model)}))
+"""
+
+
+def test_timm_pretrained_weights_fetched_through_the_hub_cache_then_loaded_offline(tmp_path):
+    """fetch_weights goes through timm and huggingface_hub (a loopback Hub); with the server
+    gone and the Hub offline, a job loads exactly the served weights from the cache."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    served = zoo.build_model(row(builder="timm:resnet10t"))
+    save_file({k: v.contiguous() for k, v in served.state_dict().items()}, tmp_path / "w.st")
+    _Hub.body = (tmp_path / "w.st").read_bytes()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
+    cache = str(tmp_path / "weights")
+    run = [sys.executable, "-W", "ignore", "-c", FETCH_AND_LOAD, cache]
+    try:
+        fetched = subprocess.run([*run, "fetch"], env=env, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    record = json.loads(fetched.stdout.splitlines()[-1])["record"]
+    assert "/timm/models--timm--resnet10t.c3_in1k/snapshots/" in record["path"]
+    assert record["sha256"] == hashlib.sha256(_Hub.body).hexdigest()
+    offline = subprocess.run(
+        [*run, "load"], env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+    )
+    assert offline.returncode == 0, offline.stderr[-2000:]
+    loaded = json.loads(offline.stdout.splitlines()[-1])
+    assert loaded["digest"] == record["sha256"] and loaded["state"] == zoo.state_sha256(served)
