@@ -103,8 +103,9 @@ def test_workflow_and_api_give_identical_scores(scored, monkeypatch):
     nets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(nets)
     torch.manual_seed(0)  # models.seed: the workflow's build seed
+    images = m2m.open_stimuli("results/stimuli.zarr")["images"].values  # as an array
     ds = m2m.score(
-        nets.make_net(), pop, "results/stimuli.zarr", config="config/config.yaml",
+        nets.make_net(), m2m.open_population(pop), images, config="config/config.yaml",
         row={"name": "mynet", "input_size": 32},
     )  # fmt: skip
     assert_same_store(ds, m2m.open_scores("results/compare/models/mynet.zarr").load())

@@ -175,7 +175,9 @@ def compare(activations, population, stimuli, config: dict, model: str, workdir:
     pop = open_zarr(population) if isinstance(population, str | os.PathLike) else population
     cfg = _job_cfg("compare_prepare", config)
     ds = prepare.prepare_neural(pop, open_zarr(stimuli), cfg)
-    inputs = {"population": str(population), "stimuli": str(stimuli)}
+    inputs = {"stimuli": str(stimuli)}
+    if isinstance(population, str | os.PathLike):
+        inputs["population"] = str(population)
     ds.attrs["provenance"] = provenance(config=cfg, inputs=prepare.input_hashes(inputs))
     write_zarr_atomic(ds, neural_path)
     table = selection.selection_table(open_zarr(neural_path), _job_cfg("compare_select", config))
