@@ -19,8 +19,10 @@ ZOO_TABLE = (
     else workflow_path(MODELS_CFG["table"])
 )
 ZOO = {spec.name: spec for spec in read_zoo(ZOO_TABLE)}
-# architectures, weights names, modules, factories and local files exist (nothing is built)
-validate_zoo_deep(list(ZOO.values()), ZOO_TABLE)
+# architectures, weights names, modules, factories and local files exist (nothing is built);
+# checked when the DAG is planned, not again inside each submitted job
+if workflow.is_main_process:
+    validate_zoo_deep(list(ZOO.values()), ZOO_TABLE)
 _unknown = sorted(set(MODELS_CFG["only"]) - set(ZOO))
 if _unknown:
     raise ValueError(f"models.only names models not in {ZOO_TABLE}: {_unknown}")
