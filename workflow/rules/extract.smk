@@ -9,7 +9,7 @@
 
 import re
 
-from mice2machines.models.zoo import read_zoo
+from mice2machines.models.zoo import local_files, read_zoo, validate_zoo_deep
 from mice2machines.workflow_params import job_params
 
 MODELS_CFG = config["models"]
@@ -19,6 +19,10 @@ ZOO_TABLE = (
     else workflow_path(MODELS_CFG["table"])
 )
 ZOO = {spec.name: spec for spec in read_zoo(ZOO_TABLE)}
+# architectures, weights names, modules, factories and local files exist (nothing is built);
+# checked when the DAG is planned, not again inside each submitted job
+if workflow.is_main_process:
+    validate_zoo_deep(list(ZOO.values()), ZOO_TABLE)
 _unknown = sorted(set(MODELS_CFG["only"]) - set(ZOO))
 if _unknown:
     raise ValueError(f"models.only names models not in {ZOO_TABLE}: {_unknown}")
@@ -36,11 +40,9 @@ TARGETS.append(
 )
 
 
-# file:/ckpt: weights are inputs, so a checkpoint of this project's own training is upstream.
-LOCAL_WEIGHTS = {
-    name: [str(spec.weights_path)] if spec.weights_path is not None else []
-    for name, spec in ZOO.items()
-}
+# local files a row reads (file:/ckpt: weights, a module's .py file, a TorchScript file) are
+# inputs, so a checkpoint of this project's own training is upstream and an edit reruns.
+LOCAL_WEIGHTS = {name: local_files(spec) for name, spec in ZOO.items()}
 GPU_RESOURCES = {"gpu": MODELS_CFG["gpu"]} if MODELS_CFG["gpu"] else {}
 
 

@@ -151,3 +151,18 @@ def select_neurons(
     )
     table.loc[table["cluster"] < 0, "rank"] = -1
     return table
+
+
+def selection_table(neural, cfg: dict) -> pd.DataFrame:
+    """The compare_select table of a prepared neural store (``cfg``: the rule's settings,
+    ``selection`` and ``seed``), with each cell's area, Cre line and experiment."""
+    table = select_neurons(
+        neural["maps"].values,
+        neural["ei_class"].values,
+        neural["cell"].values,
+        seed=int(cfg["seed"]),
+        **cfg["selection"],
+    )
+    for c in ("area", "cre_line", "experiment_id"):
+        table[c] = neural[c].values
+    return table

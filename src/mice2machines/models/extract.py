@@ -338,15 +338,21 @@ def extract_model(
     layer_types: Sequence[str] = ("Conv2d", "Linear"),
     seed: int = 0,
     logger: logging.Logger | None = None,
+    model: nn.Module | None = None,
 ) -> Extraction:
-    """Build a zoo model (``zoo.ModelSpec``), extract its layers for the stimulus store."""
+    """Build a zoo model (``zoo.ModelSpec``), extract its layers for the stimulus store.
+    ``model``: a network already built, in place of the row's builder (the row still gives
+    its name, preprocessing and layers)."""
     from ..io import open_zarr, provenance, sha256_file
     from . import zoo
     from .preprocess import make_preprocess
 
     s = settings or ExtractSettings()
     logger = logger or log
-    model, wsha = zoo.load_model(spec, weights_dir, seed=seed)
+    if model is None:
+        model, wsha = zoo.load_model(spec, weights_dir, seed=seed)
+    else:
+        wsha = None
     layers = select_layers(model, *zoo.parse_layers(spec.layers, layer_types))
     images = open_zarr(stimuli)["images"]
     extra = {

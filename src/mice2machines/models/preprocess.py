@@ -1,6 +1,7 @@
 """Stimuli to network inputs: resize, scale to [0, 1], channels, NeuRN, normalisation.
 
-What a zoo row's ``preprocess``, ``resize`` and ``neurn`` columns do. Importing this module
+What a zoo row's ``preprocess``, ``resize`` and ``neurn`` columns do (``preprocess model``:
+the mean and std of the builder's own data config, e.g. timm's). Importing this module
 does not import torch (the zoo table is validated at Snakemake parse time).
 """
 
@@ -24,7 +25,10 @@ def preprocess_settings(spec) -> dict:
     """Everything preprocessing does to a stimulus (a ``zoo.ModelSpec``), for the cache key."""
     from .zoo import BUILDERS
 
-    channels, mean, std = PREPROCESS[spec.preprocess]
+    if spec.preprocess == "model":
+        channels, mean, std = BUILDERS[spec.source].data_config(spec)
+    else:
+        channels, mean, std = PREPROCESS[spec.preprocess]
     neurn = None if BUILDERS[spec.source].owns_neurn else spec.neurn_config
     return {
         "input_size": spec.input_size,

