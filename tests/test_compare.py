@@ -460,11 +460,14 @@ def test_null_data_scores_at_chance_and_calibrated_tests(stores):
 
 
 def test_new_rsa_metrics_and_rsr_in_the_job(stores, neural, selected):
-    """Other RDM distances and comparators, and the per-model RSR, through the job: the
+    """Other RDM distances (crossnobis from the prepared store's repeats) and comparators,
+    and the per-model RSR, through the job: the
     planted layer wins each RSA metric at the smallest p; RSR (one score per model, over
     all layers) is significant; intervals, ceilings (none for RSR) as the registry says.
     (Kendall's tau-a loops over permutations: tested at package level, test_rdm_methods.)"""
     rsa_ = ["rsa_euclidean_pearson", "rsa_rho_a", "rsa_cosine_cov", "rsa_euclidean_corr_cov"]
+    rsa_ += ["rsa_crossnobis_pearson", "rsa_crossnobis_corr_cov"]
+    assert neural.rdm_crossnobis.shape == (neural.sizes["group"], N_IMG, N_IMG)
     cfg = {**CFG, "metrics": [*rsa_, "rsr"], "n_boot": 10, "n_perm": 99}
     ds = job.compare_model(stores["planted_net"], neural, selected, cfg, model="planted_net")
     all_ = ds.sel(group="all")

@@ -27,6 +27,16 @@ def reps(arrays):
     return Representations.from_arrays(arrays, dtype=np.float64, remove_mean_pattern=True)
 
 
+def neural_reps(responses_list, k: int = 2):
+    """A neural side from (cells, stimuli, repeats) responses: trial means and crossnobis."""
+    r = reps([np.nanmean(R, -1).T for R in responses_list])
+    r.named = {"crossnobis": np.stack([M.rdm_crossnobis(R, k) for R in responses_list])}
+    return r
+
+
+DISTANCES = ("correlation", "euclidean", "crossnobis")
+
+
 def metric_name(distance: str, comparator: str) -> str:
     return "rsa_" + ("" if distance == "correlation" else f"{distance}_") + comparator
 
@@ -127,10 +137,10 @@ def test_null_equals_rescored_permutations(comparator):
     """Each comparator's null rule is the metric rescored on the permuted neural images."""
     g = rng(5)
     n = 13
-    neural = reps([g.normal(size=(n, 6)) for _ in range(2)])
+    neural = neural_reps([g.normal(size=(6, n, 4)) for _ in range(2)])
     model = reps([g.normal(size=(n, 9)) for _ in range(3)])
     perms = permutations(n, 11, seed=2)
-    for dist in ("correlation", "euclidean"):
+    for dist in DISTANCES:
         m = get_metric(metric_name(dist, comparator))
         expected = np.stack([m.score(resampled(neural, p), model) for p in perms])
         np.testing.assert_allclose(m.null(neural, model, perms, "cpu"), expected, atol=1e-10)
@@ -141,13 +151,13 @@ def test_bootstrap_rules():
     bootstrap has the right shape and is finite; whitened ones rescore the resamples."""
     g = rng(6)
     n = 15
-    neural = reps([g.normal(size=(n, 6)) for _ in range(2)])
+    neural = neural_reps([g.normal(size=(6, n, 4)) for _ in range(2)])
     model = reps([g.normal(size=(n, 9)) for _ in range(3)])
     idx = g.integers(0, n, (7, n))
     loop = M._kept_pairs_bootstrap("spearman")(neural.rdms, model.rdms, idx, "cpu")
     fast = M.COMPARATORS["spearman"].bootstrap(neural.rdms, model.rdms, idx, "cpu")
     np.testing.assert_allclose(loop, fast, atol=1e-12)
-    names = [metric_name(d, c) for d in ("correlation", "euclidean") for c in NEW]
+    names = [metric_name(d, c) for d in DISTANCES for c in NEW]
     out = bootstrap_representation(neural, model, names, idx)
     for name in names:
         assert out[name].shape == (7, 2, 3) and np.isfinite(out[name]).all(), name
@@ -164,10 +174,10 @@ def test_nulls_calibrated_on_data_without_signal():
     p = {}
     for seed in range(25):
         g = rng(100 + seed)
-        neural = reps([g.normal(size=(n, 8)) for _ in range(4)])
+        neural = neural_reps([g.normal(size=(8, n, 4)) for _ in range(4)])
         model = reps([g.normal(size=(n, 10)) for _ in range(5)])
         perms = permutations(n, P, seed)
-        for d in ("correlation", "euclidean"):
+        for d in DISTANCES:
             for c in NEW:
                 m = get_metric(metric_name(d, c))
                 obs = m.score(neural, model)
@@ -183,10 +193,11 @@ def test_planted_layer_wins_and_is_significant():
     g = rng(7)
     n = 30
     layers = [g.normal(size=(n, 30)) for _ in range(4)]
-    neural = reps([layers[2][:, :20] + 1.0 * g.normal(size=(n, 20))])
+    trials = layers[2][:, :20].T[:, :, None] + 1.0 * g.normal(size=(20, n, 4))
+    neural = neural_reps([trials])
     model = reps(layers)
     perms = permutations(n, 99, 0)
-    for d in ("correlation", "euclidean"):
+    for d in DISTANCES:
         for c in NEW:
             m = get_metric(metric_name(d, c))
             obs = m.score(neural, model)
@@ -199,12 +210,16 @@ def test_new_metrics_reach_the_config():
     from mice2machines.settings import ConfigError, schema
 
     enum = schema("compare")["properties"]["metrics"]["items"]["enum"]
-    for d in ("correlation", "euclidean"):
+    for d in DISTANCES:
         for c in M.COMPARATORS:
             assert metric_name(d, c) in enum
     assert "rsr" in enum
     default = settings({})["metrics"]
     assert "rsa_spearman" in default and "rsa_kendall_tau_a" not in default
+    neural = reps([np.eye(5)])
+    neural.named = {}  # a neural side prepared without repeats
+    with pytest.raises(M.MissingRDMs, match="no crossnobis RDMs"):
+        get_metric("rsa_crossnobis_pearson").score(neural, reps([np.eye(5)]))
     assert "rsr" not in default
     cfg = settings({"metrics": ["rsa_euclidean_corr_cov", "rsr"]})
     assert cfg["metrics"] == ["rsa_euclidean_corr_cov", "rsr"]

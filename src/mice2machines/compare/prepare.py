@@ -70,7 +70,29 @@ def prepare_neural(
     reliability = _reliability(pop, responses, cfg)
     log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
     coords = _neural_coords(cells, groups, ceiled, means.shape[1], size)
-    return _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+    ds = _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+    return ds.assign(rdm_crossnobis=_crossnobis(responses, groups, cfg))
+
+
+def _crossnobis(responses, groups: pd.DataFrame, cfg: dict):
+    """(group, image, image_b) crossnobis RDMs of the groups over partitions of the repeats
+    (the rsa_crossnobis_* metrics; NaN where there are fewer than 2 repeats)."""
+    from .rdm_methods import group_crossnobis
+
+    n, reps = responses.shape[1], responses.shape[-1]
+    if reps < 2:
+        rdms = np.full((len(groups), n, n), np.nan)
+    else:
+        k = min(int(cfg["rsa_crossnobis_partitions"]), reps)
+        rdms = group_crossnobis(
+            responses, list(groups["positions"]), k, cfg["rsa_crossnobis_noise"]
+        )
+    attrs = {
+        "long_name": "crossnobis RDM over partitions of the repeats",
+        "partitions": int(cfg["rsa_crossnobis_partitions"]),
+        "noise": cfg["rsa_crossnobis_noise"],
+    }
+    return (("group", "image", "image_b"), rdms, attrs)
 
 
 def _usable_cells(population: xr.Dataset, min_reliability=None) -> tuple[xr.Dataset, np.ndarray]:
@@ -124,6 +146,7 @@ def _ceiling_table(responses, groups: pd.DataFrame, metrics, cfg: dict) -> np.nd
         int(cfg["seed"]),
         metrics=metrics,
         remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
+        crossnobis=(int(cfg["rsa_crossnobis_partitions"]), cfg["rsa_crossnobis_noise"]),
     )
     values = np.array([ceil[m] for m in metrics], dtype=np.float64)
     return values.reshape(len(metrics), len(groups))

@@ -71,6 +71,10 @@ class Comparator:
     bootstrap: Callable | None = None
 
 
+class MissingRDMs(ValueError):
+    """A neural side lacks the RDMs a distance needs from the repeats (crossnobis)."""
+
+
 DISTANCES: dict[str, Distance] = {}
 COMPARATORS: dict[str, Comparator] = {}
 
@@ -117,6 +121,36 @@ def partitions(n_repeats: int, n_partitions: int) -> np.ndarray:
     return np.arange(n_repeats) % n_partitions
 
 
+def noise_precision_diag(responses) -> np.ndarray:
+    """(cells,) univariate noise precision: 1 / each cell's residual variance around its
+    stimulus means (dof = observations - stimuli), rsatoolbox's
+    ``prec_from_residuals(method="diag")`` with that dof."""
+    R = np.asarray(responses, dtype=np.float64)
+    finite = np.isfinite(R)
+    n = finite.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, R, 0.0).sum(-1) / n
+        res = np.where(finite, R - mean[..., None], 0.0)
+        var = (res * res).sum((-2, -1)) / (finite.sum((-2, -1)) - (n > 0).sum(-1))
+        return np.where(var > 0, 1.0 / var, 0.0)
+
+
+def _partition_means(R: np.ndarray, part: np.ndarray, k: int):
+    """(k, cells, stimuli) partition means; a cell without a repeat of a stimulus in a
+    partition takes its mean over that stimulus's repeats (over stimuli if it has none);
+    (stimuli,) whether some cell has a repeat in every partition."""
+    finite = np.isfinite(R)
+    Z = np.where(finite, R, 0.0)
+    sums = np.stack([Z[..., part == f].sum(-1) for f in range(k)])
+    counts = np.stack([finite[..., part == f].sum(-1) for f in range(k)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        fill = sums.sum(0) / counts.sum(0)
+        fill = np.where(np.isfinite(fill), fill, np.nanmean(fill, 1, keepdims=True))
+    means = np.where(counts > 0, means, np.nan_to_num(fill)[None])
+    return means, counts, (counts > 0).any(1).all(0)
+
+
 def rdm_crossnobis(responses, n_partitions: int = 2, precision=None) -> np.ndarray:
     """Square crossnobis RDM from (cells, stimuli, repeats) responses (NaN: missing repeat).
 
@@ -124,35 +158,63 @@ def rdm_crossnobis(responses, n_partitions: int = 2, precision=None) -> np.ndarr
     fold f compares the mean of partition f with the mean of the others, d_ij =
     (a_i - a_j)' P (b_i - b_j) / cells, averaged over folds, as rsatoolbox's
     ``calc_rdm_crossnobis`` with that cv_descriptor; ``precision``: the noise precision
-    (cells, cells) or its diagonal (cells,); None = identity (cross-validated Euclidean).
-    Unbiased: its expectation is the squared distance of the true patterns, so it can be
-    negative. A stimulus without a repeat in some partition gives NaN for its pairs.
+    (cells, cells) or its diagonal (cells,) (``noise_precision_diag``); None = identity
+    (cross-validated Euclidean). Unbiased: its expectation is the squared distance of the
+    true patterns, so it can be negative. Missing repeats: see ``_partition_means``; a
+    stimulus that no cell has in some partition gives NaN for its pairs.
     """
     R = np.asarray(responses, dtype=np.float64)
     if R.ndim != 3:
         raise ValueError(f"crossnobis needs (cells, stimuli, repeats), got shape {R.shape}")
-    part = partitions(R.shape[-1], int(n_partitions))
-    finite = np.isfinite(R)
-    Z = np.where(finite, R, 0.0)
-    sums = np.stack([Z[..., part == k].sum(-1) for k in range(n_partitions)])  # (k, c, s)
-    counts = np.stack([finite[..., part == k].sum(-1) for k in range(n_partitions)])
+    k = int(n_partitions)
+    part = partitions(R.shape[-1], k)
+    means, counts, ok = _partition_means(R, part, k)
     P = None if precision is None else np.asarray(precision, dtype=np.float64)
     out = np.zeros((R.shape[1], R.shape[1]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for f in range(n_partitions):
-            a = (sums[f] / counts[f]).T  # (stimuli, cells)
-            rest = np.delete(np.arange(n_partitions), f)
-            b = (sums[rest].sum(0) / counts[rest].sum(0)).T
-            Pb = b if P is None else (b * P if P.ndim == 1 else b @ P)
-            K = a @ Pb.T
-            d = np.diagonal(K)
-            out += d[:, None] + d[None, :] - K - K.T
-    out /= n_partitions * R.shape[0]
+    for f in range(k):
+        a = means[f].T  # (stimuli, cells)
+        rest = np.delete(np.arange(k), f)
+        w = counts[rest]
+        b = ((means[rest] * w).sum(0) / np.maximum(w.sum(0), 1)).T
+        b = np.where(w.sum(0).T > 0, b, means[rest].mean(0).T)
+        Pb = b if P is None else (b * P if P.ndim == 1 else b @ P)
+        K = a @ Pb.T
+        d = np.diagonal(K)
+        out += d[:, None] + d[None, :] - K - K.T
+    out /= k * R.shape[0]
     np.fill_diagonal(out, 0.0)
-    bad = ~(counts > 0).all(axis=(0, 1))
-    out[bad] = np.nan
-    out[:, bad] = np.nan
+    out[~ok] = np.nan
+    out[:, ~ok] = np.nan
     return out
+
+
+def group_crossnobis(responses, groups, n_partitions: int, noise: str = "identity") -> np.ndarray:
+    """(G, n, n) crossnobis RDMs of the cell groups ``groups`` (positions) of responses
+    (cells, stimuli, repeats); noise: identity or diagonal (``noise_precision_diag``)."""
+    if noise not in ("identity", "diagonal"):
+        raise ValueError(f"crossnobis noise is identity or diagonal, not {noise!r}")
+    prec = noise_precision_diag(responses) if noise == "diagonal" else None
+    return np.stack(
+        [
+            rdm_crossnobis(responses[pos], n_partitions, None if prec is None else prec[pos])
+            for pos in groups
+        ]
+    )
+
+
+def _crossnobis_from_reps(reps) -> np.ndarray:
+    """The neural side's crossnobis RDMs (prepared from the repeats); a model side (no
+    repeats, ``named`` None) gives its squared Euclidean RDMs, the distance crossnobis
+    estimates."""
+    named = getattr(reps, "named", None)
+    if named is None:
+        return euclidean_from_gram(reps.grams)
+    if "crossnobis" not in named:
+        raise MissingRDMs(
+            "rsa_crossnobis_*: the neural representations have no crossnobis RDMs "
+            "(compare.prepare_neural computes them from the repeats: rdm_crossnobis)"
+        )
+    return named["crossnobis"]
 
 
 register_distance(
@@ -166,7 +228,12 @@ register_distance(
     )
 )
 register_distance(
-    Distance("crossnobis", "cross-validated squared Mahalanobis over partitions of the repeats")
+    Distance(
+        "crossnobis",
+        "crossnobis (neural: cross-validated over partitions of the repeats) vs squared "
+        "Euclidean (model)",
+        _crossnobis_from_reps,
+    )
 )
 
 

@@ -1,9 +1,10 @@
 """RSA: one metric per RDM distance x comparator (``compare.rdm_methods``).
 
 ``rsa_<comparator>`` compares 1 - Pearson RDMs (rsa_spearman and rsa_pearson are in the
-default metric list), ``rsa_<distance>_<comparator>`` the RDMs of another distance that a
-layer's Gram statistics give (euclidean). Crossnobis needs the neural repeats and is not a
-metric of the per-model job (``rdm_methods.rdm_crossnobis``).
+default metric list), ``rsa_<distance>_<comparator>`` the RDMs of another distance:
+euclidean (from the Gram matrices of both sides), crossnobis (the neural store's
+``rdm_crossnobis``, made by prepare from the repeats, against the layers' squared Euclidean
+RDMs).
 """
 
 from __future__ import annotations
