@@ -127,6 +127,10 @@ def test_comparators_equal_rsatoolbox(toolbox):
             ref = compare(RDMs(a), RDMs(b), method=c.rsatoolbox)
             worst[dist, c.name] = np.abs(c.compare(a, b) - ref).max()
     assert max(worst.values()) < 1e-9, worst
+    # -D/2 of squared Euclidean distances, double-centred, is the centred Gram: whitened
+    # cosine of Euclidean RDMs is biased linear CKA
+    same = get_metric("rsa_euclidean_cosine_cov").score(reps(X), reps(Y))
+    np.testing.assert_allclose(same, get_metric("cka_biased").score(reps(X), reps(Y)), atol=1e-12)
 
 
 # ------------------------------------------------------------------ nulls and bootstrap

@@ -29,7 +29,9 @@ each with its permutation null and bootstrap rule.
   of the double-centred matrices H(-D/2)H (``_cov_weighting``), i.e. biased linear CKA of
   -D/2 (for ``corr_cov`` the vector is centred first). A permutation of the images commutes
   with H, so the null is ``inference.cka_null`` on those matrices. An RDM with a NaN pair
-  gives NaN (rsatoolbox's NaN path re-solves with the covariance of the kept pairs).
+  gives NaN (rsatoolbox's NaN path re-solves with the covariance of the kept pairs). Of
+  squared Euclidean RDMs, H(-D/2)H is the centred Gram: rsa_euclidean_cosine_cov is
+  cka_biased.
 
 Bootstrap: spearman and pearson have the vectorised ``bootstrap.rsa_bootstrap``; rho_a,
 cosine and kendall_tau_a loop over resamples on the kept pairs (the pairs of a stimulus with
