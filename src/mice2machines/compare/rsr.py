@@ -9,9 +9,9 @@ no test pair shares an image with a training pair (the pairs between the two set
 by neither). The score is the Pearson r of predicted and observed held-out dissimilarities,
 averaged over folds; a fold whose weights are all zero predicts a constant and scores 0.
 
-Per fold, X_train = Q R once; NNLS on (R, Q' y) has the same solution as on (X, y), so the
-permutation null (the neural RDM's images permuted, refitted) and the bootstrap cost one
-small NNLS per fold, group and permutation. Bootstrap: a resample weights pair {s, t} by
+Per fold, the layers' normal equations are factored once (``_fold_fit``), so the
+permutation null (the neural RDM's images permuted, refitted; all groups and permutations as
+columns of one fit) and the bootstrap cost one small NNLS per fold, group and permutation. Bootstrap: a resample weights pair {s, t} by
 c_s c_t (its stimulus counts; copies of a stimulus never pair up and stay in one fold) in
 the same weighted fit and weighted r.
 """
@@ -58,16 +58,25 @@ def _wr(pred: np.ndarray, obs: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _fold_fit(X: np.ndarray, Y: np.ndarray, tr, te, w=None):
     """One fold: NNLS weights (k, L) of each column of Y (m, k) on X (m, L) over the pairs
-    tr, and the held-out r (k,) over te (pair weights w, default 1)."""
+    tr, and the held-out r (k,) over te (pair weights w, default 1).
+
+    From the (weighted, centred) normal equations C = X'WX = V S V': NNLS on
+    (S^1/2 V', S^-1/2 V'X'Wy) over the components with s > 0 has the objective of NNLS on
+    (W^1/2 X, W^1/2 y) up to a constant (X'Wy lies in the range of C), so a fold costs one
+    L x L eigendecomposition, whatever the number of columns of Y.
+    """
     wt = np.ones(len(tr)) if w is None else w[tr]
     we = np.ones(len(te)) if w is None else w[te]
-    sw = np.sqrt(wt)[:, None]
     Xt, Yt = X[tr], Y[tr]
     xbar = (wt @ Xt) / wt.sum()
-    ybar = (wt @ Yt) / wt.sum()
-    Q, R = np.linalg.qr((Xt - xbar) * sw)
-    QtY = Q.T @ ((Yt - ybar) * sw)
-    W = np.stack([nnls(R, QtY[:, k])[0] for k in range(Y.shape[1])])
+    Xc = Xt - xbar
+    XW = Xc.T * wt
+    s, V = np.linalg.eigh(XW @ Xc)
+    keep = s > max(float(s[-1]), 0.0) * len(s) * np.finfo(np.float64).eps
+    s, V = s[keep], V[:, keep]
+    R = np.sqrt(s)[:, None] * V.T
+    T = (V.T @ (XW @ Yt)) / np.sqrt(s)[:, None]  # (XW @ Yt: the mean of Y cancels)
+    W = np.stack([nnls(R, T[:, k])[0] for k in range(Y.shape[1])])
     return W, _wr(X[te] @ W.T, Y[te], we)
 
 
@@ -78,8 +87,8 @@ def rsr_fit(neural_vecs, layer_vecs, folds, pair_weights=None) -> dict[str, np.n
     ``weights`` (folds, G, L) the non-negative layer weights. ``pair_weights`` (pairs,):
     weights of the pairs (a bootstrap resample's c_s c_t). RDMs must be finite.
     """
-    Y = np.atleast_2d(np.asarray(neural_vecs, dtype=np.float64)).T
-    X = np.atleast_2d(np.asarray(layer_vecs, dtype=np.float64)).T
+    Y = np.ascontiguousarray(np.atleast_2d(np.asarray(neural_vecs, dtype=np.float64)).T)
+    X = np.ascontiguousarray(np.atleast_2d(np.asarray(layer_vecs, dtype=np.float64)).T)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"RDMs differ in pairs: {Y.shape[0]} vs {X.shape[0]}")
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
@@ -129,9 +138,10 @@ def rsr_null(neural, model, perms, device=None) -> np.ndarray:
         pair = np.zeros((n, n), dtype=np.int64)
         pair[iu, ju] = pair[ju, iu] = np.arange(len(iu))
         idx = pair[perms[:, iu], perms[:, ju]]  # (P, pairs)
-        folds = kfold(n, N_FOLDS, SEED)
-        for g in np.flatnonzero(ok):
-            out[:, g] = rsr_fit(a[g][idx], b, folds)["score"]
+        good = np.flatnonzero(ok)
+        stacked = a[good][:, idx].reshape(-1, len(iu))  # (groups x P, pairs)
+        score = rsr_fit(stacked, b, kfold(n, N_FOLDS, SEED))["score"]
+        out[:, good] = score.reshape(len(good), len(perms)).T
     return _tile(out, len(model.rdms))
 
 
