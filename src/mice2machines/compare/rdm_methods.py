@@ -9,8 +9,9 @@ Distances (``DISTANCES``): how a representation becomes an RDM.
   factor, which no comparator sees (all are scale-free per RDM).
 - ``crossnobis``: cross-validated squared Mahalanobis (identity noise: cross-validated
   Euclidean) from independent partitions of the repeats, rsatoolbox's
-  ``calc_rdm_crossnobis`` with leave-one-partition-out folds; it needs repeats, so it is a
-  neural-side distance (``rdm_crossnobis``); the model side of a comparison is then the
+  ``calc_rdm_crossnobis`` with leave-one-partition-out folds. It needs repeats: prepare
+  stores each group's (``rdm_crossnobis`` in the neural store), the job hands them to the
+  neural side (``Representations.named``); a model side (no repeats) uses its squared
   Euclidean RDM, the distance crossnobis estimates without bias.
 
 Comparators (``COMPARATORS``): rsatoolbox's ``compare(method=...)`` on upper triangles,
@@ -21,9 +22,8 @@ each with its permutation null and bootstrap rule.
   per block of permutations).
 - ``kendall_tau_a`` (``tau-a``): sign products of all pairs of entries for short vectors
   (while their sign matrices fit in ``rsa.TAU_SIGN_BYTES``), scipy's O(pairs log pairs) per
-  comparison beyond; null
-  and bootstrap loop over permutations / resamples (118 images: P x groups x layers scipy
-  calls of ~2 ms each; choose it knowingly).
+  comparison beyond; null and bootstrap loop over permutations / resamples (118 images:
+  P x groups x layers scipy calls of ~4 ms each; choose it knowingly).
 - ``cosine_cov``, ``corr_cov``: whitened cosine and correlation with the RDM covariance of
   rsatoolbox's ``_get_v(n, sigma_k=None)``. rsatoolbox computes them as the Frobenius cosine
   of the double-centred matrices H(-D/2)H (``_cov_weighting``), i.e. biased linear CKA of
@@ -52,7 +52,7 @@ from .rsa import square, upper_tri
 @dataclasses.dataclass(frozen=True)
 class Distance:
     """An RDM distance: ``from_reps(reps)`` gives the (k, n, n) RDMs of a `Representations`
-    (None: the distance needs repeats, see ``rdm_crossnobis``)."""
+    (None: no RSA metric is made of it)."""
 
     name: str
     description: str
