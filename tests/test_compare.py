@@ -458,3 +458,26 @@ def test_null_data_scores_at_chance_and_calibrated_tests(stores):
         assert np.concatenate(reject[m]).mean() < 0.12, m
     allq = np.concatenate([np.concatenate(found[m]) for m in found])
     assert allq.mean() <= 0.01, allq.mean()
+
+
+def test_new_rsa_metrics_and_rsr_in_the_job(stores, neural, selected):
+    """Other RDM distances (crossnobis from the prepared store's repeats) and comparators,
+    and the per-model RSR, through the job: the
+    planted layer wins each RSA metric at the smallest p; RSR (one score per model, over
+    all layers) is significant; intervals, ceilings (none for RSR) as the registry says.
+    (Kendall's tau-a loops over permutations: tested at package level, test_rdm_methods.)"""
+    rsa_ = ["rsa_euclidean_pearson", "rsa_rho_a", "rsa_cosine_cov", "rsa_euclidean_corr_cov"]
+    rsa_ += ["rsa_crossnobis_pearson", "rsa_crossnobis_corr_cov"]
+    assert neural.rdm_crossnobis.shape == (neural.sizes["group"], N_IMG, N_IMG)
+    cfg = {**CFG, "metrics": [*rsa_, "rsr"], "n_boot": 10, "n_perm": 99}
+    ds = job.compare_model(stores["planted_net"], neural, selected, cfg, model="planted_net")
+    all_ = ds.sel(group="all")
+    best = all_.score.sel(metric=rsa_).idxmax("layer")
+    assert (best == PLANTED).all(), best.values
+    assert (all_.p.sel(metric=rsa_, layer=PLANTED) == 0.01).all()
+    assert np.isfinite(all_.ceiling.sel(metric=rsa_)).all()
+    assert np.isfinite(ds.ci_low.sel(metric=rsa_)).all()
+    rsr = ds.sel(metric="rsr")
+    assert (rsr.score == rsr.score.isel(layer=0)).all() and np.isnan(rsr.ceiling).all()
+    assert float(rsr.score.sel(group="all")[0]) > 0.2
+    assert (rsr.p.sel(group="all") == 0.01).all() and np.isfinite(rsr.ci_low).all()

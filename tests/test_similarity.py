@@ -450,7 +450,13 @@ def test_spearman_brown_and_ceilings():
     groups = {"all": np.arange(40), "half": np.arange(20)}
     cq = S.group_ceilings(quiet, groups, n_splits=3)
     cn = S.group_ceilings(noisy, groups, n_splits=3)
-    for m in ("rsa_spearman", "rsa_pearson", "cka_unbiased", "cka_biased"):
+    for m in (
+        "rsa_spearman",
+        "rsa_pearson",
+        "cka_unbiased",
+        "cka_biased",
+        "rsa_crossnobis_pearson",
+    ):
         assert cq[m].shape == (2,)
         assert (cq[m] > 0.95).all() and (cn[m] < cq[m]).all()
     rel = S.cell_reliability(quiet, n_splits=3)

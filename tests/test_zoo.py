@@ -267,3 +267,85 @@ def test_preprocess():
     mean = torch.tensor(prep.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(prep.IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(got, (neurn(plain, 3) - mean) / std)
+
+
+# ------------------------------------------------------------------ the large zoo
+
+
+def _large():
+    return zoo.read_zoo(ROOT / "config" / "models_large.tsv")
+
+
+def test_large_zoo_lists_every_torchvision_classifier_with_its_twin():
+    """config/models_large.tsv: every classification builder of the installed torchvision,
+    its ImageNet weights (valid names, fetchable by the weights module) and its random twin,
+    the weights' crop size as input size; the paper-size zoo is a subset, row for row."""
+    import torchvision
+    from torchvision import models
+
+    from mice2machines.models.builders.torchvision import large_zoo_rows
+
+    large = _large()
+    zoo.validate_zoo_deep(large)
+    by_name = {s.name: s for s in large}
+    archs = models.list_models(module=models)
+    assert len(archs) >= 80 and {s.arch for s in large} == set(archs)
+    for arch in archs:
+        pre, twin = by_name[arch], by_name[f"{arch}_random"]
+        assert pre.weights_kind == "torchvision" and twin.weights == "random"
+        w = W.torchvision_weights(arch, pre.weights)
+        assert pre.input_size == twin.input_size == w.transforms().crop_size[0]
+        assert (pre.builder, pre.layers) == (twin.builder, twin.layers)
+    expected = [
+        zoo.ModelSpec(**{**r, "input_size": int(r["input_size"])}) for r in large_zoo_rows()
+    ]
+    assert large == expected, (
+        f"regenerate models_large.tsv for torchvision {torchvision.__version__}"
+    )
+    allen = zoo.read_zoo(ROOT / "config" / "models_allen.tsv")
+    assert set(allen) <= set(large)
+
+
+def _small_size(spec) -> int:
+    """The smallest input the architecture takes (ViT, Swin, MaxViT: their fixed size)."""
+    from torchvision import models
+
+    w = W.torchvision_weights(spec.arch, "IMAGENET1K_V1" if "IMAGENET1K_V1" in [
+        m.name for m in models.get_model_weights(spec.arch)
+    ] else "IMAGENET1K_SWAG_LINEAR_V1")  # fmt: skip
+    lo = max(w.meta["min_size"])
+    return lo if lo >= 128 else max(64, lo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [s.name for s in zoo.read_zoo(ROOT / "config" / "models_large.tsv") if s.weights == "random"],
+)
+def test_large_zoo_row_builds_probes_and_dedups(name):
+    """Each random twin builds, its layers are found and probed at a small input, and the
+    probe's duplicates are byte-identical to the layer they copy."""
+    from mice2machines.models.hooks import Recorder, make_out_of_place, probe, select_layers
+
+    spec = next(s for s in _large() if s.name == name)
+    model = zoo.build_model(spec)
+    make_out_of_place(model)
+    mode, items = zoo.parse_layers(spec.layers, defaults("models")["layer_types"])
+    layers = select_layers(model, mode, items)
+    size = _small_size(spec)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    with Recorder(model, layers) as rec, torch.inference_mode():
+
+        def forward(x, sink):
+            def keep(key, *args):
+                outputs[key] = args[-1].detach().clone()
+                sink(key, *args)
+
+            rec.run(lambda: model(x), keep)
+
+        table = probe(model, forward, x)
+    assert table["stored"].sum() >= 3, table
+    assert set(table["module"]) <= set(layers)
+    for row in table[~table["stored"]].itertuples():
+        assert torch.equal(outputs[row.layer], outputs[row.duplicate_of]), row.layer

@@ -35,7 +35,7 @@ def _compare_metrics(schema: dict, cfg: Mapping | None) -> None:
     load_plugins((cfg or {}).get("plugins") or ())
     prop = schema["properties"]["metrics"]
     prop["items"]["enum"] = list(METRICS)
-    prop["default"] = list(METRICS)
+    prop["default"] = [name for name, spec in METRICS.items() if spec.default]
 
 
 def _dg_registries(schema: dict, cfg: Mapping | None) -> None:

@@ -5,6 +5,8 @@ public functions for users and notebooks:
 
 - ``rdm(X)``: (stimuli, features) -> square 1 - Pearson dissimilarity matrix.
 - ``rsa(rdm_a, rdm_b, method="spearman")``: compare RDMs on their upper triangle.
+- ``rdm_euclidean``, ``rdm_crossnobis``, ``compare_rdms(a, b, comparator)``: rsatoolbox's
+  other distances and comparators (``DISTANCES``, ``COMPARATORS``); ``rsr_fit``: RSR.
 - ``cka(X, Y, unbiased=True)``: linear CKA; unbiased HSIC (Song et al. 2012) by default.
 - ``ridge_predictivity``, ``match_units``: per-neuron held-out correlations.
 """
@@ -20,13 +22,27 @@ from .compare.cka import centre_gram, cka, cka_from_grams, hsic, u_centre_gram
 from .compare.crossval import kfold
 from .compare.gram import GramAccumulator, Representations, gram_stats, rdm_from_gram, rsa_table
 from .compare.matching import MatchAccumulator, match_units
+from .compare.rdm_methods import (
+    COMPARATORS,
+    DISTANCES,
+    compare_rdms,
+    rdm_crossnobis,
+    rdm_euclidean,
+)
 from .compare.registry import METRICS, Metric, get_metric, register_metric
 from .compare.ridge import ridge_cv, ridge_predictivity
 from .compare.rsa import RDM_COMPARATORS, rdm, rsa, square, upper_tri
+from .compare.rsr import rsr_fit
 from .devices import cpu_workers, resolve_device
 from .neural.reliability import cell_reliability, pearson_rows, spearman_brown, split_halves
 
 __all__ = [
+    "COMPARATORS",
+    "DISTANCES",
+    "compare_rdms",
+    "rdm_crossnobis",
+    "rdm_euclidean",
+    "rsr_fit",
     "METRICS",
     "RDM_COMPARATORS",
     "GramAccumulator",

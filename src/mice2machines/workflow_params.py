@@ -90,6 +90,8 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
             "n_splits",
             "seed",
             "rsa_remove_mean_pattern",
+            "rsa_crossnobis_partitions",
+            "rsa_crossnobis_noise",
         ),
     ),
     "compare_select": ("compare", ("selection", "seed")),

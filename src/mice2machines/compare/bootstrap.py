@@ -48,7 +48,10 @@ def resampled_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def resampled(reps: Representations, idx: np.ndarray) -> Representations:
     """Representations of the resampled stimuli ``idx`` (rows and columns of every matrix)."""
-    return Representations(reps.names, reps.grams[:, idx][:, :, idx], reps.rdms[:, idx][:, :, idx])
+    named = None if reps.named is None else {k: v[:, idx][:, :, idx] for k, v in reps.named.items()}
+    return Representations(
+        reps.names, reps.grams[:, idx][:, :, idx], reps.rdms[:, idx][:, :, idx], named
+    )
 
 
 def _blocks(n_boot: int, per_resample_bytes: int):

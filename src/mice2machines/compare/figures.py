@@ -38,6 +38,11 @@ def _significant(d: pd.DataFrame) -> pd.Series:
     return d["significant"].fillna(False).astype(bool)
 
 
+def _per_layer(metrics) -> list:
+    """The metrics with a per-layer score (a per-model metric has no best layer)."""
+    return [m for m in metrics if not get_metric(m).per_model]
+
+
 def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
     """Score per area (rows) x layer (columns), one panel per model; cells that are not
     significant against their permutation null (BH q >= compare.fdr_alpha) are greyed out."""
@@ -95,7 +100,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
     layers that pass the FDR threshold; a model with none for an area is drawn as an x
     below the axis ("none")."""
     plt = _plt()
-    metrics = [m for m in metrics if m in set(df["metric"])]
+    metrics = [m for m in _per_layer(metrics) if m in set(df["metric"])]
     fig, axes = plt.subplots(
         1,
         max(1, len(metrics)),
@@ -130,7 +135,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
 def ei_profile(df: pd.DataFrame, metrics):
     """Score against relative layer depth for excitatory and inhibitory groups."""
     plt = _plt()
-    metrics = [m for m in metrics if m in set(df["metric"])]
+    metrics = [m for m in _per_layer(metrics) if m in set(df["metric"])]
     fig, axes = plt.subplots(
         1, max(1, len(metrics)), squeeze=False, figsize=(3.2 * max(1, len(metrics)), 3.0)
     )

@@ -239,6 +239,9 @@ class Representations:
     names: list
     grams: np.ndarray  # (k, n, n) column-centred linear Gram
     rdms: np.ndarray  # (k, n, n) correlation RDM
+    #: neural sides: RDMs (k, n, n) by distance that need the repeats (crossnobis); None for
+    #: a model side
+    named: dict | None = None
 
     @classmethod
     def from_arrays(

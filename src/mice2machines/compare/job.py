@@ -182,6 +182,7 @@ def representations(job: Job, layers: list[Layer]) -> tuple[Representations, Rep
         dtype=np.float64,
         remove_mean_pattern=bool(job.cfg["rsa_remove_mean_pattern"]),
     )
+    neural.named = {v[4:]: job.neural[v].values for v in job.neural.data_vars if v[:4] == "rdm_"}
     model = Representations(
         [layer.name for layer in layers],
         np.stack([layer.gram for layer in layers]),

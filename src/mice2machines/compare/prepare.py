@@ -77,6 +77,7 @@ def prepare_neural(
         reliability = np.full(len(cells), np.nan)
     coords = _neural_coords(cells, groups, ceiled, pop["image"].values, size)
     ds = _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
+    ds = ds.assign(rdm_crossnobis=_crossnobis(responses, groups, cfg))
     if note is not None:
         ds.attrs["ceiling_note"] = note
     return ds
@@ -88,6 +89,27 @@ def no_ceiling_reason(responses: np.ndarray) -> str | None:
     if responses.ndim == 3 and (np.isfinite(responses).sum(-1) >= 2).any():
         return None
     return NO_CEILING
+
+
+def _crossnobis(responses, groups: pd.DataFrame, cfg: dict):
+    """(group, image, image_b) crossnobis RDMs of the groups over partitions of the repeats
+    (the rsa_crossnobis_* metrics; NaN where there are fewer than 2 repeats)."""
+    from .rdm_methods import group_crossnobis
+
+    n, reps = responses.shape[1], responses.shape[-1]
+    if reps < 2:
+        rdms = np.full((len(groups), n, n), np.nan)
+    else:
+        k = min(int(cfg["rsa_crossnobis_partitions"]), reps)
+        rdms = group_crossnobis(
+            responses, list(groups["positions"]), k, cfg["rsa_crossnobis_noise"]
+        )
+    attrs = {
+        "long_name": "crossnobis RDM over partitions of the repeats",
+        "partitions": int(cfg["rsa_crossnobis_partitions"]),
+        "noise": cfg["rsa_crossnobis_noise"],
+    }
+    return (("group", "image", "image_b"), rdms, attrs)
 
 
 def _usable_cells(population: xr.Dataset, min_reliability=None) -> tuple[xr.Dataset, np.ndarray]:
@@ -141,6 +163,7 @@ def _ceiling_table(responses, groups: pd.DataFrame, metrics, cfg: dict) -> np.nd
         int(cfg["seed"]),
         metrics=metrics,
         remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
+        crossnobis=(int(cfg["rsa_crossnobis_partitions"]), cfg["rsa_crossnobis_noise"]),
     )
     values = np.array([ceil[m] for m in metrics], dtype=np.float64)
     return values.reshape(len(metrics), len(groups))

@@ -22,6 +22,12 @@ Two kinds:
   The scorer's result also holds ``null`` (n_perm, cells): the score under the job's
   permutations of the image labels (``ctx.perms[metric.null_perms]``), over the same units.
 
+``default=False`` keeps a metric out of the default metric list (it is still an allowed
+value); ``per_model=True`` marks a representation metric that scores a model as a whole
+(RSR: all layers at once): its (groups, layers) score holds the model's score in every
+layer column, so that it fits the stores, p, and BH q (replicating every test L times
+leaves BH's q unchanged) with no per-layer meaning.
+
 Every metric's permutations come from the config key its ``null_perms`` names (``n_perm``, or
 ``n_perm_max`` for the costly max-over-units metrics); the rows are the same for every layer
 and model of a run.
@@ -129,6 +135,8 @@ class Metric:
     cell_bootstrap: str = "cells"
     null: Callable | None = None
     null_perms: str = "n_perm"
+    default: bool = True
+    per_model: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -143,6 +151,8 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: cell_bootstrap is 'cells' or 'images'")
         if self.null_perms not in NULL_COUNTS:
             raise ValueError(f"metric {self.name!r}: null_perms is one of {NULL_COUNTS}")
+        if self.per_model and self.kind != "representation":
+            raise ValueError(f"metric {self.name!r}: only representation metrics are per_model")
 
     @property
     def stat_variables(self) -> dict[str, Variable]:

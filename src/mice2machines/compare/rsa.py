@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import kendalltau, rankdata
 
 from ..devices import cpu_workers, thread_pool
 
@@ -126,6 +126,39 @@ def _cmp_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return na @ nb.T
 
 
+def tau_a(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-a of two vectors: (concordant - discordant) / (m(m-1)/2), from scipy's
+    tau-b times its tie denominator over the total number of pairs."""
+    m = len(x)
+    tot = m * (m - 1) / 2
+
+    def ties(v):
+        c = np.unique(v, return_counts=True)[1].astype(np.float64)
+        return (c * (c - 1) / 2).sum()
+
+    tb = kendalltau(x, y).statistic
+    return float(np.clip(tb * np.sqrt((tot - ties(x)) * (tot - ties(y))) / tot, -1, 1))
+
+
+#: largest (vectors x pairs^2) float64 block of the sign-product tau-a (else scipy per pair)
+TAU_SIGN_BYTES = 1 << 28
+
+
+def _signs(v: np.ndarray) -> np.ndarray:
+    return np.sign(v[:, :, None] - v[:, None, :]).reshape(len(v), -1)
+
+
+def _cmp_tau_a(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-a of every row pair: for short vectors the sign products of all pairs
+    of entries, sum_ij sign(a_i - a_j) sign(b_i - b_j) / (m(m-1)) (exact integer sums);
+    otherwise scipy per comparison (O(m log m))."""
+    m = a.shape[-1]
+    if 8 * (len(b) + 1) * m * m <= TAU_SIGN_BYTES:
+        sb = _signs(b)
+        return np.concatenate([_signs(x[None]) @ sb.T for x in a]) / (m * (m - 1))
+    return np.array([[tau_a(x, y) for y in b] for x in a]).reshape(len(a), len(b))
+
+
 #: RDM comparators by name (rsatoolbox's names where they exist).
 RDM_COMPARATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "spearman": _cmp_spearman,
@@ -133,6 +166,7 @@ RDM_COMPARATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "corr": _cmp_pearson,
     "rho-a": _cmp_rho_a,
     "cosine": _cmp_cosine,
+    "tau-a": _cmp_tau_a,
 }
 
 
@@ -140,7 +174,8 @@ def rsa(rdm_a, rdm_b, method: str = "spearman", min_fraction: float = 0.5):
     """Similarity of RDMs on the upper triangle: a float, or an (A, B) matrix for stacks.
 
     Inputs: square RDMs (n, n), stacks (k, n, n), vectors (pairs,) or stacks (k, pairs).
-    method: spearman | pearson (alias corr) | rho-a | cosine. Pairs that are NaN in either
+    method: spearman | pearson (alias corr) | rho-a | cosine | tau-a (whitened
+    comparators: `compare.rdm_methods.compare_rdms`). Pairs that are NaN in either
     RDM of a comparison are dropped from that comparison; it is NaN when fewer than
     `min_fraction` of the pairs remain (degenerate representations).
     """

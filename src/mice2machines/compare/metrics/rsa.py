@@ -1,50 +1,71 @@
-"""RSA: Spearman or Pearson correlation of 1 - Pearson RDMs on their upper triangle."""
+"""RSA: one metric per RDM distance x comparator (``compare.rdm_methods``).
+
+``rsa_<comparator>`` compares 1 - Pearson RDMs (rsa_spearman and rsa_pearson are in the
+default metric list), ``rsa_<distance>_<comparator>`` the RDMs of another distance:
+euclidean (from the Gram matrices of both sides), crossnobis (the neural store's
+``rdm_crossnobis``, made by prepare from the repeats, against the layers' squared Euclidean
+RDMs).
+"""
 
 from __future__ import annotations
 
-from ..bootstrap import rsa_bootstrap
-from ..inference import rsa_null
+from ..rdm_methods import COMPARATORS, DISTANCES
 from ..registry import Metric, register_metric
-from ..rsa import rsa, upper_tri
+from ..rsa import upper_tri
 
 ORDER = 1
 
-
-def _score(method: str):
-    return lambda neural, model: rsa(neural.rdms, model.rdms, method=method)
+DEFAULT = ("rsa_spearman", "rsa_pearson")
 
 
-def _bootstrap(method: str):
-    """All resamples of the stimuli, in blocks; pairs of a stimulus with its own copy are
-    dropped (rsatoolbox's convention), as ``RDM_COMPARATORS[method]`` of each resample's
-    kept pairs."""
+def _score(distance, comparator):
+    def fn(neural, model):
+        a = upper_tri(distance.from_reps(neural))
+        b = upper_tri(distance.from_reps(model))
+        return comparator.compare(a, b)
+
+    return fn
+
+
+def _bootstrap(distance, comparator):
+    """All resamples of the stimuli by the comparator's rule (``rdm_methods``)."""
 
     def fn(neural, model, indices, device):
-        return rsa_bootstrap(neural.rdms, model.rdms, indices, method, device)
+        return comparator.bootstrap(
+            distance.from_reps(neural), distance.from_reps(model), indices, device
+        )
 
     return fn
 
 
-def _null(method: str):
-    """The neural RDMs' images permuted (rows and columns together), ranked once."""
+def _null(distance, comparator):
+    """The neural RDMs' images permuted (rows and columns together)."""
 
     def fn(neural, model, perms, device):
-        return rsa_null(upper_tri(neural.rdms), upper_tri(model.rdms), perms, method, device)
+        a = upper_tri(distance.from_reps(neural))
+        return comparator.null(a, upper_tri(distance.from_reps(model)), perms, device)
 
     return fn
 
 
-for _method in ("spearman", "pearson"):
-    register_metric(
-        Metric(
-            name=f"rsa_{_method}",
-            kind="representation",
-            higher_is_better=True,
-            description=f"RSA: {_method} correlation of 1 - Pearson RDMs (upper triangle; the "
-            "workflow removes the mean pattern first, compare.rsa_remove_mean_pattern)",
-            score=_score(_method),
-            bootstrap=_bootstrap(_method),
-            null=_null(_method),
-            ceiling="split_half",
+for _dist in DISTANCES.values():
+    if _dist.from_reps is None:
+        continue
+    for _cmp in COMPARATORS.values():
+        _name = "rsa_" + ("" if _dist.name == "correlation" else f"{_dist.name}_") + _cmp.name
+        _about = "1 - Pearson" if _dist.name == "correlation" else _dist.description
+        register_metric(
+            Metric(
+                name=_name,
+                kind="representation",
+                higher_is_better=True,
+                description=f"RSA: {_cmp.description} (rsatoolbox {_cmp.rsatoolbox!r}) of "
+                f"{_about} RDMs (upper triangle; the workflow removes the mean pattern "
+                "first, compare.rsa_remove_mean_pattern)",
+                score=_score(_dist, _cmp),
+                bootstrap=None if _cmp.bootstrap is None else _bootstrap(_dist, _cmp),
+                null=_null(_dist, _cmp),
+                ceiling="split_half",
+                default=_name in DEFAULT,
+            )
         )
-    )
