@@ -12,7 +12,9 @@ cluster          ``local`` (default): a LocalCluster of thread workers in this p
                  ``synchronous``: no cluster, single-threaded (tiny data, debugging).
 n_workers        workers (= SLURM jobs for ``slurm``); default 1.
 cores            cores per worker (threads; ``--cpus-per-task``); default 1.
-memory           memory per worker, e.g. ``"4GB"`` (``--mem``); default ``"2GB"``.
+memory           memory per SLURM worker, e.g. ``"4GB"`` (``--mem``); default ``"2GB"``.
+                 ``local`` thread workers get no limit of their own: they share the job's
+                 process, whose memory (the script's too) a limit would count, pausing them.
 processes        worker processes per SLURM job; default 1 (``local`` uses threads).
 queue            SLURM partition of the worker jobs; default: the cluster's default.
 account          SLURM account (``-A``); default: none (the user's default account).
@@ -116,12 +118,15 @@ def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
         cluster = SLURMCluster(**kwargs)
     else:
         # thread workers inside this process: worker processes would be spawned, and spawning
-        # re-imports __main__, which a snakemake `script:` (no main guard) cannot survive
+        # re-imports __main__, which a snakemake `script:` (no main guard) cannot survive. No
+        # worker memory limit: it would measure this whole process and pause the workers
+        # (idle, never failing) once the script itself holds most of it; the job's own
+        # memory (the rule's mem_mb) bounds them instead.
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=int(s["cores"]),
             processes=False,
-            memory_limit=s["memory"],
+            memory_limit=0,
             local_directory=s["local_directory"],
             dashboard_address=":0",
         )
