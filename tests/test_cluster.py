@@ -140,3 +140,19 @@ def test_local_cluster_does_not_pause_under_the_scripts_memory(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "total 16000000 limits [0] held 1073741824" in r.stdout, r.stdout
     assert "memory usage" not in r.stderr, r.stderr[-2000:]
+
+
+def test_slurm_plugin_reads_cancelled_by_uid_as_cancelled():
+    """sacct writes `CANCELLED by 0` for a scancel'd job; the executor must see CANCELLED."""
+    import asyncio
+    import logging
+    import shlex
+
+    plugin = pytest.importorskip("snakemake_executor_plugin_slurm")
+    from mice2machines.cluster import slurm_states_first_word
+
+    assert slurm_states_first_word() and slurm_states_first_word()  # idempotent
+    table = "22|CANCELLED by 0\n23|COMPLETED\n24|NODE_FAIL\n"
+    cmd = shlex.join(["printf", table])
+    states, _ = asyncio.run(plugin.query_job_status(cmd, logging.getLogger("test")))
+    assert states == {"22": "CANCELLED", "23": "COMPLETED", "24": "NODE_FAIL"}

@@ -160,5 +160,6 @@ def test_code_hash_follows_imports(tmp_path):
     assert wp.code_modules(a) == [
         "mice2machines",
         "mice2machines.neural",
+        "mice2machines.neural.labels",  # imported by nwb
         "mice2machines.neural.nwb",
     ]

@@ -141,3 +141,27 @@ def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
                     f"worker logs: {s['log_directory']}; squeue:\n{_squeue()}"
                 ) from err
         yield client
+
+
+def slurm_states_first_word() -> bool:
+    """Make the SLURM executor plugin read sacct states such as ``CANCELLED by 0`` as their first
+    word (``CANCELLED``). Plugin 2.8.0 compares the whole string, so a job cancelled with
+    ``scancel`` looks like a running job forever and the run hangs. Called by the Snakefile;
+    returns whether the plugin was there to fix (idempotent)."""
+    try:
+        import snakemake_executor_plugin_slurm as plugin
+    except ImportError:
+        return False
+    query = getattr(plugin, "query_job_status", None)
+    if query is None or getattr(query, "first_word", False):
+        return query is not None
+
+    async def query_job_status(command, logger):
+        states, duration = await query(command, logger)
+        if states:
+            states = {job: (state.split() or [state])[0] for job, state in states.items()}
+        return states, duration
+
+    query_job_status.first_word = True
+    plugin.query_job_status = query_job_status
+    return True
