@@ -33,3 +33,19 @@ include: "workflow/rules/dg.smk"
 _unknown = sorted(set(config["resources"]) - {r.name for r in workflow.rules})
 if _unknown:
     raise ValueError(f"config resources: no rule named {', '.join(_unknown)}")
+
+
+# a job cancelled with scancel (sacct: "CANCELLED by <uid>") must fail, not hang the run
+from mice2machines.cluster import slurm_states_first_word
+
+slurm_states_first_word()
+
+
+# Every script rule reruns when the package code its script runs changes: a digest of that
+# code (the script and the package modules it imports, without docstrings) is one more param.
+from mice2machines.workflow_params import code_hash
+
+for _rule in workflow.rules:
+    if _rule.script:
+        _script = _rule.basedir.join(_rule.script).get_path_or_uri(secret_free=False)
+        _rule.set_params(package_code=code_hash(_script))

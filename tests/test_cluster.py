@@ -117,3 +117,42 @@ def test_local_cluster_in_unguarded_script(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
     )
     assert r.returncode == 0 and "total 4950" in r.stdout, r.stderr[-2000:]
+
+
+def test_local_cluster_does_not_pause_under_the_scripts_memory(tmp_path):
+    """The script holds 4x the configured worker memory: the local workers still compute
+    (a worker memory limit would count the whole process and pause them for good)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np, dask.array as da\n"
+        "from mice2machines.cluster import dask_client\n"
+        "held = np.ones(1024 * 2**20 // 8)  # 1 GB the script itself holds\n"
+        "with dask_client({'dask': {'cluster': 'local', 'memory': '256MB'}}) as client:\n"
+        "    limits = [w['memory_limit'] for w in client.scheduler_info()['workers'].values()]\n"
+        "    total = int(da.ones((4000, 4000), chunks=500).sum().compute())\n"
+        "print('total', total, 'limits', limits, 'held', held.nbytes)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run(
+        ["timeout", "-k", "5", "120", sys.executable, str(script)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "total 16000000 limits [0] held 1073741824" in r.stdout, r.stdout
+    assert "memory usage" not in r.stderr, r.stderr[-2000:]
+
+
+def test_slurm_plugin_reads_cancelled_by_uid_as_cancelled():
+    """sacct writes `CANCELLED by 0` for a scancel'd job; the executor must see CANCELLED."""
+    import asyncio
+    import logging
+    import shlex
+
+    plugin = pytest.importorskip("snakemake_executor_plugin_slurm")
+    from mice2machines.cluster import slurm_states_first_word
+
+    assert slurm_states_first_word() and slurm_states_first_word()  # idempotent
+    table = "22|CANCELLED by 0\n23|COMPLETED\n24|NODE_FAIL\n"
+    cmd = shlex.join(["printf", table])
+    states, _ = asyncio.run(plugin.query_job_status(cmd, logging.getLogger("test")))
+    assert states == {"22": "CANCELLED", "23": "COMPLETED", "24": "NODE_FAIL"}

@@ -35,7 +35,9 @@
 # own address), +2 slurmdbd), M2M_SLURM_ACCOUNT (account created for root, m2m),
 # M2M_SLURM_SUBNET (first three octets of the private /24, 10.77.0), M2M_SLURM_IFACE (bridge and
 # node interface name, m2m0), M2M_SLURM_NODE_MEM (RealMemory per node in MB),
-# M2M_SLURM_NO_INSTALL=1 (never apt-get).
+# M2M_SLURMD_TIMEOUT (seconds without an answer before slurmctld declares a node DOWN and
+# fails its jobs with NODE_FAIL, 20; SLURM's default is 300), M2M_SLURM_NO_INSTALL=1 (never
+# apt-get).
 set -euo pipefail
 
 D="${M2M_SLURM_DIR:-/tmp/m2m-slurm}"
@@ -332,6 +334,7 @@ SchedulerType=sched/backfill
 MinJobAge=300
 ReturnToService=2
 KillWait=5
+SlurmdTimeout=${M2M_SLURMD_TIMEOUT:-20}
 InactiveLimit=0
 MailProg=/bin/true
 DefMemPerCPU=1000

@@ -7,7 +7,9 @@ Usage (a workflow script)::
 
 The top-level ``dask:`` config section chooses the cluster: ``local`` (a LocalCluster of
 thread workers in this process), ``slurm`` (a dask-jobqueue SLURMCluster, each worker one SLURM
-job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers. Its
+job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers (``local`` thread workers get no memory limit of their own: they
+share the job's process, whose memory, the script's included, a limit would count, pausing
+them). Its
 keys, defaults and descriptions live in schemas/dask.schema.yaml (the table in config/README.md
 is generated from it: ``python -m mice2machines.settings table dask``).
 """
@@ -102,12 +104,15 @@ def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
         cluster = SLURMCluster(**kwargs)
     else:
         # thread workers inside this process: worker processes would be spawned, and spawning
-        # re-imports __main__, which a snakemake `script:` (no main guard) cannot survive
+        # re-imports __main__, which a snakemake `script:` (no main guard) cannot survive. No
+        # worker memory limit: it would measure this whole process and pause the workers
+        # (idle, never failing) once the script itself holds most of it; the job's own
+        # memory (the rule's mem_mb) bounds them instead.
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=int(s["cores"]),
             processes=False,
-            memory_limit=s["memory"],
+            memory_limit=0,
             local_directory=s["local_directory"],
             dashboard_address=":0",
         )
@@ -122,3 +127,27 @@ def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
                     f"worker logs: {s['log_directory']}; squeue:\n{_squeue()}"
                 ) from err
         yield client
+
+
+def slurm_states_first_word() -> bool:
+    """Make the SLURM executor plugin read sacct states such as ``CANCELLED by 0`` as their first
+    word (``CANCELLED``). Plugin 2.8.0 compares the whole string, so a job cancelled with
+    ``scancel`` looks like a running job forever and the run hangs. Called by the Snakefile;
+    returns whether the plugin was there to fix (idempotent)."""
+    try:
+        import snakemake_executor_plugin_slurm as plugin
+    except ImportError:
+        return False
+    query = getattr(plugin, "query_job_status", None)
+    if query is None or getattr(query, "first_word", False):
+        return query is not None
+
+    async def query_job_status(command, logger):
+        states, duration = await query(command, logger)
+        if states:
+            states = {job: (state.split() or [state])[0] for job, state in states.items()}
+        return states, duration
+
+    query_job_status.first_word = True
+    plugin.query_job_status = query_job_status
+    return True

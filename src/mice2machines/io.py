@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -63,6 +64,27 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def sweep_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries (``.NAME.tmp-*``) that earlier writers of ``path`` left beside it.
+
+    A writer killed mid-write (SIGKILL, a lost node, ``scancel``) leaves its temporary behind;
+    the next `atomic_path` on the same path sweeps it before writing. Snakemake runs one job per
+    output at a time, so any temporary of the path seen then is an orphan. Returns what went.
+    """
+    path = Path(path)
+    gone = sorted(path.parent.glob(f".{glob.escape(path.name)}.tmp-*"))
+    for orphan in gone:
+        _remove(orphan)
+    if gone:
+        logging.getLogger(__name__).warning(
+            "removed %d temporaries a killed writer of %s left: %s",
+            len(gone),
+            path,
+            ", ".join(p.name for p in gone),
+        )
+    return gone
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -72,9 +94,13 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto `path` only if the block succeeds."""
+    """Yield a temporary sibling path; move it onto `path` only if the block succeeds.
+
+    Temporaries of `path` left by killed writers are removed first (`sweep_temporaries`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(path)
     tmp = _tmp_sibling(path)
     try:
         yield tmp

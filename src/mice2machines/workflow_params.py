@@ -15,8 +15,13 @@ permutation counts do not reprepare the neural store. Importing this module need
 
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 #: per config section: the settings that never change a job's output (every ``dask`` key:
 #: cluster, worker and thread counts). ``models.max_store_gb`` is a limit the extraction checks;
@@ -172,3 +177,89 @@ def run_settings(section: str, config: Mapping) -> dict:
 def canonical(settings: Mapping) -> str:
     """One string per set of settings: sorted keys at every level."""
     return json.dumps(settings, sort_keys=True)
+
+
+# ---------------------------------------------------------------- the package code a job runs
+
+PACKAGE = Path(__file__).resolve().parent
+
+#: modules whose function-level imports a job does not run: `settings` loads other stages'
+#: registries only to validate their sections, and a job validates its own section only
+LAZY_IMPORTS_NOT_RUN = frozenset({f"{PACKAGE.name}.settings"})
+#: modules left out of the code digest: this one decides what a job's params are (its
+#: effect on a job is in the params themselves) and a script reads only `run_settings` of it
+NOT_JOB_CODE = frozenset({__name__})
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a package module name (``mice2machines.neural.nwb``), or None."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE.name:
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _names(node: ast.AST, here: list[str]) -> set[str]:
+    """Module names one import statement may load (``here``: the importing package's parts)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module.split(".") if node.module else []
+    if node.level:
+        base = here[: len(here) - node.level + 1] + base
+    return {".".join(base)} | {".".join([*base, alias.name]) for alias in node.names}
+
+
+@functools.cache
+def _module(path: Path, name: str) -> tuple[frozenset[str], str]:
+    """(the package modules a module imports, its digest). Imports anywhere count (lazy ones in
+    functions too, except in `LAZY_IMPORTS_NOT_RUN`), with every package whose ``__init__`` an
+    import runs. The digest is of the syntax tree without docstrings: comments, formatting and
+    docstrings do not change it."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    nodes = tree.body if name in LAZY_IMPORTS_NOT_RUN else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for full in _names(node, here):
+                parts = full.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    digest = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    found -= NOT_JOB_CODE
+    return frozenset(n for n in found if _module_file(n) is not None), digest
+
+
+def code_modules(script: str | os.PathLike) -> list[str]:
+    """The package modules a rule's script runs: those it imports, directly or through other
+    package modules, with the packages whose ``__init__`` runs on the way."""
+    todo = set(_module(Path(script).resolve(), "__main__")[0])
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        todo |= _module(_module_file(name), name)[0] - seen
+    return sorted(seen)
+
+
+def code_hash(script: str | os.PathLike) -> str:
+    """A digest of the code a rule's script runs (the script and its `code_modules`): an edit
+    of that code changes it; an edit elsewhere in the package, or of comments, formatting or
+    docstrings, does not. A rule passes it as a param, so the params trigger reruns the rule."""
+    script = Path(script).resolve()
+    parts = [f"script\0{_module(script, '__main__')[1]}"]
+    parts += [f"{n}\0{_module(_module_file(n), n)[1]}" for n in code_modules(script)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from ..io import atomic_path, provenance, sha256_file
-from .nwb import NWBError, Session
+from .nwb import NWBError, Session, check_experiment_id
 
 log = logging.getLogger("mice2machines")
 
@@ -242,6 +242,7 @@ def convert_session(
     Returns a summary dict (cells kept / dropped). Bad traces (NaN or all zero) are dropped
     with a warning, or raise NWBError when cfg['bad_traces'] == 'error'.
     """
+    check_experiment_id(out, session.experiment_id, session.path)
     cfg = settings(cfg)
     ds, ix = session_skeleton(session, cfg)
     ds.attrs.update(_attrs(session, cfg, hash_input))

@@ -141,6 +141,18 @@ def _scenes_group(f: h5py.File, path: Path, session_type: str) -> h5py.Group:
     return f[PRESENTATION][names[0]]
 
 
+def check_experiment_id(named: str | Path, experiment_id: int, source: str | Path) -> None:
+    """Refuse a session whose own experiment id differs from the id that names its file or
+    store (``named``: ``<id>.nwb``, ``<id>.zarr``; other names are not checked): the same
+    session under two ids would count its cells twice. ``source`` is named in the error."""
+    stem = Path(named).name.split(".", 1)[0]
+    if stem.isdigit() and int(stem) != int(experiment_id):
+        raise NWBError(
+            f"{source}: its experiment id is {experiment_id}, but it is stored as "
+            f"{Path(named).name} (experiment {int(stem)})"
+        )
+
+
 def read_session(path: str | Path) -> Session:
     """Open an NWB file and read everything but the traces; validate the layout."""
     path = Path(path)
@@ -206,6 +218,7 @@ def read_session(path: str | Path) -> Session:
         container_id = int(meta.get("container_id", -1))
     except ValueError as e:
         raise NWBError(f"{path}: non-numeric experiment/container id: {e}") from e
+    check_experiment_id(path, experiment_id, f"{path} ({META['experiment_id']})")
     return Session(
         path=path,
         experiment_id=experiment_id,

@@ -30,12 +30,56 @@ def stimuli_dataset(template: np.ndarray, source: str, prov: str) -> xr.Dataset:
     return ds
 
 
+class DuplicateCellsError(ValueError):
+    """The same cell (cell specimen id) or experiment in more than one experiment store."""
+
+
+def check_unique_cells(parts: Sequence[xr.Dataset], paths: Sequence[str | Path]) -> None:
+    """Refuse experiment stores that share an experiment id or a cell specimen id.
+
+    Each cell is counted once: a session stored under two ids, or a cell in two natural-scenes
+    sessions, would otherwise be counted twice. Raises `DuplicateCellsError` naming the stores.
+    """
+    owner_cell: dict[int, int] = {}
+    owner_exp: dict[int, int] = {}
+    clashes: dict[tuple[int, int], list[int]] = {}
+    for i, ds in enumerate(parts):
+        cells = np.asarray(ds["cell"].values, dtype=np.int64)
+        if len(np.unique(cells)) < len(cells):
+            values, counts = np.unique(cells, return_counts=True)
+            raise DuplicateCellsError(
+                f"{paths[i]}: cell specimen ids repeated within the store: "
+                f"{values[counts > 1][:5].tolist()}"
+            )
+        for eid in np.unique(np.asarray(ds["experiment_id"].values, dtype=np.int64)).tolist():
+            if eid in owner_exp:
+                raise DuplicateCellsError(
+                    f"experiment {eid} is in two stores: {paths[owner_exp[eid]]} and {paths[i]}"
+                )
+            owner_exp[eid] = i
+        for cell in cells.tolist():
+            j = owner_cell.setdefault(cell, i)
+            if j != i:
+                clashes.setdefault((j, i), []).append(cell)
+    if clashes:
+        lines = [
+            f"{paths[j]} and {paths[i]}: {len(ids)} cells, e.g. {ids[:5]}"
+            for (j, i), ids in sorted(clashes.items())
+        ]
+        raise DuplicateCellsError(
+            "cell specimen ids in more than one experiment store (each cell is counted once; "
+            "the same session under two ids?): " + "; ".join(lines)
+        )
+
+
 def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> xr.Dataset:
     """All experiments' responses concatenated along `cell` (lazy), with reliability.
 
-    Filters (areas, cre_lines, min_reliability) come from the `neural` config section.
+    Filters (areas, cre_lines, min_reliability) come from the `neural` config section. Stores
+    sharing a cell or an experiment are refused (`check_unique_cells`).
     """
     parts = [open_zarr(p)[["responses", "blank_responses"]] for p in paths]
+    check_unique_cells(parts, paths)
     pop = concat_stores(parts, "cell", coords="different", compat="equals", combine_attrs="drop")
     return finish_population(pop, cfg)
 
