@@ -7,11 +7,11 @@ Usage (a workflow script)::
 
 The top-level ``dask:`` config section chooses the cluster: ``local`` (a LocalCluster of
 thread workers in this process), ``slurm`` (a dask-jobqueue SLURMCluster, each worker one SLURM
-job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers (``local`` thread workers get no memory limit of their own: they
-share the job's process, whose memory, the script's included, a limit would count, pausing
-them). Its
-keys, defaults and descriptions live in schemas/dask.schema.yaml (the table in config/README.md
-is generated from it: ``python -m mice2machines.settings table dask``).
+job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers.
+``local`` thread workers get no memory limit of their own: they share the job's process, whose
+memory (the script's included) a limit would count, pausing them. The keys, defaults and
+descriptions live in schemas/dask.schema.yaml (config/README.md's table is generated from it:
+``python -m mice2machines.settings table dask``).
 """
 
 from __future__ import annotations
