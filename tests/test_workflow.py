@@ -331,3 +331,33 @@ def test_rule_params_of_the_demo_dag(tmp_path):
             assert got["c"][job] != params, job
         elif rule not in ("all", "compare_aggregate"):
             assert got["c"][job] == params, job
+
+
+@pytest.mark.slow
+def test_null_config_through_the_workflow(tmp_path):
+    """config/null.yaml, laid over a smaller demo (4 sessions, one model): neurons without
+    image-locked signal give scores at chance and no FDR discovery."""
+    copy_config(tmp_path)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg.setdefault("synthetic", {})["areas"] = ["VISp", "VISl"]
+    cfg.setdefault("models", {})["only"] = ["mobilenet_v3_small_random"]
+    cfg["compare"].update(n_boot=0, metrics=["rsa_spearman", "cka_unbiased", "ridge", "match"])
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/null/compare/scores.csv"
+    proc = subprocess.run(
+        snakemake_cmd(
+            tmp_path, "--cores", "2", "--configfile", "config/null.yaml", target, timeout_s=1500
+        ),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = next((tmp_path / "logs" / "null" / "synthetic_session").glob("*.log")).read_text()
+    assert "(drive: none)" in log
+    df = pd.read_csv(tmp_path / target)
+    assert set(df.metric) == {"rsa_spearman", "cka_unbiased", "ridge", "match"}
+    assert df.p.notna().all() and not df.significant.any(), df[df.significant]
+    for metric, rows in df.groupby("metric"):
+        assert abs(rows.score.mean()) < 0.05, (metric, rows.score.mean())
+        assert abs(rows.z.mean()) < 1.0, (metric, rows.z.mean())
+    assert 0.3 < df.p.mean() < 0.7, df.p.mean()

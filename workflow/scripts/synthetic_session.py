@@ -31,7 +31,7 @@ if drive_cfg.get("kind", "rf") == "layer":
         neurn=drive_cfg.get("neurn"),
     )
     log.info("layer drive: %d units x %d views", drive.shape[2], drive.shape[0])
-log.info("simulating experiment %d", eid)
+log.info("simulating experiment %d (drive: %s)", eid, drive_cfg.get("kind", "rf"))
 synthetic.write_session(
     snakemake.input.template,
     snakemake.input.manifest,
