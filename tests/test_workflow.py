@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 import yaml
 from conftest import ROOT, copy_config, snakemake_cmd
 
 from mice2machines import synthetic
 from mice2machines import workflow_params as wp
+from mice2machines.io import open_zarr
 from mice2machines.models.zoo import ModelSpec
 from mice2machines.settings import schema, validate_config
 
@@ -26,7 +26,7 @@ def test_demo_population_store(demo_run):
     syn = _demo_config()["synthetic"]
     manifest = pd.read_csv(res / "manifest.tsv", sep="\t")
     assert len(manifest) == len(syn["areas"]) * len(syn["cre_lines"])
-    pop = xr.open_zarr(res / "neural" / "population.zarr", consolidated=False)
+    pop = open_zarr(res / "neural" / "population.zarr")
     assert pop.responses.dims == ("cell", "image", "repeat")
     assert pop.sizes["image"] == 118 and pop.sizes["repeat"] == syn["n_repeats"]
     assert pop.sizes["cell"] == len(manifest) * syn["cells_per_experiment"]
@@ -34,7 +34,7 @@ def test_demo_population_store(demo_run):
     assert set(pop.cre_line.values) == set(syn["cre_lines"])
     assert set(pop.ei_class.values) == {"excitatory", "inhibitory"}
     assert "provenance" in pop.attrs
-    stim = xr.open_zarr(res / "stimuli.zarr", consolidated=False)
+    stim = open_zarr(res / "stimuli.zarr")
     assert stim.images.shape == (118, syn["image_height"], syn["image_width"])
 
     # responses follow the planted receptive fields
