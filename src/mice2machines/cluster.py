@@ -14,8 +14,10 @@ n_workers        workers (= SLURM jobs for ``slurm``); default 1.
 cores            cores per worker (threads; ``--cpus-per-task``); default 1.
 memory           memory per worker, e.g. ``"4GB"`` (``--mem``); default ``"2GB"``.
 processes        worker processes per SLURM job; default 1 (``local`` uses threads).
-queue            SLURM partition of the worker jobs; default: the cluster's default.
-account          SLURM account (``-A``); default: none (the user's default account).
+queue            SLURM partition of the worker jobs; default: ``$M2M_SLURM_PARTITION`` (the
+                 SLURM profile's variable), else the cluster's default.
+account          SLURM account (``-A``); default: ``$M2M_SLURM_ACCOUNT`` (the SLURM profile's
+                 variable), else none (the cluster's default account).
 walltime         worker job time limit, ``"HH:MM:SS"``; default ``"01:00:00"``.
 interface        network interface the scheduler and workers talk on (``ib0``, ``lo``...);
                  default: the host's address.
@@ -39,6 +41,9 @@ from .settings import defaults
 
 #: the dask section's defaults (schemas/dask.schema.yaml)
 DEFAULTS: dict[str, Any] = defaults("dask")
+#: where the worker jobs' partition and account come from when the config leaves them unset:
+#: the variables profiles/slurm/config.yaml reads for the Snakemake jobs (one place for both)
+SLURM_ENV = {"queue": "M2M_SLURM_PARTITION", "account": "M2M_SLURM_ACCOUNT"}
 CLUSTERS = ("local", "slurm", "synchronous")
 
 
@@ -74,6 +79,8 @@ def slurm_cluster_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
         "job_script_prologue": list(s["job_script_prologue"]),
         "scheduler_options": {"dashboard_address": ":0"},  # random port, no clash
     }
+    for key, var in SLURM_ENV.items():
+        s[key] = s[key] or os.environ.get(var) or None
     for key in ("queue", "account", "interface", "local_directory", "log_directory"):
         if s[key]:
             kwargs[key] = str(s[key])
