@@ -119,12 +119,12 @@ def encode_labels(ds):
 
     def encode(var):
         values = np.asarray(var.values, dtype=object).ravel()
-        text = np.array(["" if v is None or (isinstance(v, float) and v != v) else str(v)
-                         for v in values], dtype=object)  # fmt: skip
         missing = np.array([v is None or (isinstance(v, float) and v != v) for v in values])
-        cats = sorted(set(text[~missing].tolist()))
-        lookup = {c: i for i, c in enumerate(cats)}
-        codes = np.array([-1 if m else lookup[t] for t, m in zip(text, missing, strict=True)])
+        text = np.where(missing, "", values).astype(str)
+        cats, codes = np.unique(text[~missing], return_inverse=True)
+        cats = cats.tolist()
+        full = np.full(text.shape, -1, dtype=np.int64)
+        full[~missing] = codes
         dtype = np.int8 if len(cats) < 127 else np.int16 if len(cats) < 32767 else np.int32
         attrs = {
             **var.attrs,
@@ -132,7 +132,7 @@ def encode_labels(ds):
             "flag_meanings": " ".join(c.replace(" ", "_") or "_" for c in cats),
             "categories": cats,
         }
-        return _with(var, codes.astype(dtype).reshape(var.shape), attrs)
+        return _with(var, full.astype(dtype).reshape(var.shape), attrs)
 
     coords = {k: encode(v.variable) for k, v in ds.coords.items() if _is_text(v)}
     data = {k: encode(v.variable) for k, v in ds.data_vars.items() if _is_text(v)}
@@ -286,11 +286,16 @@ def error_line(exc: BaseException, log_path: str | os.PathLike | None = None) ->
     return line + (f" (traceback: {log_path})" if log_path else "")
 
 
+_CONSOLE: list = []  # the console's stderr, kept from the first redirection of a process
+
+
 def _route_stderr(log_path: Path):
     """Point fd 2 (Python's and native libraries' stderr) at the log file; return a stream
-    on the console's stderr."""
+    on the console's stderr (the same one when called again in a process)."""
     sys.stderr.flush()
-    console = os.fdopen(os.dup(2), "w", buffering=1)
+    if not _CONSOLE:
+        _CONSOLE.append(os.fdopen(os.dup(2), "w", buffering=1))
+    console = _CONSOLE[0]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 2)
     os.close(fd)
