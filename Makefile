@@ -1,10 +1,14 @@
-# Two entry points (see README.md): `make demo` and `make test`.
+# Entry points (see README.md): `make demo`, `make test`; for real data `make setup` (both
+# environments) and `make profile` (`snakemake --profile slurm` finds profiles/slurm).
 PYTHON ?= python3.11
 VENV ?= .venv
 ALLENSDK_VENV ?= .venv-allensdk
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: demo test lint format setup clean-results
+# the user's snakemake config folder, where `snakemake --profile NAME` looks
+SNAKEMAKE_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+
+.PHONY: demo test lint format setup profile clean-results
 
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +22,13 @@ $(ALLENSDK_VENV)/.installed: envs/allensdk-requirements.txt envs/allensdk-constr
 	touch $@
 
 setup: $(VENV)/.installed $(ALLENSDK_VENV)/.installed
+
+profile:
+	mkdir -p "$(SNAKEMAKE_CONFIG)"
+	@if [ -e "$(SNAKEMAKE_CONFIG)/slurm" ] && [ ! -L "$(SNAKEMAKE_CONFIG)/slurm" ]; then \
+		echo "$(SNAKEMAKE_CONFIG)/slurm exists and is not a link: move it away first" >&2; exit 1; fi
+	ln -sfn "$(CURDIR)/profiles/slurm" "$(SNAKEMAKE_CONFIG)/slurm"
+	@echo "snakemake --profile slurm now uses $(CURDIR)/profiles/slurm"
 
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores 2

@@ -10,7 +10,7 @@ import xarray as xr
 import zarr
 from torch import nn
 
-from mice2machines.io import write_zarr_atomic
+from mice2machines.io import open_zarr, write_zarr_atomic
 from mice2machines.models import extract as A
 from mice2machines.models import hooks as H
 from mice2machines.models import preprocess as prep
@@ -34,7 +34,7 @@ def stimuli(tmp_path_factory):
 
 
 def images_of(stimuli):
-    return xr.open_zarr(stimuli, consolidated=False)["images"].load()
+    return open_zarr(stimuli)["images"].load()
 
 
 RESNET = zoo.ModelSpec(

@@ -20,7 +20,7 @@ from mice2machines.compare import (  # noqa: E402
     settings,
     stream,
 )
-from mice2machines.io import write_zarr_atomic  # noqa: E402
+from mice2machines.io import open_zarr, write_zarr_atomic  # noqa: E402
 
 N_IMG, H, W = 118, 24, 30
 PLANTED = "4"  # the max-pool layer of `net()`
@@ -101,7 +101,7 @@ def stores(tmp_path_factory):
 def neural(stores):
     ds = prepare.prepare_neural(stores["pop"], stores["stim"], CFG)
     write_zarr_atomic(ds, stores["dir"] / "neural.zarr")
-    return xr.open_zarr(stores["dir"] / "neural.zarr", consolidated=False).load()
+    return open_zarr(stores["dir"] / "neural.zarr").load()
 
 
 def test_prepared_store_holds_no_fixed_width_strings(stores, tmp_path):
@@ -117,7 +117,7 @@ def test_prepared_store_holds_no_fixed_width_strings(stores, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnstableSpecificationWarning)
         write_zarr_atomic(ds, tmp_path / "neural.zarr")
-    back = xr.open_zarr(tmp_path / "neural.zarr", consolidated=False)
+    back = open_zarr(tmp_path / "neural.zarr")
     for k in fixed:
         assert [str(x) for x in back[k].values] == [str(x) for x in ds[k].values]
 
@@ -159,7 +159,7 @@ def test_prepare(neural):
 
 
 def test_planted_layer_ranks_first_for_every_metric(results, stores):
-    ds = xr.open_zarr(results["planted_net"], consolidated=False).load()
+    ds = open_zarr(results["planted_net"]).load()
     assert list(ds.layer.values) == LAYERS
     for metric in (
         "rsa_spearman",
@@ -202,7 +202,7 @@ def test_chunking_does_not_change_results(stores, neural, selected):
 
 def test_aggregate_tables_and_figures(results, tmp_path):
     # a third model with fewer layers: layers are the union, NaN where a model has none
-    part = xr.open_zarr(results["other_net"], consolidated=False).isel(layer=[0, 3, 5]).load()
+    part = open_zarr(results["other_net"]).isel(layer=[0, 3, 5]).load()
     write_zarr_atomic(part, tmp_path / "part.zarr")
     agg = aggregate.aggregate(
         [results["planted_net"], results["other_net"], tmp_path / "part.zarr"],
@@ -253,7 +253,7 @@ def test_unit_chunks_follow_store_chunks(tmp_path):
     xr.Dataset(
         {"activations": (("image", "channel", "y", "x"), g.normal(size=(10, 3, 2, 2)))}
     ).chunk({"channel": 1}).to_zarr(path, group="a", mode="w", consolidated=False)
-    da = xr.open_zarr(path, group="a", consolidated=False)["activations"]
+    da = open_zarr(path, group="a")["activations"]
     chunks = list(stream.iter_unit_chunks(da, unit_chunk=8))
     assert [s for s, _ in chunks] == [0, 8] and chunks[0][1].shape == (10, 2, 2, 2)
     np.testing.assert_allclose(np.concatenate([c for _, c in chunks], 1), da.values, rtol=1e-6)

@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 from mice2machines import synthetic
+from mice2machines.io import open_zarr
 from mice2machines.neural import convert as neural
 from mice2machines.neural import population, reliability
 from mice2machines.neural.nwb import read_session
@@ -66,8 +67,8 @@ def test_convert_session_blocks_agree_and_label(nwb_paths, tmp_path):
     many = tmp_path / "many.zarr"
     neural.convert_session(s, one, {"cell_block": 1000})
     neural.convert_session(s, many, {"cell_block": 3})
-    a = xr.open_zarr(one, consolidated=False).load()
-    b = xr.open_zarr(many, consolidated=False).load()
+    a = open_zarr(one).load()
+    b = open_zarr(many).load()
     xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
     assert a.responses.dims == ("cell", "image", "repeat")
     assert a.trials.dims == ("cell", "presentation", "time")
@@ -91,7 +92,7 @@ def test_convert_session_blocks_agree_and_label(nwb_paths, tmp_path):
 def test_responses_recover_planted_tuning(nwb_paths, synthetic_dir, tmp_path):
     s = read_session(nwb_paths[0])
     neural.convert_session(s, tmp_path / "e.zarr", {})
-    ds = xr.open_zarr(tmp_path / "e.zarr", consolidated=False)
+    ds = open_zarr(tmp_path / "e.zarr")
     cells = pd.read_csv(synthetic_dir / f"{s.experiment_id}_cells.tsv", sep="\t")
     images = np.load(synthetic_dir / "template.npy")
     rates = synthetic.firing_rates(cells, images)
@@ -108,8 +109,8 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
         stores.append(out)
     pop_path = tmp_path / "population.zarr"
     summary = population.write_population(stores, pop_path, {})
-    pop = xr.open_zarr(pop_path, consolidated=False)
-    n = sum(xr.open_zarr(s, consolidated=False).sizes["cell"] for s in stores)
+    pop = open_zarr(pop_path)
+    n = sum(open_zarr(s).sizes["cell"] for s in stores)
     assert summary["cells"] == pop.sizes["cell"] == n
     assert set(pop.ei_class.values) == {"excitatory", "inhibitory"}
     assert pop.cell.to_index().is_unique
@@ -126,7 +127,7 @@ def test_store_trials_off_keeps_responses(nwb_paths, tmp_path):
     s = read_session(nwb_paths[0])
     neural.convert_session(s, tmp_path / "a.zarr", {})
     neural.convert_session(s, tmp_path / "b.zarr", {"store_trials": False})
-    a = xr.open_zarr(tmp_path / "a.zarr", consolidated=False)
-    b = xr.open_zarr(tmp_path / "b.zarr", consolidated=False)
+    a = open_zarr(tmp_path / "a.zarr")
+    b = open_zarr(tmp_path / "b.zarr")
     assert "trials" in a and "trials" not in b
     np.testing.assert_array_equal(a.responses.values, b.responses.values)

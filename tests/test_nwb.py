@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mice2machines.io import open_zarr
 from mice2machines.neural import convert as neural
 from mice2machines.neural.nwb import NWBError, read_session
 
@@ -117,9 +118,8 @@ def test_bad_traces_dropped_with_count(nwb_copy, tmp_path, caplog):
         summary = neural.convert_session(s, out, {"cell_block": 4})
     assert summary == {"cells": s.n_cells - 2, "dropped": 2}
     assert "dropped 2 of" in caplog.text
-    import xarray as xr
 
-    ds = xr.open_zarr(out, consolidated=False)
+    ds = open_zarr(out)
     assert ds.sizes["cell"] == s.n_cells - 2
     assert s.cell_specimen_ids[1] not in ds.cell.values
     assert not np.isnan(ds.responses.values).any()

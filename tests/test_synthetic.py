@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mice2machines import synthetic
+from mice2machines.io import open_zarr
 from mice2machines.neural.nwb import read_session
 
 P = "processing/brain_observatory_pipeline"
@@ -212,7 +213,7 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
         stores.append(tmp_path / f"{eid}.zarr")
         neural.convert_session(read_session(nwb), stores[-1], {})
     population.write_population(stores, tmp_path / "population.zarr", {})
-    pop = xr.open_zarr(tmp_path / "population.zarr", consolidated=False).load()
+    pop = open_zarr(tmp_path / "population.zarr").load()
 
     spec = zoo.read_zoo(table)[0]
     acts = tmp_path / "r18.zarr"
@@ -239,7 +240,7 @@ def test_layer_drive_planted_layer_ranks_first(tmp_path, seed):
     }
     neu = prepare.prepare_neural(pop, stim, ccfg)
     write_zarr_atomic(neu, tmp_path / "neural.zarr")
-    neu = xr.open_zarr(tmp_path / "neural.zarr", consolidated=False).load()
+    neu = open_zarr(tmp_path / "neural.zarr").load()
     sel = settings(ccfg)["selection"]
     t = selection.select_neurons(neu.maps.values, neu.ei_class.values, neu.cell.values, **sel)
     selected = np.flatnonzero(t.selected.to_numpy())

@@ -139,7 +139,7 @@ def test_missing_or_corrupt_data_names_the_file(stores, tmp_path):
 
     broken = tmp_path / "broken.zarr"
     shutil.copytree(stores["syndigits"], broken)
-    (broken / "labels" / "zarr.json").write_text("{")
+    (broken / "zarr.json").write_text("{")  # the consolidated metadata every reader reads
     with pytest.raises(domains.DomainFileError, match="broken.zarr"):
         training.run_job(cfg, stores["mnist"], {"broken": broken}, tmp_path / "b")
 

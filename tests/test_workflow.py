@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 import yaml
 from conftest import ROOT, copy_config, snakemake_cmd
 
 from mice2machines import synthetic
 from mice2machines import workflow_params as wp
+from mice2machines.io import open_zarr
 from mice2machines.models.zoo import ModelSpec
 from mice2machines.settings import schema, validate_config
 
@@ -26,7 +26,7 @@ def test_demo_population_store(demo_run):
     syn = _demo_config()["synthetic"]
     manifest = pd.read_csv(res / "manifest.tsv", sep="\t")
     assert len(manifest) == len(syn["areas"]) * len(syn["cre_lines"])
-    pop = xr.open_zarr(res / "neural" / "population.zarr", consolidated=False)
+    pop = open_zarr(res / "neural" / "population.zarr")
     assert pop.responses.dims == ("cell", "image", "repeat")
     assert pop.sizes["image"] == 118 and pop.sizes["repeat"] == syn["n_repeats"]
     assert pop.sizes["cell"] == len(manifest) * syn["cells_per_experiment"]
@@ -34,7 +34,7 @@ def test_demo_population_store(demo_run):
     assert set(pop.cre_line.values) == set(syn["cre_lines"])
     assert set(pop.ei_class.values) == {"excitatory", "inhibitory"}
     assert "provenance" in pop.attrs
-    stim = xr.open_zarr(res / "stimuli.zarr", consolidated=False)
+    stim = open_zarr(res / "stimuli.zarr")
     assert stim.images.shape == (118, syn["image_height"], syn["image_width"])
 
     # responses follow the planted receptive fields
@@ -76,6 +76,14 @@ def test_invalid_config_is_rejected(tmp_path):
         ({"compare": {"n_bot": 3}}, "config compare: Additional properties are not allowed"),
         ({"compare": {"metrics": ["rsa"]}}, "config compare.metrics.0: 'rsa' is not one of"),
         ({"resources": {"compare_modle": {"mem_mb": 10}}}, "no rule named compare_modle"),
+        ({"results_dir": ""}, "config results_dir: '' would put outputs at the filesystem root"),
+        ({"results_dir": "/"}, "config results_dir: '/' would put outputs at the filesystem"),
+        ({"logs_dir": "//"}, "config logs_dir: '//' would put outputs at the filesystem root"),
+        (
+            {"neural": {"trial_window_frames": [45, -30]}},
+            "config neural.trial_window_frames: [45, -30] is not [first, last)",
+        ),
+        ({"neural": {"trial_window_frames": [5]}}, "config neural.trial_window_frames: [5] is"),
     ],
 )
 def test_config_mistakes_refused_before_any_job(tmp_path, edit, message):
@@ -83,7 +91,7 @@ def test_config_mistakes_refused_before_any_job(tmp_path, edit, message):
     (tmp_path / "config").mkdir()
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for key, value in edit.items():
-        cfg[key] = {**(cfg.get(key) or {}), **value}
+        cfg[key] = {**(cfg.get(key) or {}), **value} if isinstance(value, dict) else value
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(
         snakemake_cmd(tmp_path, "-n", timeout_s=120), capture_output=True, text=True
@@ -91,6 +99,18 @@ def test_config_mistakes_refused_before_any_job(tmp_path, edit, message):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and message in out, out[-2000:]
     assert "$schema" not in out  # the message, not a schema dump
+
+
+def test_documented_train_key_prepare_once_is_accepted(tmp_path):
+    """dg.train.prepare_once (config/README.md) plans like any other documented key."""
+    copy_config(tmp_path)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["dg"]["train"]["prepare_once"] = False
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "-n", timeout_s=120), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_allen_config_dry_run_plans_discovery(tmp_path):

@@ -8,6 +8,8 @@ Usage (a workflow script)::
 The top-level ``dask:`` config section chooses the cluster: ``local`` (a LocalCluster of
 thread workers in this process), ``slurm`` (a dask-jobqueue SLURMCluster, each worker one SLURM
 job) or ``synchronous`` (no cluster, for tiny data and debugging), and sizes its workers.
+Account and partition default to the SLURM profile's ``$M2M_SLURM_ACCOUNT`` and
+``$M2M_SLURM_PARTITION`` (one place for the jobs and the workers).
 ``local`` thread workers get no memory limit of their own: they share the job's process, whose
 memory (the script's included) a limit would count, pausing them. The keys, defaults and
 descriptions live in schemas/dask.schema.yaml (config/README.md's table is generated from it:
@@ -27,6 +29,9 @@ from .settings import defaults
 
 #: the dask section's defaults (schemas/dask.schema.yaml)
 DEFAULTS: dict[str, Any] = defaults("dask")
+#: where the worker jobs' partition and account come from when the config leaves them unset:
+#: the variables profiles/slurm/config.yaml reads for the Snakemake jobs (one place for both)
+SLURM_ENV = {"queue": "M2M_SLURM_PARTITION", "account": "M2M_SLURM_ACCOUNT"}
 CLUSTERS = ("local", "slurm", "synchronous")
 
 
@@ -62,6 +67,8 @@ def slurm_cluster_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
         "job_script_prologue": list(s["job_script_prologue"]),
         "scheduler_options": {"dashboard_address": ":0"},  # random port, no clash
     }
+    for key, var in SLURM_ENV.items():
+        s[key] = s[key] or os.environ.get(var) or None
     for key in ("queue", "account", "interface", "local_directory", "log_directory"):
         if s[key]:
             kwargs[key] = str(s[key])

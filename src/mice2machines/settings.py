@@ -131,11 +131,38 @@ def check(name: str, cfg: Mapping | None, node: dict | None = None) -> None:
         raise ConfigError(_message(name, errors[0]))
 
 
+def _trial_window(s: dict) -> None:
+    lo, hi = s["trial_window_frames"]
+    if lo >= hi:
+        raise ConfigError(
+            f"config neural.trial_window_frames: {[lo, hi]} is not [first, last) frames "
+            "around onset with first < last (e.g. [-30, 45])"
+        )
+
+
+#: checks a schema cannot state (relations between values), per section, after defaults
+RELATION_CHECKS = {"neural": (_trial_window,)}
+
+
 def section(name: str, cfg: Mapping | None = None) -> dict:
     """A validated copy of config section ``name`` with every default filled in."""
     node = schema(name, cfg)
     check(name, cfg, node)
-    return _fill(node, copy.deepcopy(dict(cfg or {})))
+    out = _fill(node, copy.deepcopy(dict(cfg or {})))
+    for relation in RELATION_CHECKS.get(name, ()):
+        relation(out)
+    return out
+
+
+def _check_dirs(config: dict) -> None:
+    """``results_dir`` and ``logs_dir``: a directory, not empty and not the filesystem root."""
+    for key in ("results_dir", "logs_dir"):
+        value = config[key]
+        if not value.strip() or Path(value).resolve() == Path(Path.cwd().anchor):
+            raise ConfigError(
+                f"config {key}: {value!r} would put outputs at the filesystem root; give a "
+                "directory such as 'results'"
+            )
 
 
 def validate_config(config: dict) -> dict:
@@ -143,6 +170,7 @@ def validate_config(config: dict) -> dict:
     check("config", config)
     for key, value in _fill(schema("config"), {}).items():
         config.setdefault(key, value)
+    _check_dirs(config)
     for name in SECTIONS:
         config[name] = section(name, config.get(name))
     return config

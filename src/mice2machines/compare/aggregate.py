@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..io import as_str, concat_stores
+from ..io import as_str, concat_stores, open_zarr
 from .registry import METRICS, cell_variables
 
 LAYER_VARS = ("layer_index", "layer_depth", "n_units", "layer_kind")
@@ -24,7 +24,7 @@ def fill_values() -> dict:
 
 def open_store(path) -> xr.Dataset:
     """A result store (per model or aggregated), lazily."""
-    return xr.open_zarr(str(path), consolidated=False)
+    return open_zarr(path)
 
 
 def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Dataset:

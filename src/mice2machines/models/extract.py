@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..io import atomic_path
+from ..io import CONVENTIONS, atomic_path, consolidate
 from ..settings import defaults
 from .hooks import (
     ExtractionError,
@@ -248,7 +248,15 @@ def extract(
             stream.drain()
             timings.update(stream.timings)
             _check_duplicates(table, stream.fingerprints)
-            root.attrs.update({"layers": _json_table(table), **(attrs or {})})
+            root.attrs.update(
+                {
+                    "Conventions": CONVENTIONS,
+                    "title": f"layer activations of {Path(path).name.removesuffix('.zarr')}",
+                    "layers": _json_table(table),
+                    **(attrs or {}),
+                }
+            )
+            consolidate(tmp)
     timings["total"] = time.perf_counter() - t_start
     logger.info("wrote %s in %.2f s (%s)", path, timings["total"], dict(timings))
     return Extraction(table, est, dict(timings), str(device))

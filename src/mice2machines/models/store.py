@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..io import is_consolidated
 from .hooks import _stored_shape
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def _create_store(
         g = root.create_group(row.layer)
         img = g.create_array(
             "image", shape=image_ids.shape, dtype=image_ids.dtype, dimension_names=["image"],
-            compressors=None,
+            compressors=None, attributes={"long_name": "stimulus image id", "units": "1"},
         )  # fmt: skip
         img[:] = image_ids
         return row.layer, g.create_array(
@@ -123,7 +124,13 @@ def _create_store(
             fill_value=np.nan,
             compressors=_compressors(s.compressor, dtype.itemsize),
             dimension_names=row.dims.split(","),
-            attributes={"layer": row.layer, "module": row.module, "type": row.type},
+            attributes={
+                "layer": row.layer,
+                "module": row.module,
+                "type": row.type,
+                "long_name": f"activation of layer {row.layer}",
+                "units": "1",
+            },
         )
 
     return root, dict(pool.map(create, table[table["stored"]].itertuples()))
@@ -166,6 +173,6 @@ def open_layer(path: str | os.PathLike, layer: str):
     if layer not in table.index:
         raise KeyError(f"{path} has no layer {layer!r}; layers: {list(table.index)}")
     group = table.loc[layer, "duplicate_of"] or layer
-    da = xr.open_zarr(str(path), group=group, consolidated=False)["activations"]
+    da = xr.open_zarr(str(path), group=group, consolidated=is_consolidated(path))["activations"]
     da.attrs.update({"layer": layer, "duplicate_of": table.loc[layer, "duplicate_of"]})
     return da.rename(layer)

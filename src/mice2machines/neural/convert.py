@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..io import atomic_path, provenance, sha256_file
+from ..io import atomic_path, consolidate, prepare_store, provenance, sha256_file
 from .nwb import NWBError, Session, check_experiment_id
 
 log = logging.getLogger("mice2machines")
@@ -246,6 +246,7 @@ def convert_session(
     cfg = settings(cfg)
     ds, ix = session_skeleton(session, cfg)
     ds.attrs.update(_attrs(session, cfg, hash_input))
+    ds = prepare_store(ds, out, f"experiment {session.experiment_id}: trial responses")
     with atomic_path(out) as final:
         staging = final.with_name(final.name + ".full")
         try:
@@ -270,6 +271,7 @@ def convert_session(
                 )
             else:
                 staging.rename(final)
+            consolidate(final)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)

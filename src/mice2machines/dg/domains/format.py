@@ -132,13 +132,13 @@ def write_domain(ds, path: str | os.PathLike) -> Path:
 
 def load_domain(path: str | os.PathLike):
     """Read a domain store fully into memory; a missing or corrupt store names its path."""
-    import xarray as xr
+    from ...io import open_zarr
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: domain store does not exist (build it with the dg rules)")
     try:
-        ds = xr.open_zarr(path, consolidated=False).load()
+        ds = open_zarr(path).load()
     except Exception as err:
         raise DomainFileError(
             f"{path}: cannot read domain store ({type(err).__name__}: {err}); delete it and "
