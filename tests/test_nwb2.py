@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 from dandi_server import Server, asset_record
 
+from mice2machines.io import open_zarr
 from mice2machines.neural import convert, dandi, nwb, nwb2
 from mice2machines.neural.labels import AREAS
 from mice2machines.neural.nwb import NWBError
@@ -34,7 +35,7 @@ def dandi_set(nwb_paths, tmp_path_factory):
 
 def _store(session, path, cfg=None):
     convert.convert_session(session, path, {"cell_block": 4, **(cfg or {})})
-    ds = xr.open_zarr(path, consolidated=False).load()
+    ds = open_zarr(path).load()
     for key in ("provenance", "source_file"):
         ds.attrs.pop(key)
     return ds
@@ -191,7 +192,7 @@ def test_streaming_reads_only_what_it_needs(dandi_set, tmp_path):
     xr.testing.assert_identical(local, streamed)
     ranged = [r for r in requests if r[1]]
     assert ranged and served < 0.1 * size, (served, size, len(requests))
-    assert xr.open_zarr(tmp_path / "streamed.zarr", consolidated=False).attrs["source_file"] == url
+    assert open_zarr(tmp_path / "streamed.zarr").attrs["source_file"] == url
     print(f"streamed {served} of {size} bytes in {len(requests)} requests ({len(ranged)} ranged)")
 
 
@@ -281,13 +282,11 @@ def test_workflow_dandi_source(dandi_set, tmp_path):
             scores = pd.read_csv(work / "results/compare/scores.csv")
             assert set(scores.model) == {"mobilenet_v3_small_random"}
             assert scores.n_cells.max() == sum(nwb.read_session(p).n_cells for p, _, _ in dandi_set)
-    pop = xr.open_zarr(work / "results/neural/population.zarr", consolidated=False)
+    pop = open_zarr(work / "results/neural/population.zarr")
     assert sorted(set(pop.experiment_id.values.tolist())) == ids
     for v1, _, _ in dandi_set:
         s1 = nwb.read_session(v1)
-        got = xr.open_zarr(
-            work / f"results/neural/experiments/{s1.experiment_id}.zarr", consolidated=False
-        ).load()
+        got = open_zarr(work / f"results/neural/experiments/{s1.experiment_id}.zarr").load()
         want = _store(s1, tmp_path / f"want{s1.experiment_id}.zarr")
         assert got.attrs.pop("source_file").endswith("/download/")
         got.attrs.pop("provenance")

@@ -144,16 +144,19 @@ def _is_zarr(path: Path) -> bool:
 
 
 def open_store(path: str | Path, key: str):
-    """An xarray store, zarr (a directory) or netCDF (a file), opened lazily."""
+    """An xarray store, zarr (a directory) or netCDF (a file), opened lazily (labels the
+    package's writer coded as CF flags come back as strings)."""
     import xarray as xr
+
+    from ..io import decode_labels
 
     path = Path(path)
     try:
         if path.is_dir():
             with warnings.catch_warnings():  # a store without consolidated metadata is fine
                 warnings.filterwarnings("ignore", message="Failed to open Zarr store")
-                return xr.open_zarr(path, consolidated=None)
-        return xr.open_dataset(path, chunks={})
+                return decode_labels(xr.open_zarr(path, consolidated=None))
+        return decode_labels(xr.open_dataset(path, chunks={}))
     except (OSError, ValueError, KeyError) as err:
         raise StimulusError(f"{path}: cannot open as zarr or netCDF ({key}): {err}") from err
 
