@@ -98,13 +98,13 @@ def discover(
     return rows
 
 
-def write_manifest(rows: list[dict], path: str | os.PathLike) -> None:
-    """Tab-separated experiment manifest, written atomically."""
+def write_manifest(rows: list[dict], path: str | os.PathLike, columns=MANIFEST_COLUMNS) -> None:
+    """Tab-separated experiment manifest (these columns, in this order), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, delimiter="\t", extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=list(columns), delimiter="\t", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)

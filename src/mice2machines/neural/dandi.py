@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import download as _download
 from ..download import DownloadError
+from . import allen
 from .allen import MANIFEST_COLUMNS, read_manifest  # noqa: F401 (re-exported)
 from .labels import UnknownCreLineError, cre_line_from_genotype, ei_class
 
@@ -229,14 +230,7 @@ def discover(cfg: dict | None = None) -> list[dict]:
 
 def write_manifest(rows: list[dict], path: str | os.PathLike) -> None:
     """The DANDI manifest TSV (the Allen columns, then the asset's), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=DANDI_COLUMNS, delimiter="\t", extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    allen.write_manifest(rows, path, DANDI_COLUMNS)
 
 
 def manifest_row(manifest: str | os.PathLike, experiment_id: int) -> dict:
