@@ -4,7 +4,7 @@ VENV ?= .venv
 ALLENSDK_VENV ?= .venv-allensdk
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: demo test lint format setup clean-results
+.PHONY: demo test lint format setup browser clean-results
 
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ setup: $(VENV)/.installed $(ALLENSDK_VENV)/.installed
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores 2
 
-test: $(VENV)/.installed $(ALLENSDK_VENV)/.installed
+# headless Chromium for the report test (Debian's package; skipped when already there)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "the report test needs chromium: apt-get install chromium" >&2; [ "$$CI" != "true" ]; }
+
+test: $(VENV)/.installed $(ALLENSDK_VENV)/.installed browser
 	bash profiles/slurm/localcluster.sh start || [ "$$CI" != "true" ]
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest
 

@@ -83,7 +83,9 @@ def test_best_layer_and_ei_are_grids_with_labels():
     w, h = fig.get_size_inches()
     assert w / h < 3 and len([a for a in fig.axes if a.get_visible()]) == 8
     assert all(a.get_ylabel() for a in fig.axes if a.get_visible())
-    ei = df.assign(group_by="ei_class", group_value=np.where(df.layer_index % 2, "excitatory", "inhibitory"))
+    ei = df.assign(
+        group_by="ei_class", group_value=np.where(df.layer_index % 2, "excitatory", "inhibitory")
+    )
     fig = figures.ei_profile(ei, list(METRICS)[:8])
     assert all(a.get_ylabel() and a.get_xlabel() for a in fig.axes if a.get_visible())
 
@@ -93,7 +95,10 @@ def test_rmse_distributions_one_panel_per_model():
     rng = np.random.default_rng(1)
     shape = (len(MODELS), 4, 12)
     ds = xr.Dataset(
-        {v: (("model", "layer", "cell"), rng.uniform(0.5, 1.5, shape)) for v in ("rf_rmse", "rf_rmse_neurn")},
+        {
+            v: (("model", "layer", "cell"), rng.uniform(0.5, 1.5, shape))
+            for v in ("rf_rmse", "rf_rmse_neurn")
+        },
         coords={
             "model": MODELS,
             "layer": [f"l{k}" for k in range(4)],
@@ -117,8 +122,14 @@ def test_domainbed_table_avg_and_standard_error():
         for seed, acc in enumerate((0.5, 0.6, 0.7)):
             for target, extra in (("src", 0.3), ("t1", 0.0), ("t2", 0.1)):
                 rows.append(
-                    {"arch": "cnn", "source": "src", "variant": variant, "seed": seed,
-                     "target": target, "acc": acc + extra + shift * seed}
+                    {
+                        "arch": "cnn",
+                        "source": "src",
+                        "variant": variant,
+                        "seed": seed,
+                        "target": target,
+                        "acc": acc + extra + shift * seed,
+                    }
                 )
     t = domainbed_table(pd.DataFrame(rows)).set_index("variant")
     se = 10 / math.sqrt(3)  # std of (50, 60, 70) is 10 points
@@ -204,11 +215,21 @@ def check_report(html: Path, shots: Path) -> dict:
     assert found, dom.stderr[-2000:]
     state = json.loads(found.group(1).replace("&quot;", '"'))
     sections = re.findall(r"<section id='([^']+)'", html.read_text())
-    for name in ["top", *sections]:
-        url = html.as_uri() + ("" if name == "top" else f"#{name}")
+    for name in sections:  # one page per section (the others hidden): headless Chromium
+        page = html.with_name(f"report_{name}.html")  # paints only the first viewport
+        hide = f"<style>nav, section:not(#{name}) {{display: none}}</style></head>"
+        page.write_text(html.read_text().replace("</head>", hide, 1))
         shot = shots / f"{name}.png"
-        _browser(exe, shots / "profile", "--window-size=1280,1600", f"--screenshot={shot}", url)
+        _browser(
+            exe,
+            shots / "profile",
+            "--window-size=1280,2400",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        )
         assert shot.stat().st_size > 10_000, name
+        page.unlink()
     return state
 
 

@@ -115,7 +115,9 @@ rule compare_figures:
         csv=rules.compare_aggregate.output.csv,
         neural=rules.compare_prepare.output.store,
         selected=rules.compare_select.output.table,
-        activations=expand(f"{RESULTS}/activations/{{model}}.zarr", model=COMPARE_MODELS),
+        activations=expand(
+            f"{RESULTS}/activations/{{model}}.zarr", model=COMPARE_MODELS
+        ),
     output:
         figures=[
             report(f, caption=f"../report/{s.caption}", category=s.section)
@@ -133,6 +135,5 @@ rule compare_figures:
         runtime=res("compare_figures", "runtime", 15),
     params:
         cfg=job_params("compare_figures", config),
-        results=RESULTS,
     script:
         "../scripts/compare_figures.py"

@@ -2,7 +2,6 @@
 matrix, the DG plot and table, and the workflow description in one self-contained page,
 ``report.html`` under results_dir (offline; no Snakemake --report run needed)."""
 
-
 TARGETS.append(lambda: [f"{RESULTS}/report.html"])
 
 
@@ -23,7 +22,5 @@ rule report:
     resources:
         mem_mb=res("report", "mem_mb", 2000),
         runtime=res("report", "runtime", 15),
-    params:
-        results=RESULTS,
     script:
         "../scripts/report.py"

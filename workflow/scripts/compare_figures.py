@@ -22,5 +22,6 @@ inputs = Inputs(
     },
     cfg,
 )
-done = draw(registered(cfg["metrics"]), inputs, snakemake.params.results, "compare")
+results = Path(snakemake.output.figures[0]).parents[2]  # results/compare/figures/x.png
+done = draw(registered(cfg["metrics"]), inputs, results, "compare")
 log.info("wrote %d figures (PNG + SVG)", len(done))

@@ -16,6 +16,10 @@ inputs = Inputs(
 )
 specs = registered(inputs.metrics, dg=bool(snakemake.input.dg_metrics))
 out = write_report(
-    specs, inputs, snakemake.params.results, snakemake.output.html, Path(snakemake.input.captions).parent
+    specs,
+    inputs,
+    Path(snakemake.output.html).parent,
+    snakemake.output.html,
+    Path(snakemake.input.captions).parent,
 )
 log.info("%d figures -> %s", len(specs), out)

@@ -63,7 +63,7 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         1,
         squeeze=False,
         figsize=(
-            max(6, 0.35 * d["layer_index"].max() + 3 if len(d) else 6),
+            min(14, max(6, 0.12 * d["layer_index"].max() + 4 if len(d) else 6)),
             1.0 + 0.45 * max(1, d["group_value"].nunique()) * max(1, len(models)),
         ),
     )
@@ -92,9 +92,10 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
                 interpolation="nearest",
             )
         ax.set_yticks(range(len(piv.index)), piv.index)
-        ax.set_xticks(
-            range(len(piv.columns)), [layers[i] for i in piv.columns], rotation=90, fontsize=6
-        )
+        step = max(1, -(-len(piv.columns) // 40))  # at most ~40 layer names per panel
+        ticks = list(range(0, len(piv.columns), step))
+        ax.set_xticks(ticks, [layers[piv.columns[i]] for i in ticks], rotation=90, fontsize=6)
+        ax.set_xlabel("layer (forward order)", fontsize=8)
         ax.set_title(model, fontsize=9)
         fig.colorbar(im, ax=ax, label=metric)
     if not models:
@@ -172,8 +173,15 @@ def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alph
             ax.errorbar(x, y, yerr=err, color=c, marker="o", ms=2.5, lw=1.2, capsize=1.5)
             sig = _significant(m).to_numpy(bool) if "q" in m else np.zeros(len(m), bool)
             if "q" in m and m["q"].notna().any():
-                ax.scatter(x[sig], y[sig], marker="*", s=45, color=c, edgecolor="k", lw=0.4, zorder=3)
-        ax.set_title(f"{area} (n = {int(a['n_cells'].max())} cells)" if "n_cells" in a and a["n_cells"].notna().any() else area, fontsize=9)
+                ax.scatter(
+                    x[sig], y[sig], marker="*", s=45, color=c, edgecolor="k", lw=0.4, zorder=3
+                )
+        ax.set_title(
+            f"{area} (n = {int(a['n_cells'].max())} cells)"
+            if "n_cells" in a and a["n_cells"].notna().any()
+            else area,
+            fontsize=9,
+        )
         ax.set_xlabel("relative layer depth")
         ax.set_ylabel(_score_label(metric), fontsize=8)
         ax.grid(alpha=0.3)
@@ -243,7 +251,9 @@ def ei_profile(df: pd.DataFrame, metrics):
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("relative layer depth", fontsize=8)
         ax.set_ylabel(_score_label(metric), fontsize=8)
-    handles = [_plt().Line2D([], [], color=c, lw=2.5, label=f"{k} (median)") for k, c in colours.items()]
+    handles = [
+        _plt().Line2D([], [], color=c, lw=2.5, label=f"{k} (median)") for k, c in colours.items()
+    ]
     handles.append(_plt().Line2D([], [], color="grey", lw=1, alpha=0.5, label="one model"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -277,18 +287,26 @@ def rmse_distributions(ds, by: str = "area"):
     variants = ("feature maps", "NeuRN + feature maps")
     colours = {"feature maps": "tab:grey", "NeuRN + feature maps": "tab:green"}
     width = 0.8 / len(variants)
-    fig, axes = _grid(plt, len(models), ncol=3, size=(0.75 * max(4, len(groups)) + 1.2, 3.2), sharey=True)
+    fig, axes = _grid(
+        plt, len(models), ncol=3, size=(0.75 * max(4, len(groups)) + 1.2, 3.2), sharey=True
+    )
     for ax, model in zip(axes, models, strict=False):
         tm = t[t["model"].astype(str) == model]
         for vi, var in enumerate(variants):
-            data = [tm.loc[(tm[by].astype(str) == g) & (tm["variant"] == var), "rmse"].to_numpy() for g in groups]
+            data = [
+                tm.loc[(tm[by].astype(str) == g) & (tm["variant"] == var), "rmse"].to_numpy()
+                for g in groups
+            ]
             pos = np.arange(len(groups)) + (vi - (len(variants) - 1) / 2) * width
             keep = [i for i, x in enumerate(data) if len(x)]
             if not keep:
                 continue
             bp = ax.boxplot(
-                [data[i] for i in keep], positions=pos[keep], widths=width * 0.9,
-                patch_artist=True, showfliers=False,
+                [data[i] for i in keep],
+                positions=pos[keep],
+                widths=width * 0.9,
+                patch_artist=True,
+                showfliers=False,
             )
             for patch in bp["boxes"]:
                 patch.set_facecolor(colours[var])
@@ -302,7 +320,9 @@ def rmse_distributions(ds, by: str = "area"):
         ax.set_title(model, fontsize=9)
         ax.tick_params(labelleft=True)
     if not models:
-        axes[0].text(0.5, 0.5, "no receptive-field scores", ha="center", transform=axes[0].transAxes)
+        axes[0].text(
+            0.5, 0.5, "no receptive-field scores", ha="center", transform=axes[0].transAxes
+        )
     handles = [_plt().Line2D([], [], color=c, lw=6, alpha=0.6, label=v) for v, c in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"neuron vs best-unit receptive-field maps, by {by}")

@@ -54,7 +54,19 @@ def umap_selection(table: pd.DataFrame):
             lw=1.2,
             label=f"selected ({int(sel.sum())})",
         )
-        ax.set_title(f"{cls}: {len(t)} cells, {t['cluster'].nunique()} clusters", fontsize=9)
+        centres = t.groupby("cluster")[["embed_x", "embed_y"]].mean()
+        ax.scatter(
+            centres["embed_x"],
+            centres["embed_y"],
+            marker="X",
+            s=60,
+            color="k",
+            label="cluster mean",
+        )
+        ax.set_title(
+            f"{cls}: {int(sel.sum())} of {len(t)} cells selected, {len(centres)} clusters",
+            fontsize=9,
+        )
         ax.set_xlabel("UMAP 1")
         ax.set_ylabel("UMAP 2")
         ax.legend(fontsize=7, loc="best")
