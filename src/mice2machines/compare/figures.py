@@ -328,3 +328,26 @@ def rmse_distributions(ds, by: str = "area"):
     fig.suptitle(f"neuron vs best-unit receptive-field maps, by {by}")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def save_all(ds, df: pd.DataFrame, outputs: dict, dpi: int = 120) -> None:
+    """Write the figures named in outputs (PNG + SVG): {'heatmap:<metric>': path,
+    'curves:<metric>': path, 'best_layer': path, 'ei': path, 'rmse_area': path,
+    'rmse_cre_line': path}. The workflow draws the figure registry instead
+    (mice2machines.report.registry)."""
+    metrics = list(dict.fromkeys(df["metric"]))
+    for key, path in outputs.items():
+        kind, _, metric = key.partition(":")
+        if kind == "heatmap":
+            fig = heatmap(df, metric)
+        elif kind == "curves":
+            fig = layer_curves(df, metric, fdr_alpha=float(ds.attrs.get("fdr_alpha", 0.05)))
+        elif key == "best_layer":
+            fig = best_layer(df, metrics)
+        elif key == "ei":
+            fig = ei_profile(df, metrics)
+        elif key in ("rmse_area", "rmse_cre_line"):
+            fig = rmse_distributions(ds, key.removeprefix("rmse_"))
+        else:
+            raise ValueError(f"unknown figure {key!r}")
+        save(fig, path, dpi=dpi)
