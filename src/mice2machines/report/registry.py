@@ -231,7 +231,7 @@ def registered(metrics: Sequence[str], dg: bool = True) -> list[FigureSpec]:
             FigureSpec(
                 f"curves_{m}",
                 "compare",
-                f"Metric: {m}",
+                f"Metric {m}",
                 f"{m} over layer depth, per area — {desc}",
                 "compare_curves.rst",
                 _curves(m),
@@ -242,7 +242,7 @@ def registered(metrics: Sequence[str], dg: bool = True) -> list[FigureSpec]:
             FigureSpec(
                 f"heatmap_{m}",
                 "compare",
-                f"Metric: {m}",
+                f"Metric {m}",
                 f"{m}: area x layer",
                 "compare_heatmap.rst",
                 _heatmap(m),
