@@ -96,6 +96,7 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         ticks = list(range(0, len(piv.columns), step))
         ax.set_xticks(ticks, [layers[piv.columns[i]] for i in ticks], rotation=90, fontsize=6)
         ax.set_xlabel("layer (forward order)", fontsize=8)
+        ax.set_ylabel(group_by, fontsize=8)
         ax.set_title(model, fontsize=9)
         fig.colorbar(im, ax=ax, label=metric)
     if not models:
