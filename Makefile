@@ -8,7 +8,7 @@ PIP_FLAGS ?= -q --disable-pip-version-check
 # the user's snakemake config folder, where `snakemake --profile NAME` looks
 SNAKEMAKE_CONFIG ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
 
-.PHONY: demo test lint format setup profile clean-results
+.PHONY: demo test lint format setup profile browser clean-results
 
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ profile:
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores 2
 
-test: $(VENV)/.installed $(ALLENSDK_VENV)/.installed
+# headless Chromium for the report test (Debian's package; skipped when already there)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "the report test needs chromium: apt-get install chromium" >&2; [ "$$CI" != "true" ]; }
+
+test: $(VENV)/.installed $(ALLENSDK_VENV)/.installed browser
 	bash profiles/slurm/localcluster.sh start || [ "$$CI" != "true" ]
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest
 

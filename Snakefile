@@ -6,6 +6,9 @@ min_version("8.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -27,6 +30,7 @@ else:
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/dg.smk"
+include: "workflow/rules/report.smk"
 
 
 # rule names under `resources:` must be rules of this workflow (a typo would be ignored)

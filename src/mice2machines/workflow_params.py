@@ -123,7 +123,10 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "compare_aggregate": ("compare", ("plugins",)),
-    "compare_figures": ("compare", ("metrics", "plugins")),
+    "compare_figures": (
+        "compare",
+        ("fdr_alpha", "map_center", "map_normalize", "metrics", "plugins"),
+    ),
 }
 
 

@@ -9,6 +9,7 @@ aggregated store, tidy CSV and report figures (mice2machines.compare)."""
 # unit_chunk (units per streamed chunk), gpu (a resource) and every dask setting.
 
 from mice2machines.compare import settings as compare_settings
+from mice2machines.report import figure_files, registered
 from mice2machines.workflow_params import job_params
 
 COMPARE = compare_settings(config.get("compare"))
@@ -17,10 +18,9 @@ CMP = f"{RESULTS}/compare"
 
 # compare.models, else the zoo's models (MODEL_NAMES of extract.smk)
 COMPARE_MODELS = list(COMPARE["models"] or globals().get("MODEL_NAMES", []))
-COMPARE_HEATMAPS = [f"{CMP}/figures/heatmap_{m}.png" for m in COMPARE["metrics"]]
-COMPARE_FIGURES = COMPARE_HEATMAPS + [
-    f"{CMP}/figures/{n}.png" for n in ("best_layer", "ei", "rmse_area", "rmse_cre_line")
-]
+# every figure of the report (mice2machines.report.registry); this stage draws "compare"'s
+FIGURES = registered(COMPARE["metrics"], dg=bool(config["dg"]["archs"]))
+COMPARE_FIGURES = figure_files(FIGURES, RESULTS, "compare")
 COMPARE_GPU = {"gpu": int(COMPARE["gpu"])} if COMPARE["gpu"] else {}
 
 
@@ -114,40 +114,18 @@ rule compare_figures:
         store=rules.compare_aggregate.output.store,
         csv=rules.compare_aggregate.output.csv,
         neural=rules.compare_prepare.output.store,
+        selected=rules.compare_select.output.table,
+        activations=expand(
+            f"{RESULTS}/activations/{{model}}.zarr", model=COMPARE_MODELS
+        ),
     output:
-        heatmaps=[
-            report(
-                f,
-                caption="../report/compare_heatmap.rst",
-                category="Comparison",
-                subcategory="Metric heatmaps",
-            )
-            for f in COMPARE_HEATMAPS
+        figures=[
+            report(f, caption=f"../report/{s.caption}", category=s.section)
+            for s in FIGURES
+            if s.stage == "compare"
+            for f in s.files(RESULTS)[:1]
         ],
-        best_layer=report(
-            f"{CMP}/figures/best_layer.png",
-            caption="../report/compare_best_layer.rst",
-            category="Comparison",
-            subcategory="Summaries",
-        ),
-        ei=report(
-            f"{CMP}/figures/ei.png",
-            caption="../report/compare_ei.rst",
-            category="Comparison",
-            subcategory="Summaries",
-        ),
-        rmse_area=report(
-            f"{CMP}/figures/rmse_area.png",
-            caption="../report/compare_rmse.rst",
-            category="Comparison",
-            subcategory="Receptive-field RMSE (paper)",
-        ),
-        rmse_cre_line=report(
-            f"{CMP}/figures/rmse_cre_line.png",
-            caption="../report/compare_rmse.rst",
-            category="Comparison",
-            subcategory="Receptive-field RMSE (paper)",
-        ),
+        svg=[s.files(RESULTS)[1] for s in FIGURES if s.stage == "compare"],
     log:
         f"{LOGS}/compare/figures.log",
     conda:

@@ -1,32 +1,30 @@
-"""compare_figures: heatmaps, best layer per area, E vs I, the paper's RMSE distributions."""
+"""compare_figures: the comparison's figures of the figure registry (PNG + SVG)."""
 # ruff: noqa: F821  (`snakemake` is injected by Snakemake)
 
 import json
+from pathlib import Path
 
-import pandas as pd
-
-from mice2machines.compare import aggregate, figures
 from mice2machines.compare.registry import load_plugins
 from mice2machines.io import open_zarr, script_logger
+from mice2machines.report import Inputs, draw, registered
 
 log = script_logger(snakemake.log[0])
 cfg = json.loads(snakemake.params.cfg)
 load_plugins(cfg["plugins"])
-ds = aggregate.open_store(snakemake.input.store).load()
-df = pd.read_csv(snakemake.input.csv)
-outputs = {
-    f"heatmap:{m}": p for m, p in zip(cfg["metrics"], snakemake.output.heatmaps, strict=True)
-}
-outputs.update(
+activations = Path(snakemake.input.activations[0]).parent if snakemake.input.activations else None
+inputs = Inputs(
     {
-        "best_layer": snakemake.output.best_layer,
-        "ei": snakemake.output.ei,
-        "rmse_area": snakemake.output.rmse_area,
-        "rmse_cre_line": snakemake.output.rmse_cre_line,
-    }
+        "scores": snakemake.input.store,
+        "csv": snakemake.input.csv,
+        "neural": snakemake.input.neural,
+        "selected": snakemake.input.selected,
+        "activations": activations,
+    },
+    cfg,
 )
 note = open_zarr(snakemake.input.neural).attrs.get("ceiling_note")
 if note:
     log.warning("figures: %s", note)
-figures.save_all(ds, df, outputs, note=note)
-log.info("wrote %d figures", len(outputs))
+results = Path(snakemake.output.figures[0]).parents[2]  # results/compare/figures/x.png
+done = draw(registered(cfg["metrics"]), inputs, results, "compare", note=note)
+log.info("wrote %d figures (PNG + SVG)", len(done))

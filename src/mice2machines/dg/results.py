@@ -138,6 +138,40 @@ def wide_table(summary: pd.DataFrame) -> pd.DataFrame:
     return wide.fillna("")
 
 
+def _mean_se(x) -> str:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return ""
+    if len(x) < 2:
+        return f"{100 * x.mean():.1f}"
+    return f"{100 * x.mean():.1f} ± {100 * x.std(ddof=1) / math.sqrt(len(x)):.1f}"
+
+
+def domainbed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """DomainBed's form of the table: rows (arch, source, variant), columns the targets (the
+    held-out source first) and ``Avg`` (each seed's mean over the other targets), cells
+    accuracy (%) mean ± standard error over seeds (std / sqrt(n seeds)); the
+    ``neurn-baseline`` row is the per-seed paired difference in the same form."""
+    rows = []
+    for (arch, source), sub in df.groupby(["arch", "source"], sort=True):
+        acc = sub.pivot_table(index=["variant", "seed"], columns="target", values="acc")
+        targets = sorted(acc.columns, key=lambda t: (t != source, t))
+        others = [t for t in targets if t != source]
+        acc["Avg"] = acc[others].mean(axis=1) if others else np.nan
+        variants = [v for v in ("baseline", "neurn") if v in acc.index.get_level_values(0)]
+        per = {v: acc.loc[v] for v in variants}
+        if len(variants) == 2:
+            per[DIFF] = (per["neurn"] - per["baseline"]).dropna(how="all")
+        for variant, a in per.items():
+            row = {"arch": arch, "source": source, "variant": variant, "seeds": len(a)}
+            for t in [*targets, "Avg"]:
+                name = f"{t} (source, held out)" if t == source else t
+                row[name] = _mean_se(a[t])
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
 def to_markdown(wide: pd.DataFrame, summary: pd.DataFrame) -> str:
     """The wide table as GitHub markdown, with a line on what the numbers are."""
     conf = summary.attrs.get("confidence", 0.95)
@@ -155,8 +189,9 @@ def to_markdown(wide: pd.DataFrame, summary: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Left: accuracy per target (bars: variants, error bars: std over seeds). Right: the paired
+def plot_figure(summary: pd.DataFrame):
+    """Left: accuracy per target (bars: variants, error bars: standard error over seeds,
+    std / sqrt(n)). Right: the paired
     NeuRN - baseline difference with its t interval. One row per (arch, source)."""
     import matplotlib
 
@@ -176,13 +211,14 @@ def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
                 x + (k - 0.5) * 0.38,
                 100 * v["mean"],
                 0.38,
-                yerr=100 * v["std"].fillna(0),
+                yerr=100 * (v["std"] / np.sqrt(v["n"])).fillna(0),
                 color=colors[variant],
                 label=variant,
                 capsize=3,
             )
         ax_acc.set_xticks(x, [t + ("*" if t == source else "") for t in targets], rotation=20)
         ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.set_xlabel("target domain")
         ax_acc.set_ylim(0, 100)
         ax_acc.axhline(10, color="k", lw=0.6, ls=":")
         ax_acc.set_title(f"{arch}, trained on {source} (* held-out source)")
@@ -197,10 +233,19 @@ def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax_diff.set_xticks(x, targets, rotation=20)
         conf = summary.attrs.get("confidence", 0.95)
         ax_diff.set_ylabel("NeuRN - baseline (points)")
+        ax_diff.set_xlabel("target domain")
         ax_diff.set_title(f"paired by seed, {conf:.0%} t interval")
     fig.tight_layout()
+    return fig
+
+
+def plot(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """`plot_figure` saved as PNG."""
+    import matplotlib.pyplot as plt
+
     from ..io import atomic_path
 
+    fig = plot_figure(summary)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

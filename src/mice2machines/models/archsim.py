@@ -242,7 +242,9 @@ def plot_similarity(sim: pd.DataFrame, path=None, title: str | None = None, clus
     ax.set_xticks(range(len(order)), order, rotation=90, fontsize=8)
     ax.set_yticks(range(len(order)), order, fontsize=8)
     fig.colorbar(im, ax=ax, label="alignment similarity")
-    ax.set_title(title or "Needleman-Wunsch similarity of layer sequences")
+    ax.set_xlabel("architecture")
+    ax.set_ylabel("architecture")
+    ax.set_title(title or "Needleman-Wunsch similarity\nof layer sequences", fontsize=10)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=150)
