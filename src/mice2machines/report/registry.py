@@ -32,7 +32,7 @@ class FigureSpec:
     title: str
     caption: str
     make: Callable
-    metric: str | None = None
+    metric: str | None = None  # drawn only when this metric is among compare.metrics
 
     def png(self, results: str | Path) -> Path:
         return Path(results) / STAGES[self.stage] / f"{self.name}.png"
@@ -167,6 +167,7 @@ def _fixed() -> list[FigureSpec]:
             "RMSE to the best unit, per area",
             "compare_rmse.rst",
             lambda i: figures.rmse_distributions(i.scores, "area"),
+            metric="rf_rmse",
         ),
         FigureSpec(
             "rmse_cre_line",
@@ -175,6 +176,7 @@ def _fixed() -> list[FigureSpec]:
             "RMSE to the best unit, per Cre line",
             "compare_rmse.rst",
             lambda i: figures.rmse_distributions(i.scores, "cre_line"),
+            metric="rf_rmse",
         ),
         FigureSpec(
             "example_maps",
@@ -183,6 +185,7 @@ def _fixed() -> list[FigureSpec]:
             "Example neurons and their best units",
             "compare_example_maps.rst",
             _examples,
+            metric="rf_rmse",
         ),
         FigureSpec(
             "reliability",
@@ -220,8 +223,9 @@ def _fixed() -> list[FigureSpec]:
 
 
 def registered(metrics: Sequence[str], dg: bool = True) -> list[FigureSpec]:
-    """Every figure of a run with these metrics (in the metric registry's order); the DG
-    figure only where the run trains DG networks."""
+    """Every figure of a run with these metrics (in the metric registry's order); the
+    receptive-field figures only where rf_rmse is scored, the DG figure only where the run
+    trains DG networks."""
     from ..compare.registry import get_metric
 
     out = []
@@ -249,7 +253,8 @@ def registered(metrics: Sequence[str], dg: bool = True) -> list[FigureSpec]:
                 metric=m,
             )
         )
-    return out + [s for s in _fixed() if dg or s.name != "dg_accuracy"]
+    fixed = [s for s in _fixed() if s.metric is None or s.metric in metrics]
+    return out + [s for s in fixed if dg or s.name != "dg_accuracy"]
 
 
 def figure_files(specs: Sequence[FigureSpec], results, stage: str) -> list[str]:
