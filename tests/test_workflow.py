@@ -366,7 +366,13 @@ def test_null_config_through_the_workflow(tmp_path):
     target = "results/null/compare/scores.csv"
     proc = subprocess.run(
         snakemake_cmd(
-            tmp_path, "--cores", "2", "--configfile", "config/null.yaml", target, timeout_s=1500
+            tmp_path,
+            "--cores",
+            "2",
+            "--configfile",
+            str(tmp_path / "config" / "null.yaml"),
+            target,
+            timeout_s=1500,
         ),
         capture_output=True,
         text=True,
