@@ -367,11 +367,11 @@ def test_null_config_through_the_workflow(tmp_path):
     proc = subprocess.run(
         snakemake_cmd(
             tmp_path,
+            target,
             "--cores",
             "2",
-            "--configfile",
+            "--configfile",  # takes every word after it: last
             str(tmp_path / "config" / "null.yaml"),
-            target,
             timeout_s=1500,
         ),
         capture_output=True,
