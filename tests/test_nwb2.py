@@ -17,8 +17,6 @@ from mice2machines.neural.labels import AREAS
 from mice2machines.neural.nwb import NWBError
 from mice2machines.synthetic.nwb2 import write_dandi_session
 
-SCORES = __import__("os").environ.get("M2M_DANDI_SCORES") == "1"
-
 
 @pytest.fixture(scope="module")
 def dandi_set(nwb_paths, tmp_path_factory):
@@ -226,8 +224,8 @@ def test_dandi_etag_matches_dandischema(tmp_path):
 def test_workflow_dandi_source(dandi_set, tmp_path):
     """`source: dandi` through the workflow: discovery against the loopback archive, streamed
     sessions to the experiment stores (equal to the NWB 1 ones) and the population; the same
-    manifest without streaming plans one download per session. With M2M_DANDI_SCORES=1 the
-    run goes on to the scores (one small model and metric; about two more minutes)."""
+    manifest without streaming plans one download per session; the run goes on to the scores
+    and the figures (one small model and metric)."""
     import subprocess
 
     import yaml
@@ -260,28 +258,30 @@ def test_workflow_dandi_source(dandi_set, tmp_path):
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert all(r[0].startswith("/files/") or "/api/" in r[0] for r in srv.served.requests)
-        if SCORES:
-            cfg["models"] = {**cfg.get("models", {}), "only": ["mobilenet_v3_small_random"]}
-            cfg["compare"] = {
-                **cfg.get("compare", {}),
-                "metrics": ["rsa_spearman"],
-                "n_boot": 10,
-                "n_perm": 10,
-                "n_perm_max": 10,
-            }
-            (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-            proc = subprocess.run(
-                snakemake_cmd(work, "--cores", "2", "results/compare/scores.csv", timeout_s=600),
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            import pandas as pd
+        cfg["models"] = {**cfg.get("models", {}), "only": ["mobilenet_v3_small_random"]}
+        cfg["compare"] = {
+            **cfg.get("compare", {}),
+            "metrics": ["rsa_spearman"],
+            "n_boot": 10,
+            "n_perm": 10,
+            "n_perm_max": 10,
+        }
+        (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        proc = subprocess.run(
+            snakemake_cmd(
+                work, "--cores", "2", "results/compare/scores.csv", "compare_figures", timeout_s=900
+            ),
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        import pandas as pd
 
-            scores = pd.read_csv(work / "results/compare/scores.csv")
-            assert set(scores.model) == {"mobilenet_v3_small_random"}
-            assert scores.n_cells.max() == sum(nwb.read_session(p).n_cells for p, _, _ in dandi_set)
+        scores = pd.read_csv(work / "results/compare/scores.csv")
+        assert set(scores.model) == {"mobilenet_v3_small_random"}
+        assert scores.n_cells.max() == sum(nwb.read_session(p).n_cells for p, _, _ in dandi_set)
+        assert (work / "results/compare/figures/heatmap_rsa_spearman.png").stat().st_size > 1000
     pop = open_zarr(work / "results/neural/population.zarr")
     assert sorted(set(pop.experiment_id.values.tolist())) == ids
     for v1, _, _ in dandi_set:
