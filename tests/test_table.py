@@ -163,11 +163,12 @@ def test_bad_tables_are_refused(tmp_path, what, message):
     assert str(path) in str(err.value)
 
 
-def test_one_repeat_refused_or_run_on(tmp_path):
-    """1 repeat: a note (go_on, the default), or a refusal that says how to go on; a
-    reliability threshold would drop every cell, so it is refused either way."""
+@pytest.mark.parametrize("engine", ["scipy", "h5netcdf"])  # netCDF 3, netCDF 4 (HDF5)
+def test_one_repeat_refused_or_run_on(tmp_path, engine):
+    """1 repeat, from a netCDF 3 or 4 file: a note (go_on, the default), or a refusal that says
+    how to go on; a reliability threshold would drop every cell, so it is refused either way."""
     path = tmp_path / "t.nc"
-    planted_table(n_repeats=1).squeeze("repeat").to_netcdf(path)
+    planted_table(n_repeats=1).squeeze("repeat").to_netcdf(path, engine=engine)
     info = table.validate(config_for(path))
     assert info["ceiling_note"].startswith("no ceiling")
     assert (info["n_cells"], info["n_images"], info["n_repeats"]) == (40, 24, 1)
