@@ -97,9 +97,16 @@ EDITS = [
         {"population": 1, **dict.fromkeys(COMPARE, 1)},
     ),
     (
+        "code of compare/stream.py",
+        _source_edit("compare/stream.py", CODE),
+        {"compare_model": 1, "compare_aggregate": 1},
+    ),
+    # compare_prepare ceils every registered metric: the registry's metric modules, and what
+    # they import (the bootstrap among them), are its code too
+    (
         "code of compare/bootstrap.py",
         _source_edit("compare/bootstrap.py", CODE),
-        {"compare_model": 1, "compare_aggregate": 1},
+        dict.fromkeys(COMPARE, 1),
     ),
     (
         "code of neural/population.py",

@@ -187,8 +187,9 @@ def canonical(settings: Mapping) -> str:
 PACKAGE = Path(__file__).resolve().parent
 
 #: modules whose function-level imports a job does not run: `settings` loads other stages'
-#: registries only to validate their sections, and a job validates its own section only
-LAZY_IMPORTS_NOT_RUN = frozenset({f"{PACKAGE.name}.settings"})
+#: registries only to validate their sections, and a job validates its own section only; the
+#: package's `__init__` imports the Python API only when a user calls it
+LAZY_IMPORTS_NOT_RUN = frozenset({f"{PACKAGE.name}.settings", PACKAGE.name})
 #: modules left out of the code digest: this one decides what a job's params are (its
 #: effect on a job is in the params themselves) and a script reads only `run_settings` of it
 NOT_JOB_CODE = frozenset({__name__})
