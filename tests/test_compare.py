@@ -507,3 +507,30 @@ def test_new_rsa_metrics_and_rsr_in_the_job(stores, neural, selected):
     assert (rsr.score == rsr.score.isel(layer=0)).all() and np.isnan(rsr.ceiling).all()
     assert float(rsr.score.sel(group="all")[0]) > 0.2
     assert (rsr.p.sel(group="all") == 0.01).all() and np.isfinite(rsr.ci_low).all()
+
+
+def test_pls_and_projected_ridge_rank_the_planted_layer_first(stores, neural, selected):
+    """PLS and ridge on randomly projected layers find the planted layer like ridge does; the
+    streamed projection is scikit-learn's SparseRandomProjection of the whole layer."""
+    from sklearn.random_projection import SparseRandomProjection
+
+    from mice2machines.models.store import open_layer
+
+    rp = {"enabled": True, "eps": 0.1, "n_components": 600}
+    cfg = {**CFG, "n_boot": 0, "n_perm": 99, "n_perm_max": 99, "metrics": ["ridge", "pls"]}
+    cfg = {**cfg, "random_projection": rp, "pls_components": 10}
+    ds = job.compare_model(stores["planted_net"], neural, selected, cfg, model="planted_net")
+    best = ds.score.sel(group="all").idxmax("layer")
+    assert (best == PLANTED).all(), best.values
+    assert (ds.q.sel(group="all", layer=PLANTED) < 0.05).all()
+    j = job.open_job(neural, selected, settings(cfg), "planted_net")
+    layer = stream.stream_layer(j, stores["planted_net"], "1", "(1/1)")
+    X = np.asarray(open_layer(stores["planted_net"], "1").values, dtype=np.float32)
+    X = X.reshape(len(X), -1)
+    P = SparseRandomProjection(600, random_state=settings(cfg)["seed"])
+    P = P.fit_transform(X.astype(np.float64))
+    P -= P.mean(0)
+    assert layer.mapping_units == 600
+    np.testing.assert_allclose(layer.mapping, P @ P.T, rtol=1e-9, atol=1e-9 * np.abs(P).max())
+    plain = stream.stream_layer(j, stores["planted_net"], PLANTED, "(1/1)")
+    assert plain.mapping_units is None and plain.mapping is plain.gram  # 16 units: as they are

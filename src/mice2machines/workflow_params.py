@@ -115,6 +115,8 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
             "n_folds",
             "cv_score",
             "ridge_alphas",
+            "pls_components",
+            "random_projection",
             "rsa_remove_mean_pattern",
             "map_center",
             "map_normalize",

@@ -15,6 +15,7 @@ import xarray as xr
 from ..models.store import open_layer
 from .gram import GramAccumulator
 from .inference import p_values
+from .projection import Projector
 
 if TYPE_CHECKING:
     from .job import Job
@@ -63,6 +64,14 @@ class Layer:
     cells: dict  # per-cell variables of the cell metrics
     predictions: dict  # metric -> (cells, images) float32 held-out predictions
     nulls: dict  # metric -> (n_perm, cells) cell scores under the permutations
+    mapping_gram: np.ndarray | None = None  # the mapping metrics' Gram (projected units)
+    mapping_units: int | None = None
+
+    @property
+    def mapping(self) -> np.ndarray:
+        """The Gram the mapping metrics (ridge, PLS) fit: of the randomly projected units
+        where compare.random_projection is on and the layer is wider than its target."""
+        return self.gram if self.mapping_gram is None else self.mapping_gram
 
 
 def stream_layer(job: Job, path, name: str, index: str) -> Layer:
@@ -74,9 +83,24 @@ def stream_layer(job: Job, path, name: str, index: str) -> Layer:
     gram = GramAccumulator(n, device=ctx.device, dtype=ctx.dtype)
     scorers = {m.name: m.layer(ctx) for m in job.cell_metrics}
     total = int(np.prod(da.shape[1:]))
+    rp = job.cfg["random_projection"]
+    proj = None
+    if rp["enabled"]:
+        proj = Projector(n, total, rp["eps"], rp["n_components"], int(job.cfg["seed"]))
+        log.info(
+            "model %s layer %s %s: %s",
+            job.model,
+            name,
+            index,
+            f"random projection of {total} units to {proj.dim}"
+            if proj.active
+            else f"{total} units, no wider than the projection: not projected",
+        )
     for start, block in iter_unit_chunks(da, int(job.cfg["unit_chunk"])):
         flat = block.reshape(n, -1)
         gram.update(flat)
+        if proj is not None:
+            proj.update(flat)
         for scorer in scorers.values():
             scorer.update(block)
         log.info(
@@ -98,6 +122,8 @@ def stream_layer(job: Job, path, name: str, index: str) -> Layer:
         predictions={},
         nulls={},
     )
+    if proj is not None and proj.active:
+        layer.mapping_gram, layer.mapping_units = proj.gram(), proj.dim
     for metric in job.cell_metrics:
         t0 = time.perf_counter()
         res = scorers[metric.name].result(layer)

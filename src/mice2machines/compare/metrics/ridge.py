@@ -18,7 +18,8 @@ ORDER = 3
 
 
 class RidgeScorer:
-    """Needs nothing but the layer's Gram matrix."""
+    """Needs nothing but the layer's Gram matrix (of its projected units where
+    compare.random_projection is on)."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -30,7 +31,7 @@ class RidgeScorer:
         ctx = self.ctx
         perms = ctx.perms.get("n_perm")
         how = ctx.cfg["cv_score"]
-        args = (layer.gram, ctx.Y, ctx.cfg["ridge_alphas"], ctx.folds)
+        args = (layer.mapping, ctx.Y, ctx.cfg["ridge_alphas"], ctx.folds)
         kw = {"perms": perms if perms is not None and len(perms) else None, "device": ctx.device}
         if how == "pooled":
             res = ridge_pooled_scores(*args, **kw)
