@@ -145,3 +145,15 @@ def test_projection_equals_sklearn(n_components):
     np.testing.assert_allclose(proj.gram(), gram(want), rtol=1e-10, atol=1e-8)
     narrow = projection.Projector(118, 4089, 0.1, None, seed=3)
     assert not narrow.active and projection.target_dim(118, 4090, 0.1, None) == 4089
+
+
+def test_projection_matrix_shared_by_layers_of_one_width():
+    cache = {}
+    a = projection.Projector(50, 3000, 0.5, None, seed=1, cache=cache)
+    b = projection.Projector(50, 3000, 0.5, None, seed=1, cache=cache)
+    assert a.Rt is b.Rt and len(cache) == 1
+    fresh = projection.Projector(50, 3000, 0.5, None, seed=1)
+    assert (fresh.Rt != a.Rt).nnz == 0
+    for width in range(3001, 3001 + projection.KEEP + 2):
+        projection.Projector(50, width, 0.5, None, seed=1, cache=cache)
+    assert len(cache) == projection.KEEP

@@ -86,7 +86,8 @@ def stream_layer(job: Job, path, name: str, index: str) -> Layer:
     rp = job.cfg["random_projection"]
     proj = None
     if rp["enabled"]:
-        proj = Projector(n, total, rp["eps"], rp["n_components"], int(job.cfg["seed"]))
+        seed = int(job.cfg["seed"])
+        proj = Projector(n, total, rp["eps"], rp["n_components"], seed, cache=ctx.cache)
         log.info(
             "model %s layer %s %s: %s",
             job.model,
