@@ -392,7 +392,8 @@ def _small_size(spec) -> int:
 
 
 #: one random twin per torchvision architecture family and the first of each timm family
-#: (the suite's share; all: M2M_FULL_ZOO=1, about 30 minutes on 2 cores)
+#: (the suite's share; all: M2M_FULL_ZOO=1, about 30 minutes on 2 cores for torchvision's,
+#: under a minute for timm's)
 FAMILY_SAMPLE = (
     "alexnet", "convnext_tiny", "densenet121", "googlenet", "mobilenet_v3_small", "regnet_x_400mf",
     "resnet18", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "vgg11", "vit_b_16",
