@@ -181,6 +181,22 @@ def test_duplicate_check_catches_probe_coincidence(stimuli, tmp_path):
     assert not list(tmp_path.iterdir())  # the temporary store was removed too
 
 
+def test_probe_refuses_outputs_that_do_not_lead_with_the_images(stimuli, tmp_path):
+    """MobileViT's default layers include its attention projections, which run on tokens
+    batched by patch position: the probe stops, naming the layer, before any store."""
+    spec = zoo.ModelSpec("mv", "timm:mobilevit_xxs.cvnets_in1k", "random", 64, "model")
+    with pytest.raises(H.ExtractionError) as err:
+        A.extract_model(spec, stimuli, tmp_path / "mv.zarr", A.ExtractSettings(batch_size=4))
+    text = str(err.value)
+    assert "layer stages.2.1.transformer.0.attn.qkv (Linear) outputs (" in text
+    assert "does not lead with the images" in text and "layers column" in text
+    assert not list(tmp_path.iterdir())
+    spec = zoo.ModelSpec("mv", "timm:mobilevit_xxs.cvnets_in1k", "random", 64, "model",
+                         layers="types:Conv2d,MobileVitBlock")  # fmt: skip
+    ex = A.extract_model(spec, stimuli, tmp_path / "mv.zarr", A.ExtractSettings(batch_size=4))
+    assert ex.table["stored"].sum() >= 10
+
+
 def test_preflight_limits(stimuli, tmp_path):
     path = tmp_path / "big.zarr"
     with pytest.raises(A.PreflightError, match="max_store_gb"):

@@ -3,11 +3,14 @@
 import hashlib
 import os
 import pkgutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import copy_config, snakemake_cmd
 
 from mice2machines.models import preprocess as prep
 from mice2machines.models import weights as W
@@ -273,20 +276,26 @@ def test_preprocess():
 # ------------------------------------------------------------------ the large zoo
 
 
-def _large():
-    return zoo.read_zoo(ROOT / "config" / "models_large.tsv")
+def _large(source: str | None = None):
+    rows = zoo.read_zoo(ROOT / "config" / "models_large.tsv")
+    return [s for s in rows if source is None or s.source == source]
+
+
+def _spec(row: dict) -> zoo.ModelSpec:
+    return zoo.ModelSpec(**{**row, "input_size": int(row["input_size"])})
 
 
 def test_large_zoo_lists_every_torchvision_classifier_with_its_twin():
-    """config/models_large.tsv: every classification builder of the installed torchvision,
-    its ImageNet weights (valid names, fetchable by the weights module) and its random twin,
-    the weights' crop size as input size; the paper-size zoo is a subset, row for row."""
+    """config/models_large.tsv, torchvision part: every classification builder of the installed
+    torchvision, its ImageNet weights (valid names, fetchable by the weights module) and its
+    random twin, the weights' crop size as input size; the paper-size zoo is a subset, row for
+    row."""
     import torchvision
     from torchvision import models
 
     from mice2machines.models.builders.torchvision import large_zoo_rows
 
-    large = _large()
+    large = _large("torchvision")
     zoo.validate_zoo_deep(large)
     by_name = {s.name: s for s in large}
     archs = models.list_models(module=models)
@@ -297,18 +306,82 @@ def test_large_zoo_lists_every_torchvision_classifier_with_its_twin():
         w = W.torchvision_weights(arch, pre.weights)
         assert pre.input_size == twin.input_size == w.transforms().crop_size[0]
         assert (pre.builder, pre.layers) == (twin.builder, twin.layers)
-    expected = [
-        zoo.ModelSpec(**{**r, "input_size": int(r["input_size"])}) for r in large_zoo_rows()
-    ]
-    assert large == expected, (
+    assert large == [_spec(r) for r in large_zoo_rows()], (
         f"regenerate models_large.tsv for torchvision {torchvision.__version__}"
     )
     allen = zoo.read_zoo(ROOT / "config" / "models_allen.tsv")
-    assert set(allen) <= set(large)
+    assert set(allen) <= set(_large())
+
+
+def test_large_zoo_timm_part_lists_its_families_with_their_twins():
+    """config/models_large.tsv, timm part: each architecture of the timm builder's LARGE_ZOO
+    once, on the tag of ImageNet-1k weights that timm lists as pretrained (with a Hub or URL
+    source to fetch), its random twin on the same tagged builder, the weights' input size;
+    none is a torchvision builder. The table is the torchvision rows, then these."""
+    import timm
+    from torchvision import models
+
+    from mice2machines.models.builders import timm as timm_builder
+    from mice2machines.models.builders import torchvision as tv_builder
+
+    rows = _large("timm")
+    zoo.validate_zoo_deep(rows)
+    by_name = {s.name: s for s in rows}
+    archs = [a for _, family in timm_builder.LARGE_ZOO.values() for a in family]
+    assert len(archs) == len(set(archs)) >= 30 and len(rows) == 2 * len(archs)
+    listed = set(timm.list_models(pretrained=True))
+    for arch in archs:
+        name, tag = arch.split(".")
+        pre, twin = by_name[name], by_name[f"{name}_random"]
+        assert arch in listed and tag.endswith("in1k"), arch
+        assert pre.builder == twin.builder == f"timm:{arch}" and pre.layers == twin.layers
+        assert (pre.weights, twin.weights, pre.preprocess) == ("pretrained", "random", "model")
+        cfg = timm.models.get_pretrained_cfg(arch)
+        assert cfg.num_classes == 1000 and pre.input_size == twin.input_size == cfg.input_size[-1]
+        assert timm_builder.source(pre)[0] in ("hf-hub", "url")
+    assert not {a.split(".")[0] for a in archs} & set(models.list_models())
+    expected = tv_builder.large_zoo_rows() + timm_builder.large_zoo_rows()
+    assert _large() == [_spec(r) for r in expected], (
+        f"regenerate models_large.tsv for timm {timm.__version__}"
+    )
+
+
+@pytest.mark.slow
+def test_large_zoo_plans_in_the_workflow(tmp_path):
+    """The demo config with models.table = config/models_large.tsv plans (snakemake -n; the
+    DAG-time deep validation of every row passes): one extraction and one comparison per row."""
+    copy_config(tmp_path)
+    cfg_path = tmp_path / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["models"]["table"] = "config/models_large.tsv"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "-n", "--quiet", "rules", timeout_s=300),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    n = len(_large())
+    assert n == len(_large("torchvision")) + len(_large("timm")) >= 240
+    assert counts.get("extract_activations") == counts.get("compare_model") == n, counts
+
+
+#: timm architectures whose smallest input is above 64 px (fixed-size ones take their size)
+TIMM_MIN_SIZE = {"inception_v4": 96}
 
 
 def _small_size(spec) -> int:
     """The smallest input the architecture takes (ViT, Swin, MaxViT: their fixed size)."""
+    if spec.source == "timm":
+        import timm
+
+        if timm.models.get_pretrained_cfg(spec.arch).fixed_input_size:
+            return spec.input_size
+        return TIMM_MIN_SIZE.get(spec.arch.split(".")[0], 64)
     from torchvision import models
 
     w = W.torchvision_weights(spec.arch, "IMAGENET1K_V1" if "IMAGENET1K_V1" in [
@@ -318,8 +391,9 @@ def _small_size(spec) -> int:
     return lo if lo >= 128 else max(64, lo)
 
 
-#: one random twin per architecture family (the suite's share; all 80: M2M_FULL_ZOO=1, about
-#: 30 minutes on 2 cores)
+#: one random twin per torchvision architecture family and the first of each timm family
+#: (the suite's share; all: M2M_FULL_ZOO=1, about 30 minutes on 2 cores for torchvision's,
+#: under a minute for timm's)
 FAMILY_SAMPLE = (
     "alexnet", "convnext_tiny", "densenet121", "googlenet", "mobilenet_v3_small", "regnet_x_400mf",
     "resnet18", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "vgg11", "vit_b_16",
@@ -327,21 +401,23 @@ FAMILY_SAMPLE = (
 
 
 def _twins_to_build() -> list[str]:
-    twins = [s.name for s in zoo.read_zoo(ROOT / "config" / "models_large.tsv")]
-    twins = [n for n in twins if n.endswith("_random")]
+    from mice2machines.models.builders.timm import LARGE_ZOO
+
+    twins = [s.name for s in _large() if s.weights == "random"]
     if os.environ.get("M2M_FULL_ZOO") == "1":
         return twins
-    picked = [n for n in twins if n.removesuffix("_random") in FAMILY_SAMPLE]
-    assert len(picked) == len(FAMILY_SAMPLE), "a sampled architecture left the large zoo"
+    sample = {*FAMILY_SAMPLE, *(archs[0].split(".")[0] for _, archs in LARGE_ZOO.values())}
+    picked = [n for n in twins if n.removesuffix("_random") in sample]
+    assert len(picked) == len(sample), "a sampled architecture left the large zoo"
     return picked
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _twins_to_build())
 def test_large_zoo_row_builds_probes_and_dedups(name):
-    """Each random twin builds, its layers are found and probed at a small input, and the
-    probe's duplicates are byte-identical to the layer they copy (one per family here; every
-    row with M2M_FULL_ZOO=1)."""
+    """Each random twin builds, its layers are found and probed at a small input, every hooked
+    output leads with the images, and the probe's duplicates are byte-identical to the layer
+    they copy (one per family here; every row with M2M_FULL_ZOO=1)."""
     from mice2machines.models.hooks import Recorder, make_out_of_place, probe, select_layers
 
     spec = next(s for s in _large() if s.name == name)
@@ -364,5 +440,6 @@ def test_large_zoo_row_builds_probes_and_dedups(name):
         table = probe(model, forward, x)
     assert table["stored"].sum() >= 3, table
     assert set(table["module"]) <= set(layers)
+    assert {k: t.shape for k, t in outputs.items() if t.shape[0] != len(x)} == {}
     for row in table[~table["stored"]].itertuples():
         assert torch.equal(outputs[row.layer], outputs[row.duplicate_of]), row.layer

@@ -130,11 +130,21 @@ def _fingerprint(t: torch.Tensor) -> torch.Tensor:
 
 
 def probe(model: nn.Module, forward: Callable, x: torch.Tensor) -> pd.DataFrame:
-    """One ``forward(x, sink)``: the layer table, duplicates marked by a hash of their outputs."""
+    """One ``forward(x, sink)``: the layer table, duplicates marked by a hash of their outputs.
+    ExtractionError for an output that does not lead with the images (tokens batched by
+    window or patch, sequence-first attention): its rows could not be told apart."""
     rows, hashes = [], {}
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_modules()}
+    n_images = int(x.shape[0])
 
     def sink(key, name, call, module, t):
+        if t.dim() == 0 or int(t.shape[0]) != n_images:
+            raise ExtractionError(
+                f"layer {key} ({type(module).__name__}) outputs {tuple(t.shape)} for "
+                f"{n_images} images: it does not lead with the images (tokens batched by "
+                "window or patch?); choose other modules in the row's layers column, e.g. "
+                "its blocks (types:...)"
+            )
         host = t.detach().to("cpu", copy=True).contiguous()
         digest = hashlib.sha1(host.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
         hkey = (tuple(host.shape), str(host.dtype), digest)

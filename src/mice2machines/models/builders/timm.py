@@ -121,3 +121,64 @@ register_builder(
     data_config=data_config,
     defaults={"preprocess": "model"},
 )
+
+
+#: the timm part of the large zoo, by family: (layers, architectures with the tag of their
+#: ImageNet-1k weights). Families that mouse-cortex comparisons use and torchvision lacks.
+#: Layers: transformer and MLP families hook their blocks, not every attention projection;
+#: MobileViT its convolutions and blocks (its attention runs on patch-batched tokens, which
+#: would not lead with the image). Swin and TinyViT blocks are channels-last (y, x, channel).
+LARGE_ZOO = {
+    "resnet": ("default", ("resnet18d.ra2_in1k", "resnet50d.ra2_in1k",
+                           "seresnext26d_32x4d.bt_in1k")),
+    "resnetv2": ("default", ("resnetv2_50.a1h_in1k",)),
+    "resnest": ("default", ("resnest14d.gluon_in1k",)),
+    "res2net": ("default", ("res2net50_26w_4s.in1k",)),
+    "cspnet": ("default", ("cspdarknet53.ra_in1k", "cspresnet50.ra_in1k")),
+    "dla": ("default", ("dla34.in1k",)),
+    "hrnet": ("default", ("hrnet_w18_small.ms_in1k",)),
+    "dpn": ("default", ("dpn68b.ra_in1k",)),
+    "xception": ("default", ("xception41p.ra3_in1k",)),
+    "inception_v4": ("default", ("inception_v4.tf_in1k",)),
+    "regnetz": ("default", ("regnetz_b16.ra3_in1k",)),
+    "efficientnetv2": ("default", ("tf_efficientnetv2_b0.in1k", "efficientnetv2_rw_t.ra2_in1k")),
+    "mobilenetv4": ("default", ("mobilenetv4_conv_small.e2400_r224_in1k",
+                                "mobilenetv4_hybrid_medium.e500_r224_in1k")),
+    "ghostnet": ("default", ("ghostnet_100.in1k", "ghostnetv2_100.in1k")),
+    "rexnet": ("default", ("rexnet_100.nav_in1k",)),
+    "repvit": ("default", ("repvit_m1_0.dist_300e_in1k",)),
+    "convnext": ("default", ("convnext_atto.d2_in1k", "convnext_nano.d1h_in1k",
+                             "convnextv2_nano.fcmae_ft_in1k")),
+    "poolformer": ("default", ("poolformer_s12.sail_in1k",)),
+    "edgenext": ("default", ("edgenext_x_small.in1k",)),
+    "fastvit": ("default", ("fastvit_t8.apple_in1k",)),
+    "vit": ("types:PatchEmbed,Block", ("vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                                       "vit_small_patch16_224.augreg_in1k")),
+    "deit": ("types:PatchEmbed,Block", ("deit_tiny_patch16_224.fb_in1k",
+                                        "deit_small_patch16_224.fb_in1k",
+                                        "deit3_small_patch16_224.fb_in1k")),
+    "swin": ("types:PatchEmbed,SwinTransformerBlock", ("swin_tiny_patch4_window7_224.ms_in1k",)),
+    "mixer": ("types:PatchEmbed,MixerBlock", ("mixer_b16_224.goog_in21k_ft_in1k",)),
+    "levit": ("types:ConvNorm,LevitBlock,LevitDownsample", ("levit_128s.fb_dist_in1k",)),
+    "pvt_v2": ("types:PyramidVisionTransformerStage,Block", ("pvt_v2_b0.in1k",)),
+    "tiny_vit": ("types:PatchEmbed,MBConv,TinyVitBlock", ("tiny_vit_5m_224.in1k",)),
+    "coatnet": ("types:Stem,MbConvBlock,TransformerBlock2d", ("coatnet_0_rw_224.sw_in1k",)),
+    "mobilevit": ("types:Conv2d,MobileVitBlock", ("mobilevit_xs.cvnets_in1k",)),
+}  # fmt: skip
+
+
+def large_zoo_rows() -> list[dict]:
+    """Zoo rows of `LARGE_ZOO`, pretrained and its random twin (the same tagged builder, so
+    both get the same mean and std); input size = the weights' input size."""
+    import timm
+
+    rows = []
+    for layers, archs in LARGE_ZOO.values():
+        for arch in archs:
+            cfg = timm.models.get_pretrained_cfg(arch)
+            base = {"builder": f"timm:{arch}", "input_size": int(cfg.input_size[-1])}
+            base.update(preprocess="model", resize="squash", layers=layers, neurn="none")
+            name = arch.split(".")[0]
+            rows.append({"name": name, "weights": "pretrained", **base})
+            rows.append({"name": f"{name}_random", "weights": "random", **base})
+    return rows
