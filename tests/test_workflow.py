@@ -356,12 +356,15 @@ def test_rule_params_of_the_demo_dag(tmp_path):
 @pytest.mark.slow
 def test_null_config_through_the_workflow(tmp_path):
     """config/null.yaml, laid over a smaller demo (4 sessions, one model): neurons without
-    image-locked signal give scores at chance and no FDR discovery."""
+    image-locked signal give scores at chance and no FDR discovery, PLS and ridge on
+    randomly projected layers included."""
     copy_config(tmp_path)
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg.setdefault("synthetic", {})["areas"] = ["VISp", "VISl"]
     cfg.setdefault("models", {})["only"] = ["mobilenet_v3_small_random"]
-    cfg["compare"].update(n_boot=0, metrics=["rsa_spearman", "cka_unbiased", "ridge", "match"])
+    metrics = ["rsa_spearman", "cka_unbiased", "ridge", "pls", "match"]
+    cfg["compare"].update(n_boot=0, metrics=metrics, pls_components=5)
+    cfg["compare"]["random_projection"] = {"enabled": True}
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/null/compare/scores.csv"
     proc = subprocess.run(
@@ -380,8 +383,10 @@ def test_null_config_through_the_workflow(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = next((tmp_path / "logs" / "null" / "synthetic_session").glob("*.log")).read_text()
     assert "(drive: none)" in log
+    log = next((tmp_path / "logs" / "null" / "compare" / "model").glob("*.log")).read_text()
+    assert "random projection of" in log and "no wider than the projection" in log
     df = pd.read_csv(tmp_path / target)
-    assert set(df.metric) == {"rsa_spearman", "cka_unbiased", "ridge", "match"}
+    assert set(df.metric) == set(metrics)
     assert df.p.notna().all() and not df.significant.any(), df[df.significant]
     for metric, rows in df.groupby("metric"):
         assert abs(rows.score.mean()) < 0.05, (metric, rows.score.mean())

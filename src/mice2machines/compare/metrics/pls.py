@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..pls import pls_fold_scores
 from ..registry import Metric, Variable, register_metric
 
-ORDER = 3
+ORDER = 3.5
 
 
 class PLSScorer:
