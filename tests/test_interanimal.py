@@ -193,3 +193,43 @@ def test_prepare_stores_the_inter_animal_ceiling(small_cfg):
     off = prepare.prepare_neural(pop, stimuli, {**cfg, "inter_animal": False})
     assert np.isnan(off["ceiling_inter_animal"]).all()
     assert set(off["inter_animal_reason"].values.ravel()) == {"compare.inter_animal is off"}
+
+
+def test_synthetic_mice_per_combination(tmp_path, small_cfg):
+    from mice2machines import synthetic
+    from mice2machines.neural.nwb import read_session
+
+    cfg = {**small_cfg, "experiments_per_combination": 4, "mice": {"per_combination": 2}}
+    table = synthetic.write_manifest(tmp_path / "manifest.tsv", cfg)
+    per_combo = table.groupby(["area", "cre_line"])["mouse"].nunique()
+    assert (per_combo == 2).all() and table["mouse"].nunique() == 2 * len(per_combo)
+    first = table[(table.area == "VISp") & (table.cre_line == "Cux2-CreERT2")]
+    assert first["mouse"].tolist() == ["600000", "600001", "600000", "600001"]
+    synthetic.write_template(tmp_path / "template.npy", cfg)
+    cfg["mice"] = {"per_combination": 2, "share": 0.5, "dims": 2}
+    eid = int(first.experiment_id.iloc[2])
+    nwb = tmp_path / f"{eid}.nwb"
+    cells = tmp_path / f"{eid}_cells.tsv"
+    synthetic.write_session(
+        tmp_path / "template.npy", tmp_path / "manifest.tsv", eid, nwb, cells, cfg
+    )
+    assert read_session(nwb).mouse == "600000"
+    assert set(pd.read_csv(cells, sep="\t", dtype={"mouse": str})["mouse"]) == {"600000"}
+
+
+def test_table_mouse_coordinate(tmp_path):
+    from mice2machines.neural import table
+
+    n = 6
+    ds = xr.Dataset(
+        {"responses": (("cell", "image"), np.arange(n * 4.0).reshape(n, 4))},
+        coords={
+            "area": ("cell", ["VISp"] * n),
+            "cre_line": ("cell", ["Cux2-CreERT2"] * n),
+            "experiment_id": ("cell", [1, 1, 1, 2, 2, 2]),
+        },
+    )
+    out = table.normalise(ds, tmp_path / "t.zarr")
+    assert out["mouse"].values.tolist() == ["experiment-1"] * 3 + ["experiment-2"] * 3
+    given = table.normalise(ds.assign_coords(mouse=("cell", list("aabbcc"))), "t.zarr")
+    assert given["mouse"].values.tolist() == list("aabbcc")
