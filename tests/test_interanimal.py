@@ -233,3 +233,27 @@ def test_table_mouse_coordinate(tmp_path):
     assert out["mouse"].values.tolist() == ["experiment-1"] * 3 + ["experiment-2"] * 3
     given = table.normalise(ds.assign_coords(mouse=("cell", list("aabbcc"))), "t.zarr")
     assert given["mouse"].values.tolist() == list("aabbcc")
+
+
+def test_dandi_mouse_from_the_notes_else_the_subject_id():
+    import datetime
+
+    from pynwb import NWBFile
+    from pynwb.file import Subject
+
+    from mice2machines.neural import nwb2
+
+    def identity(notes):
+        f = NWBFile(
+            session_description="s",
+            identifier="i",
+            session_start_time=datetime.datetime(2017, 5, 31, tzinfo=datetime.UTC),
+            session_id="501574836-StimB",
+            notes=notes,
+            subject=Subject(subject_id="559019102", species="Mus musculus"),
+        )
+        return nwb2._identity(f, "x.nwb")
+
+    donor = "Container ID: 5\nMouse ID (from genotype white paper): 222426\nSession type: x"
+    assert identity(donor)["mouse"] == "222426"
+    assert identity("Container ID: 5")["mouse"] == "559019102"
