@@ -152,7 +152,9 @@ def test_mouse_from_specimen_names():
     assert len({c["specimen"]["donor"]["external_donor_name"] for c in containers}) == 105
 
 
-def test_prepare_stores_the_inter_animal_ceiling(small_cfg):
+def test_prepare_stores_the_inter_animal_ceiling(tmp_path):
+    from mice2machines.io import open_zarr, write_zarr_atomic
+
     layer, resp, mice = planted(0.3, n_mice=3, cells=12, n=40, reps=6)
     area = np.where(np.isin(mice, ["600000", "600001"]), "VISp", "VISl")
     pop = xr.Dataset(
@@ -170,10 +172,13 @@ def test_prepare_stores_the_inter_animal_ceiling(small_cfg):
         coords={"image": np.arange(40)},
     )
     cfg = {"groups": ["area"], "n_splits": 2, "inter_animal_min_cells": 5}
-    ds = prepare.prepare_neural(pop, stimuli, cfg)
+    write_zarr_atomic(prepare.prepare_neural(pop, stimuli, cfg), tmp_path / "neural.zarr")
+    ds = open_zarr(tmp_path / "neural.zarr").load()
     ia = ds["ceiling_inter_animal"].sel(mapping="ridge")
     assert ds["ceiling_inter_animal"].dims == ("mapping", "group")
     assert ds["ceiling_inter_animal"].attrs["long_name"].startswith("inter-animal")
+    assert ds["ceiling_inter_animal"].attrs["units"] == "1"
+    assert ds["mouse"].values.tolist() == mice.tolist()
     assert ds["inter_animal_n_mice"].sel(mapping="ridge").values.tolist() == [3, 0, 2]
     assert np.isfinite(ia.sel(group=["all", "area:VISp"])).all()
     assert np.isnan(ia.sel(group="area:VISl"))

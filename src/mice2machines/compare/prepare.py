@@ -134,11 +134,7 @@ def inter_animal_variables(
         log.info("compare: inter-animal ceilings of %s, %d mice", names, len(set(mice)))
     dims = ("mapping", "group")
     data = {
-        "ceiling_inter_animal": (
-            dims,
-            ceiling,
-            {"long_name": "inter-animal consistency ceiling (median held-out r)", "units": "1"},
-        ),
+        "ceiling_inter_animal": (dims, ceiling),  # long_name, units: io.VARIABLE_ATTRS
         "inter_animal_n_mice": (dims, n_mice, {"long_name": "mice held out", "units": "1"}),
         "inter_animal_reason": (
             dims,
