@@ -262,3 +262,52 @@ def test_dandi_mouse_from_the_notes_else_the_subject_id():
     donor = "Container ID: 5\nMouse ID (from genotype white paper): 222426\nSession type: x"
     assert identity(donor)["mouse"] == "222426"
     assert identity("Container ID: 5")["mouse"] == "559019102"
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_planted_mice_through_nwb_files(tmp_path, small_cfg, share):
+    """Synthetic sessions of 4 mice (files, stores, population, prepare): with no mouse of
+    its own the other mice predict a mouse; with only its own, they do not, though each
+    mouse's neurons are as reliable."""
+    from mice2machines import synthetic
+    from mice2machines.io import open_zarr
+    from mice2machines.neural import convert as neural
+    from mice2machines.neural import population
+    from mice2machines.neural.nwb import read_session
+
+    cfg = {
+        **small_cfg,
+        "areas": ["VISp"],
+        "cre_lines": ["Cux2-CreERT2"],
+        "experiments_per_combination": 4,
+        "cells_per_experiment": 16,
+        "mice": {"per_combination": 4, "share": share, "dims": 3},
+    }
+    synthetic.write_template(tmp_path / "template.npy", cfg)
+    table = synthetic.write_manifest(tmp_path / "manifest.tsv", cfg)
+    stores = []
+    for eid in table.experiment_id:
+        nwb = tmp_path / f"{eid}.nwb"
+        synthetic.write_session(
+            tmp_path / "template.npy",
+            tmp_path / "manifest.tsv",
+            eid,
+            nwb,
+            tmp_path / f"{eid}.tsv",
+            cfg,
+        )
+        stores.append(tmp_path / f"{eid}.zarr")
+        neural.convert_session(read_session(nwb), stores[-1], {"store_trials": False})
+    population.write_population(stores, tmp_path / "population.zarr", {})
+    pop = open_zarr(tmp_path / "population.zarr").load()
+    assert sorted(set(pop["mouse"].values)) == ["600000", "600001", "600002", "600003"]
+    images = np.load(tmp_path / "template.npy")
+    stimuli = xr.Dataset({"images": (("image", "y", "x"), images)})
+    ds = prepare.prepare_neural(pop, stimuli, {"groups": ["area"], "n_splits": 2})
+    ia = float(ds["ceiling_inter_animal"].sel(mapping="ridge", group="all"))
+    reliability = float(np.median(ds["reliability"]))
+    assert reliability > 0.3
+    if share == 0:
+        assert 0.1 < ia <= reliability + 0.05, (ia, reliability)  # 0.20 measured
+    else:
+        assert abs(ia) < 0.1, ia  # -0.04 measured
