@@ -147,6 +147,7 @@ def test_cli_inspect_counts_a_neural_source(scored, nwb_paths, small_cfg):
     assert f"repeats: {small_cfg['n_repeats']}" in lines
     proc = cli(scored, "inspect", "results/neural/population.zarr")
     assert "cells: 24" in proc.stdout and "repeats: 4" in proc.stdout
+    assert "mice: 2" in proc.stdout.splitlines()  # one per synthetic experiment
     assert "cre_lines: Cux2-CreERT2, Sst-IRES-Cre" in proc.stdout and "areas: VISp" in proc.stdout
 
 

@@ -246,6 +246,30 @@ def test_aggregate_tables_and_figures(results, tmp_path):
     assert set(t.variant) == {"feature maps", "NeuRN + feature maps"}
 
 
+def test_inter_animal_ceiling_beside_the_ridge_ceiling(results, neural):
+    """The two experiments are two mice: groups holding both have an inter-animal ridge
+    ceiling, the areas (one mouse each) none; it reaches the tidy table and the curves, and,
+    both mice copying the planted layer's units, it reaches the planted layer's score."""
+    ia = neural.ceiling_inter_animal.sel(mapping="ridge").to_series()
+    assert ia[["area:VISal", "area:VISp"]].isna().all()
+    assert ia.drop(["area:VISal", "area:VISp"]).notna().all()
+    assert neural.inter_animal_n_mice.sel(mapping="ridge", group="all") == 2
+    agg = aggregate.aggregate(list(results.values()), list(results))
+    df = aggregate.tidy(agg)
+    ridge = df[df.metric == "ridge"]
+    for group, rows in ridge.groupby("group"):
+        np.testing.assert_array_equal(rows.ceiling_inter_animal, ia[group])
+    assert df[df.metric != "ridge"].ceiling_inter_animal.isna().all()
+    assert list(df.columns).index("ceiling_inter_animal") == list(df.columns).index("ceiling") + 1
+    planted = ridge[(ridge.model == "planted_net") & (ridge.group == "all")].score.max()
+    assert ia["all"] >= planted - 0.05, (ia["all"], planted)
+    assert ia["all"] <= ridge[ridge.group == "all"].ceiling.iloc[0] + 0.02
+    fig = figures.layer_curves(df, "ridge", "cre_line")
+    dashed = [ln for ax in fig.axes for ln in ax.lines if ln.get_linestyle() == "--"]
+    want = sorted(ia[["cre_line:Cux2-CreERT2", "cre_line:Sst-IRES-Cre"]])
+    assert sorted(float(ln.get_ydata()[0]) for ln in dashed) == pytest.approx(want)
+
+
 def test_unit_chunks_follow_store_chunks(tmp_path):
     """A layer chunked along channels streams in blocks of about unit_chunk units."""
     path = tmp_path / "m.zarr"

@@ -74,6 +74,7 @@ def test_convert_session_blocks_agree_and_label(nwb_paths, tmp_path):
     assert a.trials.dims == ("cell", "presentation", "time")
     assert a.responses.attrs["units"] == "percent dF/F"
     assert set(a.area.values) == {"VISp"} and set(a.ei_class.values) == {"excitatory"}
+    assert set(a.mouse.values) == {s.mouse} and s.mouse == "600000"  # the specimen name's tail
     assert a.cell.values.tolist() == s.cell_specimen_ids.tolist()
     assert a.sizes["repeat"] == 12 and a.sizes["blank"] == 12
     assert not np.isnan(a.responses.values).any()
@@ -113,6 +114,7 @@ def test_population_concatenates_and_filters(nwb_paths, tmp_path):
     n = sum(open_zarr(s).sizes["cell"] for s in stores)
     assert summary["cells"] == pop.sizes["cell"] == n
     assert set(pop.ei_class.values) == {"excitatory", "inhibitory"}
+    assert set(pop.mouse.values) == {"600000", "600001"}  # one mouse per synthetic experiment
     assert pop.cell.to_index().is_unique
     assert pop.reliability.dims == ("cell",)
     assert float(pop.reliability.min()) > -1 and float(pop.reliability.max()) <= 1

@@ -48,6 +48,7 @@ def test_stores_equal_nwb1(dandi_set, tmp_path):
         xr.testing.assert_identical(a, b)
         assert int((a.presentation_image < 0).sum()) > 0  # blanks made it through
         assert a.sizes["cell"] == s2.n_cells > 0
+        assert s2.mouse == nwb.read_session(v1).mouse != ""  # notes' donor = specimen tail
 
 
 def test_layout_quirks(dandi_set):

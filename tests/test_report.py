@@ -76,6 +76,20 @@ def test_layer_curves_one_panel_per_area_with_bands_and_markers():
     assert ax.get_xlabel() == "relative layer depth" and "rsa_spearman" in ax.get_ylabel()
 
 
+def test_layer_curves_draw_the_inter_animal_ceiling():
+    """A dashed line at each area's inter-animal ceiling and a legend entry; none without."""
+    df = _tidy("ridge")
+    values = {area: 0.5 + 0.05 * i for i, area in enumerate(AREAS)}
+    fig = figures.layer_curves(df.assign(ceiling_inter_animal=df.group_value.map(values)), "ridge")
+    axes = [a for a in fig.axes if a.get_visible()]
+    for ax, area in zip(axes, AREAS, strict=True):
+        dashed = [ln.get_ydata()[0] for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert dashed == [values[area]]
+    assert "inter-animal ceiling" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plain = figures.layer_curves(df, "ridge")
+    assert "inter-animal ceiling" not in [t.get_text() for t in plain.legends[0].get_texts()]
+
+
 def test_best_layer_and_ei_are_grids_with_labels():
     """Eight metrics give a 2 x 4 grid (not a strip), every panel with a y label."""
     df = pd.concat([_tidy(m) for m in list(METRICS)[:8]])

@@ -392,3 +392,10 @@ def test_null_config_through_the_workflow(tmp_path):
         assert abs(rows.score.mean()) < 0.05, (metric, rows.score.mean())
         assert abs(rows.z.mean()) < 1.0, (metric, rows.z.mean())
     assert 0.3 < df.p.mean() < 0.7, df.p.mean()
+    # one mouse per experiment: every group holds 2 or more; the other mice predict none
+    mapping = df.metric.isin(["ridge", "pls"])
+    for _, rows in df[mapping].groupby("metric"):
+        ia = rows.groupby("group").ceiling_inter_animal.agg(["min", "max"])
+        assert (ia["min"] == ia["max"]).all() and ia["min"].notna().all(), ia
+        assert (ia["min"].abs() < 0.1).all(), ia
+    assert df[~mapping].ceiling_inter_animal.isna().all()

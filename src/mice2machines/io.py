@@ -123,6 +123,7 @@ VARIABLE_ATTRS = {
     "images": ("stimulus image intensity", "1"),
     "labels": ("class label", "1"),
     "split": ("data split code", "1"),
+    "ceiling_inter_animal": ("inter-animal consistency ceiling (median held-out r)", "1"),
 }
 
 

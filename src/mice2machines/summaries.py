@@ -134,6 +134,8 @@ def neural_store_summary(path: Path) -> dict:
     out = {"cells": ds.sizes["cell"], "images": ds.sizes["image"], "repeats": ds.sizes["repeat"]}
     if "experiment_id" in ds.coords:
         out["experiments"] = len(np.unique(ds["experiment_id"].values))
+    if "mouse" in ds.coords:
+        out["mice"] = len(np.unique(ds["mouse"].values))
     for key, coord in (("areas", "area"), ("cre_lines", "cre_line"), ("ei_classes", "ei_class")):
         if coord in ds.coords:
             out[key] = _labels(ds[coord].values)

@@ -45,9 +45,9 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "synthetic_stimuli": ("synthetic", ("seed", "image_height", "image_width")),
     "synthetic_manifest": (
         "synthetic",
-        ("areas", "cre_lines", "experiments_per_combination", "cells_per_experiment"),
+        ("areas", "cre_lines", "experiments_per_combination", "cells_per_experiment", "mice"),
     ),
-    "synthetic_session": ("synthetic", ("seed", "n_repeats", "drive")),
+    "synthetic_session": ("synthetic", ("seed", "n_repeats", "drive", "mice")),
     "nwb_to_zarr": (
         "neural",
         (
@@ -97,6 +97,12 @@ JOB_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
             "rsa_remove_mean_pattern",
             "rsa_crossnobis_partitions",
             "rsa_crossnobis_noise",
+            "inter_animal",
+            "inter_animal_min_cells",
+            "n_folds",
+            "ridge_alphas",
+            "pls_components",
+            "cv_score",
         ),
     ),
     "compare_select": ("compare", ("selection", "seed")),

@@ -68,6 +68,7 @@ COLUMNS = (
     *SCORE_VARS,
     "significant",
     "ceiling",
+    "ceiling_inter_animal",
     "score_ceiled",
     "ci_low_ceiled",
     "ci_high_ceiled",
@@ -79,14 +80,16 @@ def tidy(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
     """Long table, one row per (model, layer, group, metric): the score with its bootstrap
     interval, its permutation null (mean, sd), p, BH q, ``significant`` (q < fdr_alpha;
     default the store's), the null-corrected score and z, the ceiling and the score and
-    interval divided by it (where the metric has a ceiling), and the group's cell count."""
+    interval divided by it (where the metric has a ceiling), the inter-animal ceiling of a
+    mapping metric (beside it; nothing is divided by it), and the group's cell count."""
     ds = ds.load() if hasattr(ds, "load") else ds
     alpha = float(ds.attrs.get("fdr_alpha", 0.05) if fdr_alpha is None else fdr_alpha)
     df = ds[[v for v in SCORE_VARS if v in ds]].to_dataframe().reset_index()
     df = df.dropna(subset=["score"])
-    ceil = ds[["ceiling", "n_cells"]].to_dataframe().reset_index()
+    group_vars = [v for v in ("ceiling", "ceiling_inter_animal", "n_cells") if v in ds]
+    ceil = ds[group_vars].to_dataframe().reset_index()
     df = df.merge(
-        ceil[["model", "metric", "group", "ceiling", "n_cells"]],
+        ceil[["model", "metric", "group", *group_vars]],
         on=["model", "metric", "group"],
         how="left",
     )

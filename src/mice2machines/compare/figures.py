@@ -156,7 +156,8 @@ def _model_legend(fig, colours: dict, extra=()) -> None:
 def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alpha=0.05):
     """One panel per area: the score over relative layer depth, one line per model with its
     bootstrap interval as error bars, the chance band (null mean +- 2 null sd, per model),
-    the noise-ceiling band (its range over models) and stars where q < fdr_alpha."""
+    the noise-ceiling band (its range over models), the inter-animal ceiling of a mapping
+    metric (dashed) and stars where q < fdr_alpha."""
     plt = _plt()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -171,6 +172,9 @@ def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alph
         if len(ceil):
             lo, hi = float(ceil.min()), float(ceil.max())
             ax.axhspan(lo - 0.01, hi + 0.01, color="0.3", alpha=0.35, lw=0)
+        animal = _inter_animal(a)
+        if animal is not None:
+            ax.axhline(animal, color="tab:purple", ls="--", lw=1.2)
         for model, m in a.groupby("model", sort=False):
             m = m.sort_values("layer_depth")
             x, y, c = m["layer_depth"].to_numpy(), m["score"].to_numpy(), colours[model]
@@ -199,12 +203,24 @@ def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alph
     extra = [
         Patch(color="0.3", alpha=0.35, label="noise ceiling (range over models)"),
         Patch(color="0.5", alpha=0.2, label="chance: null mean ± 2 null sd"),
+        *(
+            [Line2D([], [], color="tab:purple", ls="--", label="inter-animal ceiling")]
+            if _inter_animal(d) is not None
+            else []
+        ),
         Line2D([], [], marker="*", color="0.4", mec="k", ls="", ms=8, label=f"q < {fdr_alpha:g}"),
     ]
     _model_legend(fig, colours, extra)
     fig.suptitle(f"{metric} by {group_by} over layer depth (error bars: bootstrap CI)")
     fig.tight_layout(rect=(0, 0.1 if len(areas) > 3 else 0.16, 1, 1))
     return fig
+
+
+def _inter_animal(rows: pd.DataFrame) -> float | None:
+    """The inter-animal ceiling of rows (the same for every model of a group), or None."""
+    if "ceiling_inter_animal" not in rows or not rows["ceiling_inter_animal"].notna().any():
+        return None
+    return float(rows["ceiling_inter_animal"].dropna().iloc[0])
 
 
 def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):

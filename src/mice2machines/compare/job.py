@@ -224,6 +224,7 @@ def cell_row(job: Job, m: Metric, layers: list[Layer], cells: dict, boot_idx) ->
     if m.ceiling == "reliability":
         rel = np.asarray(job.neural["reliability"].values, dtype=np.float64)[job.cell_pos]
         row["ceiling"] = group_median(rel[:, None], membership)[:, 0]
+    row.update(inter_animal_ceiling(job.neural, m.name))
     row.update(significance(m, score, cell_null(m, layers, membership)))
     n_boot, level, seed = len(boot_idx), float(job.cfg["ci_level"]), int(job.cfg["seed"])
     if n_boot:
@@ -278,9 +279,18 @@ def group_scores(job: Job, layers: list[Layer], cells: dict) -> dict[str, np.nda
     out = {}
     for key in ("score", "ci_low", "ci_high", *STATS):
         out[key] = np.stack([r.get(key, np.full((G, L), np.nan)) for r in rows])
-    out["ceiling"] = np.stack([r.get("ceiling", np.full(G, np.nan)) for r in rows])
+    for key in ("ceiling", "ceiling_inter_animal"):
+        out[key] = np.stack([r.get(key, np.full(G, np.nan)) for r in rows])
     out["n_cells"] = np.stack([r["n_cells"] for r in rows]).astype(np.int64)
     return out
+
+
+def inter_animal_ceiling(neural: xr.Dataset, metric: str) -> dict[str, np.ndarray]:
+    """{"ceiling_inter_animal": (G,)} of a mapping metric from the neural store (prepare's
+    ``ceiling_inter_animal``), or {} for a metric without one."""
+    if "ceiling_inter_animal" not in neural or metric not in as_str(neural["mapping"].values):
+        return {}
+    return {"ceiling_inter_animal": neural["ceiling_inter_animal"].sel(mapping=metric).values}
 
 
 def image_bootstrap(job: Job, prediction: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -307,7 +317,7 @@ def to_dataset(job: Job, layers: list[Layer], table: pd.DataFrame, scores, cells
         "cell": neural["cell"].values[job.cell_pos],
         "selected": ("cell", job.ctx.selected),
     }
-    for c in ("area", "cre_line", "ei_class", "experiment_id"):
+    for c in ("area", "cre_line", "ei_class", "experiment_id", "mouse"):
         if c in neural.coords:
             cell_coords[c] = ("cell", neural[c].values[job.cell_pos])
     depth = (

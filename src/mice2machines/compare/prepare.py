@@ -15,7 +15,7 @@ from .ceilings import group_ceilings, split_half_metrics
 
 log = logging.getLogger("mice2machines")
 
-CELL_COORDS = ("experiment_id", "area", "cre_line", "ei_class", "imaging_depth")
+CELL_COORDS = ("experiment_id", "mouse", "area", "cre_line", "ei_class", "imaging_depth")
 
 
 def neural_groups(cells: pd.DataFrame, group_by, min_cells: int = 1) -> pd.DataFrame:
@@ -78,6 +78,7 @@ def prepare_neural(
     coords = _neural_coords(cells, groups, ceiled, pop["image"].values, size)
     ds = _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
     ds = ds.assign(rdm_crossnobis=_crossnobis(responses, groups, cfg))
+    ds = ds.merge(inter_animal_variables(means, cells, groups, cfg))
     if note is not None:
         ds.attrs["ceiling_note"] = note
     return ds
@@ -89,6 +90,63 @@ def no_ceiling_reason(responses: np.ndarray) -> str | None:
     if responses.ndim == 3 and (np.isfinite(responses).sum(-1) >= 2).any():
         return None
     return NO_CEILING
+
+
+def cell_mice(cells: pd.DataFrame) -> np.ndarray | None:
+    """Each cell's mouse: the `mouse` coordinate, else one mouse per experiment (None when
+    there is neither)."""
+    if "mouse" in cells:
+        return cells["mouse"].astype(str).to_numpy()
+    if "experiment_id" in cells:
+        return np.array([f"experiment-{e}" for e in cells["experiment_id"]])
+    return None
+
+
+def inter_animal_variables(
+    means, cells: pd.DataFrame, groups: pd.DataFrame, cfg: dict
+) -> xr.Dataset:
+    """``ceiling_inter_animal``, ``inter_animal_n_mice`` and ``inter_animal_reason`` (mapping,
+    group): the inter-animal ceiling of every mapping metric (`interanimal.MAPPINGS`), with
+    the metric's folds, penalties and score; NaN, with the reason, where there is none."""
+    from .crossval import kfold
+    from .interanimal import MAPPINGS, inter_animal_ceilings
+
+    names, G = list(MAPPINGS), len(groups)
+    ceiling = np.full((len(names), G), np.nan)
+    n_mice = np.zeros((len(names), G), dtype=np.int64)
+    reason = np.full((len(names), G), "compare.inter_animal is off", dtype=object)
+    mice = cell_mice(cells)
+    if cfg["inter_animal"] and mice is None:
+        reason[:] = "no mouse or experiment_id coordinate"
+    elif cfg["inter_animal"]:
+        folds = kfold(means.shape[1], int(cfg["n_folds"]), int(cfg["seed"]))
+        positions = dict(zip(groups["group"], groups["positions"], strict=True))
+        for i, name in enumerate(names):
+            out = inter_animal_ceilings(
+                means,
+                mice,
+                positions,
+                MAPPINGS[name](cfg),
+                folds,
+                int(cfg["inter_animal_min_cells"]),
+            )
+            ceiling[i], n_mice[i], reason[i] = out["ceiling"], out["n_mice"], out["reason"]
+        log.info("compare: inter-animal ceilings of %s, %d mice", names, len(set(mice)))
+    dims = ("mapping", "group")
+    data = {
+        "ceiling_inter_animal": (dims, ceiling),  # long_name, units: io.VARIABLE_ATTRS
+        "inter_animal_n_mice": (dims, n_mice, {"long_name": "mice held out", "units": "1"}),
+        "inter_animal_reason": (
+            dims,
+            reason,
+            {"long_name": "why there is no inter-animal ceiling"},
+        ),
+    }
+    coords = {
+        "mapping": np.array(names, dtype=str),
+        "group": groups["group"].to_numpy().astype(str),
+    }
+    return xr.Dataset(data, coords=coords)
 
 
 def _crossnobis(responses, groups: pd.DataFrame, cfg: dict):

@@ -98,6 +98,7 @@ def _cell_coords(session: Session) -> dict:
         "cell": ("cell", session.cell_specimen_ids),
         "experiment_id": ("cell", np.full(n, session.experiment_id, dtype=np.int64)),
         "container_id": ("cell", np.full(n, session.container_id, dtype=np.int64)),
+        "mouse": ("cell", np.full(n, session.mouse_label, dtype=object)),
         "area": ("cell", np.full(n, session.area, dtype=object)),
         "cre_line": ("cell", np.full(n, session.cre_line, dtype=object)),
         "ei_class": ("cell", np.full(n, session.ei_class, dtype=object)),
@@ -183,6 +184,7 @@ def _attrs(session: Session, cfg: dict, hash_input: bool) -> dict:
         "container_id": session.container_id,
         "area": session.area,
         "cre_line": session.cre_line,
+        "mouse": session.mouse_label,
         "session_type": session.session_type,
         "baseline_window_frames": [-cfg["baseline_frames"], 0],
         "response_window_frames": [

@@ -56,3 +56,20 @@ def normalise_cre_line(name: str) -> str:
 def ei_class(cre_line: str) -> str:
     """'excitatory' or 'inhibitory' for a (normalised or raw) Cre line."""
     return CRE_LINES[normalise_cre_line(cre_line)][1]
+
+
+def mouse_from_specimen_name(name: str | bytes | None) -> str | None:
+    """The mouse (the donor) of an Allen specimen name: its trailing number
+    ('Cux2-CreERT2;Camk2a-tTA;Ai93-222426' -> '222426'; one real file spells it '356790.0');
+    None without one."""
+    import re
+
+    if isinstance(name, bytes):
+        name = name.decode()
+    m = re.search(r"-(\d+)(?:\.0+)?$", str(name or "").strip())
+    return m.group(1) if m else None
+
+
+def experiment_mouse(experiment_id) -> str:
+    """The mouse label of an experiment whose mouse is unknown: one mouse per experiment."""
+    return f"experiment-{experiment_id}"

@@ -15,7 +15,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .labels import UnknownCreLineError, cre_line_from_genotype, ei_class
+from .labels import (
+    UnknownCreLineError,
+    cre_line_from_genotype,
+    ei_class,
+    experiment_mouse,
+    mouse_from_specimen_name,
+)
 
 PIPELINE = "processing/brain_observatory_pipeline"
 DFF = f"{PIPELINE}/DfOverF/imaging_plane_1/data"
@@ -71,6 +77,11 @@ class Session:
     metadata: dict
     source: str = ""  # where the file is read from (a path or a URL); empty: `path`
     sha256: str | None = None  # the file's digest when known without reading it (archives)
+    mouse: str = ""  # the donor (specimen name's trailing number); empty: one per experiment
+
+    @property
+    def mouse_label(self) -> str:
+        return self.mouse or experiment_mouse(self.experiment_id)
 
     @property
     def source_name(self) -> str:
@@ -234,4 +245,5 @@ def read_session(path: str | Path) -> Session:
         stimulus=stim,
         n_templates=n_templates,
         metadata=meta,
+        mouse=mouse_from_specimen_name(meta.get("specimen_name")) or "",
     )

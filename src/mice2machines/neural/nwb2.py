@@ -182,7 +182,13 @@ def _notes(text: str) -> dict:
     return out
 
 
+#: the converter's notes line naming the donor, as NWB 1's specimen name ends
+MOUSE_NOTE = "mouse id (from genotype white paper)"
+
+
 def _identity(nwbfile, path) -> dict:
+    """experiment and container ids, session type and id, and the mouse: the notes' donor
+    (as NWB 1's specimen name ends), else the subject id."""
     sid = str(nwbfile.session_id or "")
     m = SESSION_ID.match(sid)
     if not m:
@@ -192,9 +198,11 @@ def _identity(nwbfile, path) -> dict:
         container = int(notes.get("container id", -1))
     except ValueError:
         raise NWBError(f"{path}: non-numeric container id in notes: {notes}") from None
+    subject = getattr(nwbfile.subject, "subject_id", None) if nwbfile.subject else None
     return {
         "experiment_id": int(m.group(1)),
         "container_id": container,
+        "mouse": notes.get(MOUSE_NOTE) or str(subject or ""),
         "session_type": notes.get("session type") or SESSION_TYPES.get(m.group(2), sid),
         "session_id": sid,
     }
@@ -338,6 +346,7 @@ def _session(nwbfile, source: str, imaging_depth, default_depth) -> DandiSession
         n_templates=n_templates,
         metadata={**ident, **labels, "source": source},
         source=source,
+        mouse=ident["mouse"],
     )
 
 

@@ -4,7 +4,8 @@ The data contract (config/README.md, section `table`): a variable ``responses (c
 repeat])`` of numbers (NaN = a missing repeat); per-cell coordinates ``area`` and ``cre_line``
 or ``ei_class`` (the other is derived where `labels` can; an unknown Cre line needs
 ``ei_class``); optional per-cell ``experiment_id`` (or ``session_id``), ``container_id``,
-``imaging_depth``; optional ``blank_responses (cell, blank)``; optional ``stimuli`` (or
+``imaging_depth``, ``mouse`` (default: one mouse per experiment; the inter-animal ceilings
+need 2 or more); optional ``blank_responses (cell, blank)``; optional ``stimuli`` (or
 ``images``) ``(image, y, x[, channel])``, else ``table.stimuli`` names the stimulus set.
 
 `validate` runs when the workflow is planned, so a bad table fails before any job; `population`
@@ -89,7 +90,7 @@ def _coord(ds: xr.Dataset, name: str, default: np.ndarray) -> np.ndarray:
 
 
 def _cell_labels(ds: xr.Dataset, path) -> dict:
-    """area, cre_line, ei_class, experiment_id, container_id, imaging_depth per cell."""
+    """area, cre_line, ei_class, experiment_id, container_id, mouse, imaging_depth per cell."""
     n = ds.sizes["cell"]
     if "area" not in ds.coords and "area" not in ds:
         raise TableError(f"{path}: no `area` coordinate on `cell` (table.path)")
@@ -113,6 +114,9 @@ def _cell_labels(ds: xr.Dataset, path) -> dict:
     eid = _values(ds, session, np.zeros(n, dtype=np.int64))
     out["experiment_id"] = ("cell", eid)
     out["container_id"] = ("cell", _values(ds, "container_id", eid))
+    have_mouse = "mouse" in ds.coords or "mouse" in ds
+    mice = [labels.experiment_mouse(e) for e in eid]
+    out["mouse"] = ("cell", _labels(ds, "mouse") if have_mouse else np.array(mice, dtype=object))
     out["imaging_depth"] = ("cell", _values(ds, "imaging_depth", np.full(n, -1, dtype=np.int64)))
     return out
 

@@ -67,11 +67,38 @@ def rf_maps(cells: pd.DataFrame, height: int, width: int) -> np.ndarray:
     return np.stack([rf_map(row, height, width) for _, row in cells.iterrows()])
 
 
-def firing_rates(cells: pd.DataFrame, images: np.ndarray) -> np.ndarray:
+def mouse_component(
+    mouse: str, n_cells: int, n_images: int, dims: int, seed: int, rng
+) -> np.ndarray:
+    """(n_cells, n_images) a mouse's own response component, each cell's standardised over
+    images: ``dims`` random image patterns of the mouse (seeded by ``seed`` and the mouse,
+    so every experiment of a mouse shares them, and no other mouse or model layer has them),
+    mixed by each cell with random weights drawn from ``rng``."""
+    import zlib
+
+    patterns = np.random.default_rng([int(seed), zlib.crc32(str(mouse).encode())])
+    own = rng.normal(size=(n_cells, dims)) @ patterns.normal(size=(dims, n_images))
+    own -= own.mean(1, keepdims=True)
+    return own / np.where(own.std(1, keepdims=True) > 0, own.std(1, keepdims=True), 1.0)
+
+
+def with_mouse(u: np.ndarray, own: np.ndarray | None, share: float) -> np.ndarray:
+    """A drive (n_cells, n_images) with ``share`` of each cell's variance over images given
+    to its mouse's own component (`mouse_component`); mean and variance are kept."""
+    if own is None or share <= 0:
+        return u
+    mean, sd = u.mean(1, keepdims=True), u.std(1, keepdims=True)
+    return mean + np.sqrt(1 - share) * (u - mean) + np.sqrt(share) * sd * own
+
+
+def firing_rates(
+    cells: pd.DataFrame, images: np.ndarray, own: np.ndarray | None = None, share: float = 0.0
+) -> np.ndarray:
     """Mean rate (Hz) of every cell to every image, (n_cells, n_images).
 
     Linear drive through the planted RF on globally z-scored pixels, mixed with an untuned
-    luminance drive by (1 - selectivity), then a softplus nonlinearity.
+    luminance drive by (1 - selectivity), then a softplus nonlinearity. ``own``, ``share``:
+    the mouse's own component and its share of the drive (`with_mouse`).
     """
     n_img, h, w = images.shape
     z = (images - images.mean()) / images.std()
@@ -81,7 +108,7 @@ def firing_rates(cells: pd.DataFrame, images: np.ndarray) -> np.ndarray:
     lum = z.reshape(n_img, -1).mean(1)
     lum = (lum - lum.mean()) / (lum.std() + 1e-12)
     sel = cells["selectivity"].to_numpy()[:, None]
-    return _rates_from_drive(sel * drive + (1 - sel) * lum[None, :], cells)
+    return _rates_from_drive(with_mouse(sel * drive + (1 - sel) * lum[None, :], own, share), cells)
 
 
 def _rates_from_drive(u: np.ndarray, cells: pd.DataFrame) -> np.ndarray:

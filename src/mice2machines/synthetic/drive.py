@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..settings import defaults
-from .cells import _rates_from_drive
+from .cells import _rates_from_drive, with_mouse
 
 #: The views of a unit a layer-driven neuron can copy: the unit itself (what `match` finds),
 #: its channel averaged over space (the paper's unit maps, `rf_rmse`) and that channel after
@@ -37,7 +37,12 @@ def view_counts(n: int, mix: dict) -> dict:
 
 
 def layer_rates(
-    activations: np.ndarray, cells: pd.DataFrame, rng, mix: dict | None = None
+    activations: np.ndarray,
+    cells: pd.DataFrame,
+    rng,
+    mix: dict | None = None,
+    own: np.ndarray | None = None,
+    share: float = 0.0,
 ) -> np.ndarray:
     """Mean rate (Hz) of every cell to every image when each cell copies one model unit.
 
@@ -48,7 +53,8 @@ def layer_rates(
     there are enough). The copy is standardised over images and passed through the same
     softplus, peak and baseline scaling as `firing_rates` (no untuned luminance term, so the
     layer is the whole tuning). The truth goes to columns ``drive_view`` and ``drive_unit``
-    of ``cells`` (existing columns are used as given). Returns (n_cells, n_images).
+    of ``cells`` (existing columns are used as given). ``own``, ``share``: the mouse's own
+    component and its share of the drive (`cells.with_mouse`). Returns (n_cells, n_images).
     """
     act = np.asarray(activations, dtype=np.float64)
     if act.ndim == 2:
@@ -80,7 +86,7 @@ def layer_rates(
     if not all(np.isin(unit[view == k], alive[k]).all() for k in range(len(views))):
         raise ValueError("layer drive: drive_unit names a unit that is constant or absent")
     z = (act - act.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)[:, None]
-    return _rates_from_drive(z[view, :, unit], cells)
+    return _rates_from_drive(with_mouse(z[view, :, unit], own, share), cells)
 
 
 def layer_views(out: np.ndarray, neurn: dict | None = None) -> np.ndarray:

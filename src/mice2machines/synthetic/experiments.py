@@ -29,6 +29,9 @@ CONTAINER_ID_BASE = 800_000_000
 CELL_ID_BASE = 700_000_000
 
 
+MOUSE_ID_BASE = 600_000  # six digits, as Allen's donor names
+
+
 # Retinotopic centre (x, y as fractions of the image) and RF size (sigma, fraction of height).
 AREA_RF = {
     "VISp": ((0.50, 0.50), 0.060),
@@ -54,22 +57,29 @@ class Experiment:
     imaging_depth: int
     n_cells: int
     seed: int
+    mouse: str = ""
 
 
 def experiment_table(cfg: dict) -> pd.DataFrame:
     """The manifest of synthetic experiments implied by the `synthetic` config section.
 
-    Same columns as the Allen discovery manifest (see `allen.MANIFEST_COLUMNS`).
+    Same columns as the Allen discovery manifest (see `allen.MANIFEST_COLUMNS`), plus
+    ``mouse``: one mouse per experiment, or ``mice.per_combination`` mice per area x Cre line
+    taking its experiments in turn.
     """
     rows = []
     index = 0
+    per = (cfg.get("mice") or {}).get("per_combination")
+    mice = 0
     for area in cfg["areas"]:
         if area not in AREAS:
             raise ValueError(f"synthetic.areas: unknown area {area!r}; known: {AREAS}")
         for cre in cfg["cre_lines"]:
             cre = normalise_cre_line(cre)
-            for rep in range(cfg.get("experiments_per_combination", 1)):
+            n_exp = cfg.get("experiments_per_combination", 1)
+            for rep in range(n_exp):
                 depth = (175, 275, 375)[rep % 3]
+                mouse = MOUSE_ID_BASE + (index if per is None else mice + rep % int(per))
                 rows.append(
                     {
                         "experiment_id": EXPERIMENT_ID_BASE + index,
@@ -80,7 +90,9 @@ def experiment_table(cfg: dict) -> pd.DataFrame:
                         "imaging_depth": depth,
                         "session_type": "three_session_B",
                         "n_cells": int(cfg["cells_per_experiment"]),
+                        "mouse": str(mouse),
                     }
                 )
                 index += 1
+            mice += 0 if per is None else min(int(per), n_exp)
     return pd.DataFrame(rows)

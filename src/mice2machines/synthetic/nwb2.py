@@ -48,7 +48,7 @@ def _nwbfile(src: h5py.File):
             f"\nSession type: {session_type}"
         ),
         subject=Subject(
-            subject_id=experiment_id,
+            subject_id=_text(g["specimen_name"]).split("-")[-1],
             age=f"P{_text(g['subject/age']).split()[0]}D",
             sex="M" if _text(g["subject/sex"]) == "male" else "F",
             species="Mus musculus",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..neural.labels import ei_class
-from .cells import firing_rates, plant_cells
+from .cells import firing_rates, mouse_component, plant_cells
 from .drive import layer_rates
 from .experiments import (
     FRAME_RATE_HZ,
@@ -43,6 +43,7 @@ def simulate_session(
     drive: np.ndarray | None = None,
     mix: dict | None = None,
     null: bool = False,
+    mice: dict | None = None,
 ) -> dict:
     """All arrays of one session: traces, stimulus table, timestamps, planted cells.
 
@@ -52,17 +53,29 @@ def simulate_session(
     view, shared as `mix` says (see `layer_rates`; the cells table then holds `drive_view` and
     `drive_unit`). With `null`, every presentation drives the cells with the rates of an image
     drawn at random, not of the image shown: the same rates, spiking, calcium and noise, but no
-    image-locked signal (the null dataset, where every metric should sit at chance).
+    image-locked signal (the null dataset, where every metric should sit at chance). `mice`
+    (config ``synthetic.mice``): with ``share`` > 0, that share of each cell's tuning is the
+    own component of the experiment's mouse (`cells.mouse_component`).
     """
     rng = np.random.default_rng(exp.seed + 1)
     h, w = images.shape[1:]
     cells = plant_cells(exp, h, w)
+    share, own = float((mice or {}).get("share", 0.0)), None
+    if share > 0:
+        own = mouse_component(
+            exp.mouse or str(exp.experiment_id),
+            len(cells),
+            len(images),
+            int(mice.get("dims", 3)),
+            int(mice.get("seed", 0)),
+            np.random.default_rng(exp.seed + 4),
+        )
     if drive is None:
-        rates = firing_rates(cells, images)
+        rates = firing_rates(cells, images, own, share)
     else:
         if drive.shape[-2] != len(images):
             raise ValueError(f"drive has {drive.shape[-2]} images, the stimuli {len(images)}")
-        rates = layer_rates(drive, cells, np.random.default_rng(exp.seed + 2), mix)
+        rates = layer_rates(drive, cells, np.random.default_rng(exp.seed + 2), mix, own, share)
 
     seq = presentation_sequence(n_repeats, rng)
     lead = 120
@@ -120,6 +133,11 @@ def _s(text: str) -> np.bytes_:
     return np.bytes_(text.encode())
 
 
+def _donor(exp: Experiment) -> str:
+    """The mouse's donor number (the specimen name's tail)."""
+    return exp.mouse or str(exp.experiment_id % 1_000_000)
+
+
 def write_nwb(path: str | Path, exp: Experiment, session: dict, images: np.ndarray) -> None:
     """Write a session as an Allen Visual Coding NWB 1.x file (plain HDF5)."""
     p = "processing/brain_observatory_pipeline"
@@ -133,7 +151,7 @@ def write_nwb(path: str | Path, exp: Experiment, session: dict, images: np.ndarr
         g["session_id"] = _s(str(exp.experiment_id))
         g["experiment_container_id"] = _s(str(exp.container_id))
         g["session_type"] = _s("three_session_B")
-        g["specimen_name"] = _s(f"{exp.cre_line};Camk2a-tTA;Ai93-{exp.experiment_id % 1_000_000}")
+        g["specimen_name"] = _s(f"{exp.cre_line};Camk2a-tTA;Ai93-{_donor(exp)}")
         g["fov"] = _s("400x400 microns (512 x 512 pixels)")
         g["generated_by"] = np.array([_s("mice2machines.synthetic"), _s("3.0")])
         g["devices/2-photon microscope"] = _s(
@@ -195,17 +213,20 @@ def write_experiment(
         imaging_depth=int(row["imaging_depth"]),
         n_cells=int(row["n_cells"]),
         seed=int(cfg.get("seed", 0)) * 100_003 + int(row["experiment_id"]) % 100_000,
+        mouse=str(row.get("mouse", "")) if pd.notna(row.get("mouse", "")) else "",
     )
     kind = (cfg.get("drive") or {}).get("kind", "rf")
     mix = (cfg.get("drive") or {}).get("mix")
+    mice = {**(cfg.get("mice") or {}), "seed": int(cfg.get("seed", 0))}
     session = simulate_session(
-        exp, images, int(cfg["n_repeats"]), drive=drive, mix=mix, null=kind == "none"
+        exp, images, int(cfg["n_repeats"]), drive=drive, mix=mix, null=kind == "none", mice=mice
     )
     write_nwb(out_nwb, exp, session, images)
     cells = session["cells"].copy()
     cells.insert(1, "experiment_id", exp.experiment_id)
     cells.insert(2, "area", exp.area)
     cells.insert(3, "cre_line", exp.cre_line)
+    cells.insert(4, "mouse", _donor(exp))
     cells.to_csv(out_cells, sep="\t", index=False)
 
 
@@ -225,8 +246,7 @@ def write_manifest(path: str | Path, cfg: dict) -> pd.DataFrame:
 
     table = experiment_table(cfg)
     table["specimen_name"] = [
-        f"{c};synthetic-{e % 1_000_000}"
-        for c, e in zip(table.cre_line, table.experiment_id, strict=True)
+        f"{c};Camk2a-tTA;Ai93-{m}" for c, m in zip(table.cre_line, table.mouse, strict=True)
     ]
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
