@@ -24,11 +24,12 @@ def kfold(n: int, n_folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.
 
 
 def pearson_cols(a, b, xp=np):
-    """Pearson r between matching columns (numpy or torch); NaN where either is constant."""
-    ac = a - a.mean(0)
-    bc = b - b.mean(0)
-    r = (ac * bc).sum(0) / xp.sqrt((ac * ac).sum(0) * (bc * bc).sum(0))
-    const = (a == a[:1]).all(0) | (b == b[:1]).all(0)
+    """Pearson r between matching columns (over axis -2, so stacks of (n, cols) matrices
+    too; numpy or torch); NaN where either is constant."""
+    ac = a - a.mean(-2, keepdims=True)
+    bc = b - b.mean(-2, keepdims=True)
+    r = (ac * bc).sum(-2) / xp.sqrt((ac * ac).sum(-2) * (bc * bc).sum(-2))
+    const = (a == a[..., :1, :]).all(-2) | (b == b[..., :1, :]).all(-2)
     return xp.where(const, float("nan"), r)
 
 

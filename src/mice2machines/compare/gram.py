@@ -218,6 +218,13 @@ class GramAccumulator:
         )
 
 
+def linear_gram(X: np.ndarray) -> np.ndarray:
+    """Gram (n, n) of features X (n, features), columns centred (as GramAccumulator.gram())."""
+    Xc = np.asarray(X, dtype=np.float64)
+    Xc = Xc - Xc.mean(0)
+    return Xc @ Xc.T
+
+
 def gram_stats(
     X,
     device: str | None = "cpu",

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .gram import linear_gram
+
 #: a mapping: (K (n, n) Gram of the features, Y (n, cells) targets, folds) -> (cells,) scores
 MappingFn = Callable[[np.ndarray, np.ndarray, Sequence], np.ndarray]
 
@@ -49,13 +51,6 @@ MAPPINGS: dict[str, Callable[[Mapping], MappingFn]] = {
     "ridge": lambda cfg: ridge_mapping(cfg["ridge_alphas"], cfg["cv_score"]),
     "pls": lambda cfg: pls_mapping(cfg["pls_components"], cfg["cv_score"]),
 }
-
-
-def linear_gram(X: np.ndarray) -> np.ndarray:
-    """Gram (n, n) of features X (n, features), columns centred (as GramAccumulator.gram())."""
-    Xc = np.asarray(X, dtype=np.float64)
-    Xc = Xc - Xc.mean(0)
-    return Xc @ Xc.T
 
 
 def held_out_scores(

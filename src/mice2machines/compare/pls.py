@@ -18,11 +18,8 @@ import numpy as np
 
 from .. import devices
 from ..devices import array_backend, put64, to_numpy
-from .crossval import fold_mean
+from .crossval import fold_mean, pearson_cols
 from .ridge import _centre_rows_to
-
-#: Brain-Score's PLS components
-N_COMPONENTS = 25
 
 
 def _top_eigvecs(M, xp):
@@ -121,15 +118,6 @@ def _fit_predict(fd: dict, Ytr, xp):
     return fd["Kte"] @ R @ xp.linalg.solve(A, T.mT @ Yc)
 
 
-def _pearson_sets(a, b, xp):
-    """(B, q) Pearson r over axis -2 of (B, n, q) pairs; NaN where either side is constant."""
-    ac = a - a.mean(-2, keepdims=True)
-    bc = b - b.mean(-2, keepdims=True)
-    r = (ac * bc).sum(-2) / ((ac * ac).sum(-2) * (bc * bc).sum(-2)) ** 0.5
-    const = (a == a[:, :1]).all(-2) | (b == b[:, :1]).all(-2)
-    return xp.where(const, float("nan"), r)
-
-
 class _Engine:
     """The folds of one Gram on one device, applied to batches of response sets."""
 
@@ -173,7 +161,7 @@ class _Engine:
             dev = self.xp.where(const, 0.0, dev)
             p = dev + Ytr.mean(-2, keepdims=True)
             yte = Yb[:, te]
-            rs.append(to_numpy(_pearson_sets(p, yte, self.xp)))
+            rs.append(to_numpy(pearson_cols(p, yte, self.xp)))
             pred[:, to_numpy(te)] = to_numpy(p)
         return np.stack(rs, axis=1), pred
 
@@ -208,8 +196,8 @@ def pls_fold_scores(
 
     def reduce(fold_r, pred, cols):
         if pooled:
-            return _pearson_sets(pred, cols, np)
-        return np.stack([fold_mean(f, fisher) for f in fold_r])
+            return pearson_cols(pred, cols)
+        return fold_mean(fold_r.swapaxes(0, 1), fisher)
 
     def widen(x):
         out = np.full(x.shape[:-1] + (Y.shape[1],), np.nan)

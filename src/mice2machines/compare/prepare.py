@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..neural.labels import experiment_mouse
 from ..neural.reliability import NO_CEILING, cell_reliability
 from . import receptive_fields as rf
 from . import settings
@@ -98,7 +99,7 @@ def cell_mice(cells: pd.DataFrame) -> np.ndarray | None:
     if "mouse" in cells:
         return cells["mouse"].astype(str).to_numpy()
     if "experiment_id" in cells:
-        return np.array([f"experiment-{e}" for e in cells["experiment_id"]])
+        return np.array([experiment_mouse(e) for e in cells["experiment_id"]])
     return None
 
 

@@ -12,11 +12,9 @@ units); layers of one width share it, as scikit-learn would draw the same one ag
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-log = logging.getLogger("mice2machines")
+from .gram import linear_gram
 
 #: projection matrices kept for layers of equal width (each ~12 bytes x units x dim / sqrt(units))
 KEEP = 4
@@ -75,5 +73,4 @@ class Projector:
 
     def gram(self) -> np.ndarray:
         """(images, images) Gram of the column-centred projected units."""
-        P = self.out - self.out.mean(0)
-        return P @ P.T
+        return linear_gram(self.out)
