@@ -35,6 +35,22 @@ def res(rule_name, key, default):
     return config.get("resources", {}).get(rule_name, {}).get(key, default)
 
 
+def mem_mb_of(rule_name):
+    """A rule's mem_mb as a function of its inputs' sizes and the attempt
+    (mice2machines.resources.MEMORY); config['resources'][rule_name]['mem_mb'] replaces the
+    first attempt's."""
+    from mice2machines.resources import mem_mb
+
+    override = res(rule_name, "mem_mb", None)
+    return lambda wildcards, input, attempt: mem_mb(rule_name, input, attempt, override)
+
+
+def runtime_of(rule_name, default):
+    """A rule's runtime (minutes), config['resources'] first, times the attempt."""
+    minutes = res(rule_name, "runtime", default)
+    return lambda wildcards, attempt: minutes * attempt
+
+
 # ---------------------------------------------------------------- neural data sources
 
 SOURCE = config["source"]

@@ -41,8 +41,8 @@ rule compare_prepare:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=res("compare_prepare", "mem_mb", 8000),
-        runtime=res("compare_prepare", "runtime", 60),
+        mem_mb=mem_mb_of("compare_prepare"),
+        runtime=runtime_of("compare_prepare", 60),
     params:
         cfg=job_params("compare_prepare", config),
     script:
@@ -59,8 +59,8 @@ rule compare_select:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=res("compare_select", "mem_mb", 4000),
-        runtime=res("compare_select", "runtime", 30),
+        mem_mb=mem_mb_of("compare_select"),
+        runtime=runtime_of("compare_select", 30),
     params:
         cfg=job_params("compare_select", config),
     script:
@@ -81,8 +81,8 @@ rule compare_model:
     threads: res("compare_model", "threads", 2)
     resources:
         **COMPARE_GPU,
-        mem_mb=res("compare_model", "mem_mb", 8000),
-        runtime=res("compare_model", "runtime", 120),
+        mem_mb=mem_mb_of("compare_model"),
+        runtime=runtime_of("compare_model", 120),
     params:
         cfg=job_params("compare_model", config),
     script:
@@ -101,8 +101,8 @@ rule compare_aggregate:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=res("compare_aggregate", "mem_mb", 4000),
-        runtime=res("compare_aggregate", "runtime", 30),
+        mem_mb=mem_mb_of("compare_aggregate"),
+        runtime=runtime_of("compare_aggregate", 30),
     params:
         cfg=job_params("compare_aggregate", config, models=COMPARE_MODELS),
     script:
@@ -131,8 +131,8 @@ rule compare_figures:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=res("compare_figures", "mem_mb", 2000),
-        runtime=res("compare_figures", "runtime", 15),
+        mem_mb=mem_mb_of("compare_figures"),
+        runtime=runtime_of("compare_figures", 15),
     params:
         cfg=job_params("compare_figures", config),
     script:

@@ -182,8 +182,8 @@ rule nwb_to_zarr:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb_of("nwb_to_zarr"),
+        runtime=runtime_of("nwb_to_zarr", 30),
     params:
         cfg=job_params("nwb_to_zarr", config, **dandi_job(config)),
     script:
@@ -216,8 +216,8 @@ rule population:
     conda:
         MAIN_ENV
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=mem_mb_of("population"),
+        runtime=runtime_of("population", 60),
     params:
         cfg=job_params("population", config),
     script:

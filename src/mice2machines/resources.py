@@ -1,0 +1,129 @@
+"""Memory the workflow's jobs declare, from the sizes of their inputs and the attempt.
+
+Snakemake sizes a directory input (every zarr store) as 4 KB, so the rules reading stores
+call :func:`mem_mb` instead: each rule's formula lives in :data:`MEMORY` (a base plus a factor
+per input, in MB of the input's uncompressed arrays, read from the stores' metadata only), and
+the result is multiplied by the attempt, so a retry (profiles/slurm ``retries``) asks for more.
+A ``resources: {rule: {mem_mb: N}}`` config entry replaces the formula's first attempt.
+``python -m mice2machines.resources`` prints the table (config/README.md, Resources).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Formula:
+    """``(base + sum(factor * MB of input)) * attempt``; ``largest`` inputs count their largest
+    array only (a job streams one layer at a time)."""
+
+    base: int
+    factors: dict[str, float] = field(default_factory=dict)
+    largest: frozenset[str] = frozenset()
+    why: str = ""
+
+
+#: per-rule memory (MB): measured peaks at release shape (benchmarks/release.py) with headroom
+MEMORY: dict[str, Formula] = {
+    "nwb_to_zarr": Formula(1500, {"nwb": 1.5}, why="one session's traces and its store"),
+    "population": Formula(2000, {"stores": 1.5}, why="the sessions' responses, concatenated"),
+    "compare_prepare": Formula(
+        1500, {"population": 6.0}, why="responses, their trial means and splits"
+    ),
+    "compare_select": Formula(1000, {"neural": 3.0}, why="the prepared neural store"),
+    "compare_model": Formula(
+        2000,
+        {"neural": 3.0, "activations": 4.0},
+        largest=frozenset({"activations"}),
+        why="the neural store and one layer's activations with its RF maps",
+    ),
+    "compare_aggregate": Formula(1500, {"stores": 2.0}, why="every model's scores"),
+    "compare_figures": Formula(
+        2500, {"store": 2.0, "neural": 1.0}, why="the aggregated scores and the neural store"
+    ),
+}
+
+
+def _arrays(meta: Mapping) -> Iterable[tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of every array in a zarr v3 root's consolidated metadata."""
+    for node in (meta.get("consolidated_metadata") or {}).get("metadata", {}).values():
+        if node.get("node_type") == "array":
+            yield tuple(node["shape"]), _dtype(node.get("data_type"))
+
+
+def _dtype(name) -> np.dtype:
+    try:
+        return np.dtype(name if isinstance(name, str) else "float64")
+    except TypeError:
+        return np.dtype("float64")  # strings and other object-like types: 8 B a value
+
+
+def _walk(path: Path) -> Iterable[tuple[tuple[int, ...], np.dtype]]:
+    """Array metadata of an unconsolidated store: its zarr.json files, chunks not visited."""
+    for meta in path.glob("**/zarr.json"):
+        if "/c/" in meta.as_posix() or meta.parent == path:
+            continue
+        node = json.loads(meta.read_text())
+        if node.get("node_type") == "array":
+            yield tuple(node["shape"]), _dtype(node.get("data_type"))
+
+
+def array_mb(path: str | os.PathLike) -> list[float]:
+    """MB of each array of a zarr store (uncompressed, from its metadata), or of a file."""
+    p = Path(path)
+    if p.is_file():
+        return [p.stat().st_size / MB]
+    root = p / "zarr.json"
+    if not root.is_file():
+        return []  # not written yet (planning) or not a zarr v3 store
+    meta = json.loads(root.read_text())
+    arrays = list(_arrays(meta)) or list(_walk(p))
+    return [math.prod(shape) * dtype.itemsize / MB for shape, dtype in arrays]
+
+
+def input_mb(paths, largest: bool = False) -> float:
+    """Total MB of the arrays of ``paths`` (one path or several), or the largest array."""
+    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    sizes = [s for p in paths for s in array_mb(p)]
+    if not sizes:
+        return 0.0
+    return max(sizes) if largest else sum(sizes)
+
+
+def mem_mb(rule: str, inputs: Mapping, attempt: int = 1, override: int | None = None) -> int:
+    """Memory (MB) a job of ``rule`` declares for ``attempt``; ``inputs``: name -> path(s),
+    e.g. Snakemake's ``input``; ``override``: the config's first-attempt value."""
+    if override is not None:
+        return int(override) * int(attempt)
+    f = MEMORY[rule]
+    total = f.base + sum(
+        k * input_mb(inputs[name], name in f.largest)
+        for name, k in f.factors.items()
+        if name in inputs.keys()
+    )
+    return int(math.ceil(total)) * int(attempt)
+
+
+def table() -> str:
+    """The formulas as a Markdown table (config/README.md)."""
+    rows = ["| rule | first attempt, MB | what it holds |", "|---|---|---|"]
+    for rule, f in MEMORY.items():
+        terms = [str(f.base)]
+        for name, k in f.factors.items():
+            terms.append(f"{k:g} x {'largest array of ' if name in f.largest else ''}`{name}`")
+        rows.append(f"| `{rule}` | {' + '.join(terms)} | {f.why} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())

@@ -1,0 +1,122 @@
+"""Declared memory from input sizes and the attempt: the formulas, and what the planned
+workflow's jobs declare for them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+from conftest import ROOT, copy_config
+
+from mice2machines import resources
+from mice2machines.io import write_zarr_atomic
+
+
+def _store(path: Path, shape: tuple[int, ...]) -> Path:
+    """A real zarr v3 store whose one float32 array has ``shape`` (written lazily: the
+    chunks stay unwritten fill values, the metadata tells the size)."""
+    import dask.array as da
+
+    data = da.zeros(shape, dtype="float32", chunks=shape)
+    ds = xr.Dataset({"responses": (("cell", "trial"), data)})
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=True, compute=False)
+    return path
+
+
+def test_store_sizes_come_from_the_metadata(tmp_path):
+    small = _store(tmp_path / "a.zarr", (1000, 500))
+    write_zarr_atomic(xr.Dataset({"x": ("i", np.arange(250_000, dtype="int64"))}), tmp_path / "b")
+    assert resources.input_mb(small) == pytest.approx(2.0)
+    assert resources.input_mb([small, tmp_path / "b"]) == pytest.approx(4.0)
+    assert resources.input_mb([small, tmp_path / "b"], largest=True) == pytest.approx(2.0)
+    assert resources.input_mb(tmp_path / "missing.zarr") == 0.0
+
+
+def test_memory_grows_with_the_input_and_the_attempt(tmp_path):
+    small = {"population": str(_store(tmp_path / "s.zarr", (1000, 1000)))}
+    big = {"population": str(_store(tmp_path / "b.zarr", (63_000, 5_900)))}
+    one = resources.mem_mb("compare_prepare", small, 1)
+    assert one == int(np.ceil(1500 + 6 * 4.0))
+    assert resources.mem_mb("compare_prepare", small, 2) == 2 * one
+    # 63k cells x 5,900 trials of float32: 1.49 GB of responses, 6x that held at once
+    assert resources.mem_mb("compare_prepare", big, 1) == int(np.ceil(1500 + 6 * 1486.8))
+    assert resources.mem_mb("compare_prepare", big, 2, override=12000) == 24000
+
+
+def test_the_table_names_every_rule():
+    text = resources.table()
+    assert all(f"`{rule}`" in text for rule in resources.MEMORY)
+
+
+_PROBE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
+)
+snakefile, workdir, out = sys.argv[1:4]
+with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(),
+        storage_settings=StorageSettings(),
+        snakefile=Path(snakefile),
+        workdir=Path(workdir),
+    )
+    wf.dag(DAGSettings(targets={"compare_prepare", "population"})).execute_workflow(
+        executor="dryrun"
+    )
+    w = wf._workflow
+    got = {}
+    for job in w.dag.jobs:
+        if job.rule.name in ("compare_prepare", "population"):
+            got[job.rule.name] = [
+                job.rule.expand_resources(job.wildcards_dict, job.input, a)["mem_mb"]
+                for a in (1, 2)
+            ]
+Path(out).write_text(json.dumps(got))
+"""
+
+
+def _planned_mem(workdir: Path, overrides: dict | None = None) -> dict:
+    cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    cfg["resources"] = overrides or {}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = workdir / "mem.json"
+    proc = subprocess.run(
+        ["timeout", "300", sys.executable, "-c", _PROBE, str(ROOT / "Snakefile"), str(workdir),
+         str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_planned_jobs_declare_memory_from_their_inputs(tmp_path):
+    """compare_prepare's mem_mb follows the population store it reads (a store of 63k cells
+    planned against one of 1k), doubles on the retry, and a config override wins."""
+    copy_config(tmp_path)
+    pop = tmp_path / "results" / "neural" / "population.zarr"
+    _store(pop, (1_000, 5_900))
+    small = _planned_mem(tmp_path)["compare_prepare"]
+    _store(pop, (63_000, 5_900))
+    big = _planned_mem(tmp_path)
+    # 1,000 / 63,000 cells x 5,900 trials of float32: 23.6 / 1,486.8 MB, 6x that + 1,500
+    assert small == [1642, 3284]
+    assert big["compare_prepare"] == [10421, 20842]
+    assert big["population"][1] == 2 * big["population"][0]
+    over = _planned_mem(tmp_path, {"compare_prepare": {"mem_mb": 30000}})
+    assert over["compare_prepare"] == [30000, 60000]
+
+
+def test_config_readme_shows_the_formulas():
+    text = (ROOT / "config" / "README.md").read_text()
+    block = text.split("<!-- memory -->\n")[1].split("<!-- /memory -->")[0]
+    assert block.strip() == resources.table(), "rerun `python -m mice2machines.resources`"
