@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,11 +54,23 @@ MEMORY: dict[str, Formula] = {
 }
 
 
-def _arrays(meta: Mapping) -> Iterable[tuple[tuple[int, ...], np.dtype]]:
-    """(shape, dtype) of every array in a zarr v3 root's consolidated metadata."""
-    for node in (meta.get("consolidated_metadata") or {}).get("metadata", {}).values():
-        if node.get("node_type") == "array":
-            yield tuple(node["shape"]), _dtype(node.get("data_type"))
+@dataclass(frozen=True)
+class ArrayMeta:
+    """One array of a zarr store, from its metadata: shape, dimension names, dtype."""
+
+    shape: tuple[int, ...]
+    dims: tuple[str, ...]
+    dtype: np.dtype
+
+    @property
+    def mb(self) -> float:
+        return math.prod(self.shape) * self.dtype.itemsize / MB
+
+
+def _meta(node: Mapping) -> ArrayMeta:
+    shape = tuple(int(n) for n in node["shape"])
+    dims = tuple(str(d) for d in (node.get("dimension_names") or [""] * len(shape)))
+    return ArrayMeta(shape, dims, _dtype(node.get("data_type")))
 
 
 def _dtype(name) -> np.dtype:
@@ -68,14 +80,21 @@ def _dtype(name) -> np.dtype:
         return np.dtype("float64")  # strings and other object-like types: 8 B a value
 
 
-def _walk(path: Path) -> Iterable[tuple[tuple[int, ...], np.dtype]]:
-    """Array metadata of an unconsolidated store: its zarr.json files, chunks not visited."""
-    for meta in path.glob("**/zarr.json"):
-        if "/c/" in meta.as_posix() or meta.parent == path:
-            continue
-        node = json.loads(meta.read_text())
-        if node.get("node_type") == "array":
-            yield tuple(node["shape"]), _dtype(node.get("data_type"))
+def store_arrays(path: str | os.PathLike) -> dict[str, ArrayMeta]:
+    """Every array of a zarr v3 store by its path in the store, read from the metadata only
+    (the root's consolidated metadata, else each node's zarr.json; chunks are not visited)."""
+    p = Path(path)
+    root = p / "zarr.json"
+    if not root.is_file():
+        return {}  # not written yet (planning) or not a zarr v3 store
+    nodes = (json.loads(root.read_text()).get("consolidated_metadata") or {}).get("metadata")
+    if not nodes:
+        nodes = {}
+        for meta in p.glob("**/zarr.json"):
+            rel = meta.parent.relative_to(p).as_posix()
+            if meta.parent != p and "/c/" not in f"/{rel}/":
+                nodes[rel] = json.loads(meta.read_text())
+    return {k: _meta(v) for k, v in nodes.items() if v.get("node_type") == "array"}
 
 
 def array_mb(path: str | os.PathLike) -> list[float]:
@@ -83,12 +102,7 @@ def array_mb(path: str | os.PathLike) -> list[float]:
     p = Path(path)
     if p.is_file():
         return [p.stat().st_size / MB]
-    root = p / "zarr.json"
-    if not root.is_file():
-        return []  # not written yet (planning) or not a zarr v3 store
-    meta = json.loads(root.read_text())
-    arrays = list(_arrays(meta)) or list(_walk(p))
-    return [math.prod(shape) * dtype.itemsize / MB for shape, dtype in arrays]
+    return [a.mb for a in store_arrays(p).values()]
 
 
 def input_mb(paths, largest: bool = False) -> float:

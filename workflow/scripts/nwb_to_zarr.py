@@ -2,6 +2,7 @@
 
 import json
 
+from mice2machines import preflight
 from mice2machines.io import script_logger
 from mice2machines.neural import convert as neural
 from mice2machines.neural import dandi, nwb
@@ -27,5 +28,8 @@ log.info(
     session.n_frames,
     len(session.stimulus),
 )
+# the staging store and, where cells are dropped, its copy: twice the skeleton at most
+skeleton, _ = neural.session_skeleton(session, neural.settings(cfg))
+preflight.free_disk(snakemake.output.store, 2 * skeleton.nbytes, "the experiment store")
 summary = neural.convert_session(session, snakemake.output.store, cfg)
 log.info("done: %s", summary)
