@@ -82,7 +82,9 @@ def tidy(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
     default the store's), the null-corrected score and z, the ceiling and the score and
     interval divided by it (where the metric has a ceiling), the inter-animal ceiling of a
     mapping metric (beside it; nothing is divided by it), and the group's cell count."""
-    ds = ds.load() if hasattr(ds, "load") else ds
+    # the group-level variables only: the per-cell ones (model x layer x cell) stay on disk
+    keep = [v for v in (*SCORE_VARS, "ceiling", "ceiling_inter_animal", "n_cells") if v in ds]
+    ds = ds[keep].load()
     alpha = float(ds.attrs.get("fdr_alpha", 0.05) if fdr_alpha is None else fdr_alpha)
     df = ds[[v for v in SCORE_VARS if v in ds]].to_dataframe().reset_index()
     df = df.dropna(subset=["score"])
@@ -108,7 +110,6 @@ def bottom_up(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
     """Per cell, model and per-cell metric: the best layer (and unit for the RF metrics)
     among the layers where the cell's score is significant (BH q < fdr_alpha over the
     model's layers x cells); ``best_layer`` is "none" where no layer is."""
-    ds = ds.load() if hasattr(ds, "load") else ds
     alpha = float(ds.attrs.get("fdr_alpha", 0.05) if fdr_alpha is None else fdr_alpha)
     rows = []
     cell_cols = {
@@ -118,14 +119,15 @@ def bottom_up(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
         if spec.kind != "cell" or spec.cell_var not in ds:
             continue
         lower, qvar = not spec.higher_is_better, f"{spec.name}_q"
-        v = ds[spec.cell_var].transpose("model", "cell", "layer").values
-        q = ds[qvar].transpose("model", "cell", "layer").values if qvar in ds else None
         for mi, model in enumerate(ds["model"].values):
-            x = v[mi]
+            # one model's (cell, layer) at a time: memory bounded by a model, not the zoo
+            one = ds.isel(model=mi)
+            x = one[spec.cell_var].transpose("cell", "layer").values
+            q = one[qvar].transpose("cell", "layer").values if qvar in ds else None
             ok = np.isfinite(x).any(1)
             if not ok.any():
                 continue
-            sig = np.isfinite(x) if q is None else np.isfinite(x) & (q[mi] < alpha)
+            sig = np.isfinite(x) if q is None else np.isfinite(x) & (q < alpha)
             filled = np.where(sig, x, np.inf if lower else -np.inf)
             best = np.argmin(filled, 1) if lower else np.argmax(filled, 1)
             found = sig.any(1)
@@ -137,12 +139,12 @@ def bottom_up(ds: xr.Dataset, fdr_alpha: float | None = None) -> pd.DataFrame:
                     "metric": spec.name,
                     "best_layer": np.where(found, as_str(ds["layer"].values)[best], "none"),
                     "value": np.where(found, x[at, best], np.nan),
-                    "q": np.where(found, q[mi][at, best], np.nan) if q is not None else np.nan,
+                    "q": np.where(found, q[at, best], np.nan) if q is not None else np.nan,
                     **{c: val for c, val in cell_cols.items()},
                 }
             )
             if spec.unit_var and spec.unit_var in ds:
-                u = ds[spec.unit_var].transpose("model", "cell", "layer").values[mi]
+                u = one[spec.unit_var].transpose("cell", "layer").values
                 frame["best_unit"] = np.where(found, u[at, best], -1)
             rows.append(frame[ok])
     if not rows:
