@@ -120,3 +120,27 @@ def test_config_readme_shows_the_formulas():
     text = (ROOT / "config" / "README.md").read_text()
     block = text.split("<!-- memory -->\n")[1].split("<!-- /memory -->")[0]
     assert block.strip() == resources.table(), "rerun `python -m mice2machines.resources`"
+
+
+def test_a_release_size_heatmap_is_capped_both_ways(tmp_path):
+    """26 models x 6 areas x 60 layers (a 7416 x 8544 px heatmap before the caps): the PNG's
+    longer side stays at most figures.MAX_PIXELS."""
+    import itertools
+
+    import pandas as pd
+    from PIL import Image
+
+    from mice2machines.compare import figures
+
+    rows = [
+        {"metric": "rsa_spearman", "group_by": "area", "model": f"m{m}", "group_value": a,
+         "layer_index": li, "layer": f"l{li}", "score": (m + li) / 100, "q": 0.01,
+         "significant": True}
+        for m, a, li in itertools.product(range(26), ["VISp", "VISl", "VISal", "VISpm",
+                                                      "VISam", "VISrl"], range(60))
+    ]  # fmt: skip
+    fig = figures.heatmap(pd.DataFrame(rows), "rsa_spearman")
+    assert max(fig.get_size_inches()) <= figures.MAX_INCHES
+    png, _ = figures.save(fig, tmp_path / "h.png")
+    w, h = Image.open(png).size
+    assert max(w, h) <= figures.MAX_PIXELS and min(w, h) > 500, (w, h)

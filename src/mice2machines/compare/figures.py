@@ -21,11 +21,18 @@ def _plt():
     return plt
 
 
+#: the longest side of a figure: inches (a report page's height) and PNG pixels
+MAX_INCHES = 40
+MAX_PIXELS = 4800
+
+
 def save(fig, png, dpi: int = 120, note: str | None = None) -> list[Path]:
     """Write a figure as PNG and, beside it, SVG (the same stem); closes it. ``note``: why
     the scores have no noise ceiling (the neural store's ``ceiling_note``), written on the
-    figure and into the PNG's metadata (Description)."""
+    figure and into the PNG's metadata (Description). The PNG's longer side is at most
+    MAX_PIXELS (a lower dpi for a bigger figure): the renderer's memory grows with its area."""
     plt = _plt()
+    dpi = min(dpi, MAX_PIXELS / max(fig.get_size_inches()))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     if note:
@@ -74,7 +81,7 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
         squeeze=False,
         figsize=(
             min(14, max(6, 0.12 * d["layer_index"].max() + 4 if len(d) else 6)),
-            1.0 + 0.45 * max(1, d["group_value"].nunique()) * max(1, len(models)),
+            min(MAX_INCHES, 1.0 + 0.45 * max(1, d["group_value"].nunique()) * max(1, len(models))),
         ),
     )
     vmin, vmax = (d["score"].min(), d["score"].max()) if len(d) else (0, 1)

@@ -60,7 +60,9 @@ class Inputs:
     def scores(self):
         from ..compare.aggregate import open_store
 
-        return open_store(self._path("scores")).load()
+        # lazily: figures read one model's per-cell variables at a time (the whole store is
+        # models x layers x cells at release size)
+        return open_store(self._path("scores"))
 
     @functools.cached_property
     def tidy(self) -> pd.DataFrame:
@@ -70,7 +72,7 @@ class Inputs:
     def neural(self):
         from ..io import open_zarr
 
-        return open_zarr(self._path("neural")).load()
+        return open_zarr(self._path("neural"))
 
     @functools.cached_property
     def selected(self) -> pd.DataFrame:
