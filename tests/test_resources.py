@@ -99,6 +99,7 @@ def _planned_mem(workdir: Path, overrides: dict | None = None) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_planned_jobs_declare_memory_from_their_inputs(tmp_path):
     """compare_prepare's mem_mb follows the population store it reads (a store of 63k cells
     planned against one of 1k), doubles on the retry, and a config override wins."""
@@ -144,3 +145,33 @@ def test_a_release_size_heatmap_is_capped_both_ways(tmp_path):
     png, _ = figures.save(fig, tmp_path / "h.png")
     w, h = Image.open(png).size
     assert max(w, h) <= figures.MAX_PIXELS and min(w, h) > 500, (w, h)
+
+
+@pytest.mark.slow
+def test_small_run_logs_its_preflights_and_memory(tmp_path):
+    """Two sessions and one small model through compare_aggregate: the preflights run (and
+    pass) in nwb_to_zarr's, population's and compare_model's jobs, and each job declared
+    the memory of its formula."""
+    from conftest import snakemake_cmd
+
+    copy_config(tmp_path)
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    cfg["synthetic"] = {"areas": ["VISp", "VISl"], "cre_lines": ["Cux2-CreERT2"]}
+    cfg["models"]["only"] = ["mobilenet_v3_small_random"]
+    cfg["compare"].update(n_boot=0, n_perm=5, n_perm_max=5, metrics=["rsa_spearman", "ridge"])
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        snakemake_cmd(tmp_path, "--cores", "2", "results/compare/scores.csv", timeout_s=900),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs = tmp_path / "logs"
+    log = (logs / "compare" / "model" / "mobilenet_v3_small_random.log").read_text()
+    assert "preflight: {'peak_mb'" in log
+    assert "preflight: {'need_bytes'" in (logs / "population.log").read_text()
+    # the job's declared memory, as Snakemake planned it for the first attempt
+    neural = tmp_path / "results" / "compare" / "neural.zarr"
+    acts = tmp_path / "results" / "activations" / "mobilenet_v3_small_random.zarr"
+    want = resources.mem_mb("compare_model", {"neural": neural, "activations": acts})
+    assert f"mem_mb={want}" in proc.stdout + proc.stderr
