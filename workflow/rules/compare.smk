@@ -130,6 +130,7 @@ rule compare_figures:
         f"{LOGS}/compare/figures.log",
     conda:
         MAIN_ENV
+    threads: res("compare_figures", "threads", 2)
     resources:
         mem_mb=mem_mb_of("compare_figures"),
         runtime=runtime_of("compare_figures", 15),
