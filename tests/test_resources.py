@@ -150,8 +150,8 @@ def test_a_release_size_heatmap_is_capped_both_ways(tmp_path):
 @pytest.mark.slow
 def test_small_run_logs_its_preflights_and_memory(tmp_path):
     """Two sessions and one small model through compare_aggregate: the preflights run (and
-    pass) in nwb_to_zarr's, population's and compare_model's jobs, and each job declared
-    the memory of its formula."""
+    pass) in population's and compare_model's jobs, each job declared the memory of its
+    formula, and figures draw from the lazily read stores in forked processes."""
     from conftest import snakemake_cmd
 
     copy_config(tmp_path)
@@ -175,3 +175,13 @@ def test_small_run_logs_its_preflights_and_memory(tmp_path):
     acts = tmp_path / "results" / "activations" / "mobilenet_v3_small_random.zarr"
     want = resources.mem_mb("compare_model", {"neural": neural, "activations": acts})
     assert f"mem_mb={want}" in proc.stdout + proc.stderr
+    # figures from the lazily opened stores, drawn in two forked processes
+    from mice2machines.report import Inputs, draw, paths_from_results, registered
+    from mice2machines.settings import validate_config
+    from mice2machines.workflow_params import job_params
+
+    fig_cfg = json.loads(job_params("compare_figures", validate_config(cfg)))
+    specs = [s for s in registered(fig_cfg["metrics"]) if s.stage == "compare"][:3]
+    inputs = Inputs(paths_from_results(tmp_path / "results"), fig_cfg)
+    done = draw(specs, inputs, tmp_path / "f", "compare", workers=2)
+    assert len(done) == 3 and all(p.stat().st_size > 1000 for p in done)
