@@ -109,3 +109,109 @@ def test_prepare_refuses_responses_without_repeats(stimuli):
     pop = population().isel(repeat=0)
     with pytest.raises(ValueError, match=r"\(cell, image, repeat\), not \('cell', 'image'\)"):
         prepare.prepare_neural(pop, stimuli, CFG)
+
+
+def _rf_context(unit_chunk: int, n_img: int = 30, n_sel: int = 12):
+    """A job context of 12 selected neurons over 30 images, maps on a 6x8 grid, 20
+    permutations (their maps ride along), with compare.unit_chunk = unit_chunk."""
+    from mice2machines.compare import receptive_fields as rf
+    from mice2machines.compare import settings
+    from mice2machines.compare.inference import permutations
+    from mice2machines.compare.registry import JobContext
+
+    g = np.random.default_rng(3)
+    Y = g.normal(size=(n_img, n_sel))
+    F = rf.stimulus_matrix(g.uniform(0, 255, (n_img, 6, 8)))
+    cfg = {**settings({"map_size": [6, 8]}), "unit_chunk": unit_chunk}
+    return JobContext(
+        Y=Y,
+        folds=[],
+        selected=np.ones(n_sel, dtype=bool),
+        maps=rf.response_maps(Y.T, F),
+        stimulus_matrix=F,
+        device="cpu",
+        dtype=np.dtype("float32"),
+        cfg=cfg,
+        perms={"n_perm_max": permutations(n_img, 20, 0)},
+    )
+
+
+def _layer(tmp_path, name: str, data: np.ndarray) -> xr.DataArray:
+    """A layer stored as ONE zarr chunk (wider than any unit_chunk below)."""
+    dims = ("image", "unit") if data.ndim == 2 else ("image", "channel", "y", "x")
+    xr.Dataset({"activations": (dims, data)}).to_zarr(
+        tmp_path / f"{name}.zarr",
+        mode="w",
+        consolidated=False,
+        encoding={"activations": {"chunks": data.shape}},
+    )
+    da = open_zarr(tmp_path / f"{name}.zarr")["activations"]
+    assert da.chunks[1] == (data.shape[1],)
+    return da
+
+
+def _score(scorer_cls, da, unit_chunk: int):
+    """The scorer's results over the layer as stream.iter_unit_chunks yields it, and the
+    peak of numpy's allocations while it ran (tracemalloc)."""
+    import tracemalloc
+
+    from mice2machines.compare.stream import iter_unit_chunks
+
+    ctx = _rf_context(unit_chunk)
+    scorer = scorer_cls(ctx)
+    blocks = list(iter_unit_chunks(da, unit_chunk))
+    assert len(blocks) == 1  # the store's one chunk: the scorer must slice it
+    tracemalloc.start()
+    for _, block in blocks:
+        scorer.update(block)
+    out = scorer.result(None)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return out, peak
+
+
+def test_rf_path_is_bounded_by_unit_chunk(tmp_path):
+    """A flat layer of 20000 units in one store chunk: unit_chunk = 500 gives the results of
+    one pass over all units, with a fraction of the memory; planted units are found."""
+    from mice2machines.compare.metrics.rf_rmse import RFScorer
+
+    g = np.random.default_rng(4)
+    ctx = _rf_context(10)
+    acts = g.normal(size=(30, 20000)).astype(np.float32)
+    planted = g.choice(20000, 12, replace=False)
+    acts[:, planted] = ctx.Y + 0.1 * g.normal(size=ctx.Y.shape)
+    acts[:, :50] = 1.0  # dead units: never a best unit
+    flat = _layer(tmp_path, "flat", acts)
+    small, peak_small = _score(RFScorer, flat, 500)
+    whole, peak_whole = _score(RFScorer, flat, 10**9)
+    np.testing.assert_array_equal(small["rf_unit"], planted)
+    _same(small, whole, "rf_unit", ("rf_rmse", "rf_mean_rmse", "rf_unit_activity", "null"))
+    assert peak_small < peak_whole / 5, (peak_small, peak_whole)
+
+    # a spatial layer of 64 channels of 5x5 in one chunk: 2 channels at a time, or all
+    spatial = _layer(tmp_path, "spatial", g.normal(size=(30, 64, 5, 5)).astype(np.float32))
+    a, b = (_score(RFScorer, spatial, chunk)[0] for chunk in (60, 10**9))
+    _same(a, b, "rf_unit", ("rf_rmse", "rf_mean_rmse", "rf_unit_activity", "null"))
+    for max_over in ("image", "channel"):
+        a, b = (_neurn_score(spatial, chunk, max_over) for chunk in (60, 10**9))
+        _same(a, b, "rf_unit_neurn", ("rf_rmse_neurn", "null"))
+        assert np.isfinite(a["rf_rmse_neurn"]).all()
+
+
+def _same(a: dict, b: dict, unit: str, values) -> None:
+    """The same best units; the same RMSEs up to the rounding of other matrix shapes."""
+    np.testing.assert_array_equal(a[unit], b[unit])
+    for key in values:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+def _neurn_score(da, unit_chunk: int, max_over: str) -> dict:
+    from mice2machines.compare.metrics.rf_rmse import RFNeuRNScorer
+    from mice2machines.compare.stream import iter_unit_chunks
+
+    ctx = _rf_context(unit_chunk)
+    ctx.cfg["neurn"] = {**ctx.cfg["neurn"], "max_over": max_over}
+    scorer = RFNeuRNScorer(ctx)
+    for _, block in iter_unit_chunks(da, unit_chunk):
+        scorer.update(block)
+    return scorer.result(None)
