@@ -59,9 +59,7 @@ def prepare_neural(
     trial means and maps, plus O(groups x splits x images^2) for the split-half sums."""
     cfg = settings(cfg)
     pop = _reliable_cells(population, cfg["min_reliability"])
-    images = _stimulus_images(stimuli, pop)
-    size = tuple(cfg["map_size"]) if cfg["map_size"] else images.shape[1:]
-    F = rf.stimulus_matrix(images, size)
+    F, size = _stimulus_matrix(stimuli, pop, cfg["map_size"])
     candidates = neural_groups(cell_table(pop), cfg["groups"])
     blocks = _stream_blocks(pop, F, candidates, cfg)
     if not blocks.keep.all():
@@ -254,12 +252,22 @@ def _reliable_cells(population: xr.Dataset, min_reliability=None) -> xr.Dataset:
     return population
 
 
-def _stimulus_images(stimuli: xr.Dataset, pop: xr.Dataset) -> np.ndarray:
-    """The stimulus images (image, y, x) float64, in the order of the population's images."""
+#: images resized at a time (the Allen stimuli are 118 x 918 x 1174: 1 GB in float64)
+IMAGE_BLOCK = 8
+
+
+def _stimulus_matrix(stimuli: xr.Dataset, pop: xr.Dataset, map_size) -> tuple[np.ndarray, tuple]:
+    """F_S (image, pixels) of the stimuli, in the order of the population's images, and the
+    map grid (``map_size``, else the stimulus size); read and resized a few images at a time."""
     images = stimuli["images"]
     if "image" in images.coords and "image" in pop.coords:
         images = images.sel(image=pop["image"].values)
-    return np.asarray(images.values, dtype=np.float64)
+    size = tuple(map_size) if map_size else tuple(images.shape[1:])
+    parts = [
+        rf.stimulus_matrix(np.asarray(images[lo : lo + IMAGE_BLOCK].values, np.float64), size)
+        for lo in range(0, len(images), IMAGE_BLOCK)
+    ]
+    return np.concatenate(parts), size
 
 
 def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, image_ids, size):
