@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ from ..neural.reliability import NO_CEILING
 from . import receptive_fields as rf
 from . import settings
 from .ceilings import SplitHalfSums, split_half_metrics
+
+if TYPE_CHECKING:
+    from .rdm_methods import GroupCrossnobis
 
 log = logging.getLogger("mice2machines")
 
@@ -116,7 +120,7 @@ class Blocks:
     maps: list
     two_repeats: bool
     split_halves: SplitHalfSums | None
-    crossnobis: object
+    crossnobis: GroupCrossnobis | None
 
 
 def _stream_blocks(pop: xr.Dataset, F: np.ndarray, candidates: pd.DataFrame, cfg: dict):
