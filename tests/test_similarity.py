@@ -286,6 +286,26 @@ def test_match_units_finds_planted_units_any_chunking():
     np.testing.assert_allclose(a["train_r"][0], ref, rtol=1e-5)
 
 
+def test_match_cpu_unit_blocks_equal_one_product(monkeypatch):
+    """numpy's products cut into blocks of a few units (cache-sized in use) give the same
+    best units, r and predictions as one product per chunk; tied units: the first wins."""
+    from mice2machines.compare.matching import MatchAccumulator
+
+    g = rng(11)
+    n, units = 60, 700
+    U = g.normal(size=(n, units)).astype(np.float32)
+    U[:, 400] = U[:, 13]  # a tie across blocks: unit 13 must win
+    Y = U[:, [13, 650, 7]] + 0.5 * g.normal(size=(n, 3))
+    Y = np.concatenate([Y, g.normal(size=(n, 20))], axis=1)
+    whole = S.match_units(Y, U, n_folds=5, chunk=512)
+    monkeypatch.setattr(MatchAccumulator, "cpu_block_bytes", 4 * Y.shape[1] * 9)
+    blocks = S.match_units(Y, U, n_folds=5, chunk=512)
+    np.testing.assert_array_equal(blocks["best_unit"], whole["best_unit"])
+    assert (whole["best_unit"][:, 0] == 13).all()
+    np.testing.assert_array_equal(blocks["train_r"], whole["train_r"])
+    np.testing.assert_array_equal(blocks["prediction"], whole["prediction"])
+
+
 def test_torch_paths_equal_numpy():
     """The torch code (CUDA when present, else torch on the CPU) gives the numpy results."""
     pytest.importorskip("torch")

@@ -100,6 +100,16 @@ def blas_controller():
     return _BLAS or None
 
 
+def small_eigh(a: np.ndarray):
+    """numpy's eigh with one BLAS thread: on matrices of a few hundred rows BLAS's threads
+    cost more than they give (20x slower with two threads on a busy 2-core machine)."""
+    ctl = blas_controller()
+    if ctl is None:
+        return np.linalg.eigh(a)
+    with ctl.limit(limits=1):
+        return np.linalg.eigh(a)
+
+
 def cpu_workers() -> int:
     """Threads for the CPU Gram: BLAS's current thread count, at most the usable cores
     (1 without threadpoolctl), so that the threads replace BLAS's rather than add to them."""

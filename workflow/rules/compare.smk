@@ -131,6 +131,7 @@ rule compare_figures:
         f"{LOGS}/compare/figures.log",
     conda:
         MAIN_ENV
+    threads: res("compare_figures", "threads", 2)
     resources:
         mem_mb=res("compare_figures", "mem_mb", 2000),
         runtime=res("compare_figures", "runtime", 15),

@@ -26,5 +26,6 @@ note = open_zarr(snakemake.input.neural).attrs.get("ceiling_note")
 if note:
     log.warning("figures: %s", note)
 results = Path(snakemake.output.figures[0]).parents[2]  # results/compare/figures/x.png
-done = draw(registered(cfg["metrics"]), inputs, results, "compare", note=note)
+specs = registered(cfg["metrics"])
+done = draw(specs, inputs, results, "compare", note=note, workers=snakemake.threads)
 log.info("wrote %d figures (PNG + SVG)", len(done))

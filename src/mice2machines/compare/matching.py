@@ -28,6 +28,9 @@ class MatchAccumulator:
     # stays under max_product (4 GiB of float32), whatever the chunk size
     fused = True
     max_product = 1 << 30
+    # numpy: units per product cut so that cells x units stays in the cache's range (16 MiB):
+    # the product is written and read once, so beyond the cache it is memory-bound
+    cpu_block_bytes = 1 << 24
 
     def __init__(
         self,
@@ -189,13 +192,19 @@ class MatchAccumulator:
             const[near] |= (Ut[:, near] == Ut[:1, near]).all(axis=0)
             pen = (const * -1e30)[None].astype(Uc.dtype)
             Z = np.concatenate([Uc / np.where(const, 1, norm).astype(Uc.dtype), pen])
-            C = self._A[f] @ Z  # (cells, units): correlations on the training stimuli
-            j = np.argmax(C, axis=1)
-            r = C[np.arange(self.n_cells), j].astype(np.float64)
-            better = r > self.best_r[f]
-            self.best_r[f][better] = r[better]
-            self.best_unit[f][better] = j[better] + offset
-            self.best_act[f][better] = U[:, j[better]].T
+            step = max(64, self.cpu_block_bytes // (Z.itemsize * self.n_cells))
+            for lo in range(0, Z.shape[1], step):
+                self._update_cpu(f, self._A[f] @ Z[:, lo : lo + step], U, offset + lo, lo)
+
+    def _update_cpu(self, f: int, C, U, first: int, lo: int) -> None:
+        """Fold f's best units from C (cells, units): its correlations on the training
+        stimuli with the units numbered from ``first`` (columns ``lo`` on of chunk U)."""
+        j = np.argmax(C, axis=1)
+        r = C[np.arange(self.n_cells), j].astype(np.float64)
+        better = r > self.best_r[f]
+        self.best_r[f][better] = r[better]
+        self.best_unit[f][better] = j[better] + first
+        self.best_act[f][better] = U[:, lo + j[better]].T
 
     @property
     def responses(self):

@@ -52,7 +52,7 @@ def _fold_setup(K: np.ndarray, alphas: np.ndarray, tr, te, relative: bool) -> di
     Ktr = Kc[tr]
     Ktr = (Ktr + Ktr.T) / 2
     nt = len(tr)
-    s, Q = np.linalg.eigh(Ktr)
+    s, Q = devices.small_eigh(Ktr)
     top = max(float(s[-1]), 0.0)
     s = np.where(s > nt * np.finfo(np.float64).eps * top, s, 0.0)
     scale = float(np.trace(Ktr)) / nt if relative else 1.0
@@ -72,17 +72,23 @@ def _fold_setup(K: np.ndarray, alphas: np.ndarray, tr, te, relative: bool) -> di
     }
 
 
+def _loo_error(Q, keep, w, Z, xp):
+    """(alphas, C) mean squared leave-one-out residual, w * Q diag(keep_a) Z, for every
+    penalty in one matrix product (one BLAS call instead of one per penalty)."""
+    r, c = Z.shape
+    a = keep.shape[0]
+    R = Q @ xp.reshape(xp.moveaxis(keep[:, :, None] * Z[None], 0, 1), (r, a * c))
+    R = xp.reshape(R, (Q.shape[0], a, c))
+    R *= w.T[:, :, None]
+    return (R * R).mean(0)
+
+
 def _fit_fold(fd: dict, ytr, yte, xp):
     """Ridge on one fold for every column of ytr (nt, C): (held-out r (C,), alpha index (C,),
     held-out prediction minus the training mean (n_te, C), training mean (C,))."""
     ybar = ytr.mean(0)
     Z = fd["Qt"] @ (ytr - ybar)
-    err = xp.stack(  # (alphas, C): mean squared leave-one-out residual
-        [
-            (((fd["Q"] @ (keep[:, None] * Z)) * w[:, None]) ** 2).mean(0)
-            for keep, w in zip(fd["keep"], fd["w"], strict=True)
-        ]
-    )
+    err = _loo_error(fd["Q"], fd["keep"], fd["w"], Z, xp)
     idx = err.argmin(0)  # the first minimum, as scikit-learn
     dev = fd["KteQ"] @ (Z * fd["inv"][idx].T)
     dev = xp.where((ytr == ytr[:1]).all(0), 0.0, dev)
@@ -118,7 +124,7 @@ class _Engine:
     @property
     def column_bytes(self) -> int:
         """Bytes one response column and its temporaries take."""
-        return 8 * (12 * self.n + self.n_alphas)
+        return 8 * (12 * self.n + self.n_alphas * (3 * self.n + 1))
 
     def run(self, cols, want_pred: bool):
         """(fold r (folds, C), alpha index (folds, C), held-out predictions (n, C) or None),

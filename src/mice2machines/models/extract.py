@@ -51,12 +51,11 @@ from .hooks import (
     ExtractionError,
     Recorder,
     _fingerprint,
-    _stored_shape,
     make_out_of_place,
     probe,
     select_layers,
 )
-from .store import COMPRESSORS, _ChunkFiles, _create_store, _json_table
+from .store import COMPRESSORS, _ChunkFiles, _create_store, _json_table, _stored_shape
 
 log = logging.getLogger("mice2machines")
 

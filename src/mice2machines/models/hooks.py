@@ -114,10 +114,6 @@ def _dims(shape: Sequence[int]) -> str:
     return "image,channel,y,x" if len(shape) == 3 else "image,unit"
 
 
-def _stored_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    return tuple(shape) if len(shape) == 3 else (int(np.prod(shape, dtype=np.int64)),)
-
-
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     """Exact, layout-independent fingerprint of a tensor's values (integer sums of its bits)."""
     flat = t.detach().contiguous().reshape(-1)

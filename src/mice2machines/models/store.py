@@ -20,12 +20,16 @@ import numpy as np
 import pandas as pd
 
 from ..io import is_consolidated
-from .hooks import _stored_shape
 
 if TYPE_CHECKING:
     from .extract import ExtractSettings
 
 COMPRESSORS = ("none", "lz4", "zstd")
+
+
+def _stored_shape(shape) -> tuple[int, ...]:
+    """A layer's stored shape: (C, H, W) maps as they are, anything else flattened."""
+    return tuple(shape) if len(shape) == 3 else (int(np.prod(shape, dtype=np.int64)),)
 
 
 def _compressors(name: str, itemsize: int):

@@ -262,6 +262,26 @@ def figure_files(specs: Sequence[FigureSpec], results, stage: str) -> list[str]:
     return [str(f) for s in specs if s.stage == stage for f in s.files(results)]
 
 
+#: the figures a forked drawing pool works on (its processes inherit them: specs hold lambdas)
+_TASKS: list[tuple] = []
+
+
+def _draw_task(k: int):
+    return _draw_one(_TASKS[k])
+
+
+def _draw_one(args: tuple):
+    """Draw and save one figure: (spec, inputs, results, dpi, note) -> (png, seconds)."""
+    import time
+
+    from ..compare.figures import save
+
+    spec, inputs, results, dpi, note = args
+    t = time.perf_counter()
+    save(spec.make(inputs), spec.png(results), dpi=dpi, note=note)
+    return spec.png(results), time.perf_counter() - t
+
+
 def draw(
     specs: Sequence[FigureSpec],
     inputs: Inputs,
@@ -269,16 +289,30 @@ def draw(
     stage: str,
     dpi: int = 120,
     note: str | None = None,
+    workers: int = 1,
 ):
-    """Draw and save (PNG + SVG) the figures of one stage; returns the PNG paths. ``note``:
-    why the scores have no noise ceiling, written on every figure (compare.figures.save)."""
-    from ..compare.figures import save
+    """Draw and save (PNG + SVG) the figures of one stage, logging each; returns the PNG
+    paths. ``note``: why the scores have no noise ceiling, written on every figure
+    (compare.figures.save). ``workers`` > 1 draws in that many forked processes (drawing is
+    matplotlib's single-threaded rendering; each process reads the inputs it needs)."""
+    import contextlib
+    import logging
+    import multiprocessing
 
+    log = logging.getLogger("mice2machines")
+    todo = [s for s in specs if s.stage == stage]
+    args = [(s, inputs, results, dpi, note) for s in todo]
     done = []
-    for spec in specs:
-        if spec.stage == stage:
-            save(spec.make(inputs), spec.png(results), dpi=dpi, note=note)
-            done.append(spec.png(results))
+    with contextlib.ExitStack() as stack:
+        runs = map(_draw_one, args)
+        if workers > 1 and len(todo) > 1:
+            _TASKS[:] = args
+            stack.callback(_TASKS.clear)
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(todo)))
+            runs = stack.enter_context(pool).imap(_draw_task, range(len(args)))
+        for png, seconds in runs:
+            done.append(png)
+            log.info("figure %d/%d %s in %.1f s", len(done), len(todo), Path(png).name, seconds)
     return done
 
 
