@@ -7,11 +7,11 @@ peak RSS from VmHWM (ru_maxrss survives exec and would report the parent's peak)
 Warm: the file is in the page cache for both sides. Cold: before each measurement the NWB
 file and the previous outputs are dropped from the page cache (written back, then
 posix_fadvise DONTNEED, which needs no root); the file's resident size is checked after the
-drop (fincore, where installed). `--src` times another source tree (the code before a
-change, say) on the same file. `--phases` prints where one conversion spends its time.
+drop (fincore, where installed). `--src` times other source trees (the code before a
+change, say) on the same file, in turns. `--phases` prints where one conversion spends its time.
 
     python benchmarks/nwb_to_zarr.py [--cells 250] [--frames 115000] [--repeats 3]
-        [--cache warm cold] [--src DIR] [--phases]
+        [--cache warm cold] [--src DIR ...] [--phases]
 """
 
 from __future__ import annotations
@@ -175,7 +175,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--cache", nargs="+", choices=("warm", "cold"), default=["warm", "cold"])
-    ap.add_argument("--src", type=Path, default=ROOT / "src", help="source tree to time")
+    ap.add_argument(
+        "--src",
+        type=lambda p: Path(p).resolve(),
+        nargs="+",
+        default=[ROOT / "src"],
+        help="source trees to time",
+    )
     ap.add_argument("--phases", action="store_true", help="time the conversion's phases")
     ap.add_argument("--nwb", type=Path, help="an existing session file (else one is written)")
     a = ap.parse_args()
@@ -186,7 +192,8 @@ def main() -> None:
         for cache in a.cache:
             report(a, tmp, path, cache)
         if a.phases:
-            phases(a, tmp, path)
+            for src in a.src:
+                phases(a, tmp, path, src)
 
 
 def write_session(a: argparse.Namespace, tmp: Path) -> Path:
@@ -211,7 +218,7 @@ def machine(a: argparse.Namespace, path: Path) -> None:
     print(
         f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f}; source {a.src}"
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"session: {n_cells} cells x {n_frames} frames, dF/F {n_cells * n_frames * 4 / 2**20:.0f} "
@@ -220,54 +227,70 @@ def machine(a: argparse.Namespace, path: Path) -> None:
 
 
 def report(a: argparse.Namespace, tmp: Path, path: Path, cache: str) -> None:
-    """Median time of the bare read and of each conversion, the file warm or cold."""
-    fmt = {"src": str(a.src), "path": str(path), "dff": DFF, "ts": DFF_TIME, "ids": CELL_IDS}
-    variants = (("r", False, False), ("t", True, False), ("h", True, True))
-    rows, resident = [], []
+    """Median (and best) time of the bare read and of each conversion, warm or cold; the
+    source trees take turns within each repeat, so a change in the machine's load hits all
+    of them alike."""
+    fmt = {"path": str(path), "dff": DFF, "ts": DFF_TIME, "ids": CELL_IDS}
+    variants = (("bare", None, None), ("r", False, False), ("t", True, False), ("h", True, True))
+    rows = {src: [] for src in a.src}
+    resident = []
     for i in range(a.repeats):
-        row = []
-        for tag, trials, hashed in (("bare", None, None), *variants):
-            out = tmp / f"{tag}{i}.zarr"
-            if cache == "cold":
-                drop_cache(path, *[p for p in tmp.glob("*.zarr")])
-                resident.append(resident_mb(path))
-            else:
-                path.read_bytes()
-            if tag == "bare":
-                row.append(run(BARE.format(**fmt)))
-                continue
-            code = CONVERT.format(
-                **fmt, out=str(out), block=a.block, hash_input=hashed, trials=trials
-            )
-            row.append(run(code))
-            shutil.rmtree(out)
-        rows.append(row)
-    med = lambda k, j: float(np.median([r[j][k] for r in rows]))  # noqa: E731
+        for src in a.src:
+            rows[src].append([])
+        for tag, trials, hashed in variants:
+            for k, src in enumerate(a.src):
+                if cache == "cold":
+                    drop_cache(path, *tmp.glob("*.zarr"))
+                    resident.append(resident_mb(path))
+                else:
+                    path.read_bytes()
+                out = tmp / f"{tag}{i}-{k}.zarr"
+                code = (
+                    BARE.format(**fmt, src=str(src))
+                    if tag == "bare"
+                    else CONVERT.format(
+                        **fmt,
+                        src=str(src),
+                        out=str(out),
+                        block=a.block,
+                        hash_input=hashed,
+                        trials=trials,
+                    )
+                )
+                rows[src][-1].append(run(code))
+                shutil.rmtree(out, ignore_errors=True)
     known = [r for r in resident if r is not None]
     checked = f", at most {max(known):.1f} MiB of the file resident after a drop" if known else ""
-    print(f"\n{cache} cache ({a.repeats} repeats{checked}):")
-    print("| step | median s | ratio to bare read | CPU s | peak RSS increase MiB |")
-    print("|---|---|---|---|---|")
-    b = med("seconds", 0)
     steps = (
         "bare h5py read of the same datasets",
         "convert, responses only (store_trials: false)",
         "convert + trials",
         "convert + trials + sha256 of the input file",
     )
-    for j, name in enumerate(steps):
-        s, c, m = med("seconds", j), med("cpu", j), med("rss_increase_mb", j)
-        print(f"| {name} | {s:.3f} | {s / b:.2f} | {c:.3f} | {m:.0f} |")
+    for src in a.src:
+        runs = rows[src]
+        print(f"\n{cache} cache, source {src} ({a.repeats} repeats{checked}):")
+        print("| step | median s | ratio to bare read | best s | CPU s | peak RSS increase MiB |")
+        print("|---|---|---|---|---|---|")
+        b = _stat(runs, 0, "seconds")
+        for j, name in enumerate(steps):
+            t, c, m = (_stat(runs, j, k) for k in ("seconds", "cpu", "rss_increase_mb"))
+            best = _stat(runs, j, "seconds", np.min)
+            print(f"| {name} | {t:.3f} | {t / b:.2f} | {best:.3f} | {c:.3f} | {m:.0f} |")
 
 
-def phases(a: argparse.Namespace, tmp: Path, path: Path) -> None:
+def _stat(runs: list, step: int, key: str, how=np.median) -> float:
+    return float(how([r[step][key] for r in runs]))
+
+
+def phases(a: argparse.Namespace, tmp: Path, path: Path, src: Path) -> None:
     """Seconds per phase of one conversion (warm cache), responses only and with trials."""
     path.read_bytes()
     for trials in (False, True):
         out = tmp / f"phases{int(trials)}.zarr"
         spent = run(
             PHASE_RUN.format(
-                src=str(a.src),
+                src=str(src),
                 path=str(path),
                 out=str(out),
                 block=a.block,
@@ -277,7 +300,7 @@ def phases(a: argparse.Namespace, tmp: Path, path: Path) -> None:
         )
         shutil.rmtree(out)
         parts = ", ".join(f"{k} {v:.3f}" for k, v in spent.items())
-        print(f"\nphases, store_trials {trials}: {parts}")
+        print(f"\nphases, source {src}, store_trials {trials}: {parts}")
 
 
 if __name__ == "__main__":

@@ -58,15 +58,21 @@ def presentation_responses(dff: np.ndarray, starts: np.ndarray, cfg: dict) -> np
     return out.astype(np.float32)
 
 
-def trial_windows(dff: np.ndarray, starts: np.ndarray, window: Sequence[int]) -> np.ndarray:
-    """dF/F snippets around each onset, (cells, presentations, time); NaN outside the trace."""
+def trial_windows(
+    dff: np.ndarray, starts: np.ndarray, window: Sequence[int], out: np.ndarray | None = None
+) -> np.ndarray:
+    """dF/F snippets around each onset, (cells, presentations, time); NaN outside the trace.
+
+    ``out``: a float32 array of that shape to fill (reused across blocks, it saves the
+    page faults of a fresh array each time)."""
     lo, hi = int(window[0]), int(window[1])
     width, n_frames = hi - lo, dff.shape[1]
     first = starts + lo
     ok = (first >= 0) & (first + width <= n_frames)
     windows = np.lib.stride_tricks.sliding_window_view(dff, width, axis=1)
     rows = np.clip(first, 0, n_frames - width)
-    out = np.empty((dff.shape[0], len(starts), width), dtype=np.float32)
+    if out is None:
+        out = np.empty((dff.shape[0], len(starts), width), dtype=np.float32)
     for c in range(dff.shape[0]):  # per cell: a row gather of contiguous windows (memcpy)
         out[c] = windows[c][rows]
     for j in np.flatnonzero(~ok):  # windows that leave the recording: NaN outside it
@@ -237,6 +243,7 @@ def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging
     # skip zarr's all-NaN test of each chunk (about half the write's CPU): a trials chunk
     # is all NaN only when all its cells are bad traces, and then the store is rewritten
     trials = group["trials"].with_config({"write_empty_chunks": True}) if "trials" in ds else None
+    buf = np.empty(trials.chunks, np.float32) if trials is not None else None
     for sl, dff in session.dff_blocks(int(cfg["cell_block"])):
         bad[sl] = bad_cells(dff)
         if bad[sl].any() and cfg["bad_traces"] == "error":
@@ -249,7 +256,7 @@ def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging
         resp[sl, images[shown], reps[shown]] = per[:, shown]
         blanks[sl] = per[:, ix["blank_idx"]]
         if trials is not None:
-            trials[sl] = trial_windows(dff, ix["starts"], cfg["trial_window_frames"])
+            _write_trials(trials, sl, dff, ix["starts"], cfg["trial_window_frames"], buf)
         log.info(
             "experiment %s: cells %d-%d of %d done", session.experiment_id, sl.start, sl.stop, n
         )
@@ -257,6 +264,15 @@ def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging
     if blanks.size:
         group["blank_responses"][...] = blanks
     return bad
+
+
+def _write_trials(trials, sl: slice, dff: np.ndarray, starts: np.ndarray, window, buf) -> None:
+    """One block's trials, one store chunk of presentations at a time, each gathered into
+    ``buf`` (a reused array of one chunk's shape; a full chunk is written without a copy)."""
+    step = buf.shape[1]
+    for p in range(0, len(starts), step):
+        part = buf[: sl.stop - sl.start, : min(step, len(starts) - p)]
+        trials[sl, p : p + part.shape[1]] = trial_windows(dff, starts[p : p + step], window, part)
 
 
 def convert_session(
