@@ -3,7 +3,8 @@
 Responses follow the AllenSDK natural-scenes analysis by default: baseline = mean dF/F of
 the 28 frames before onset, response = mean of the 14 frames from onset, difference in
 percent dF/F; all windows are config options. Sessions are processed in blocks of cells so
-memory stays near the size of one block, whatever the session length.
+memory stays near the size of one block (plus the responses, about 5% of the dF/F array),
+whatever the session length.
 """
 
 from __future__ import annotations
