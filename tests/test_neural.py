@@ -211,7 +211,7 @@ def _reference_store(path, cfg: dict, drop_rows=()) -> xr.Dataset:
 def test_store_equals_a_plain_reference(nwb_copy, tmp_path, cfg, poison):
     """Every value, coordinate and attribute of the store equals a loop-by-loop reference
     read straight from the NWB file: block edges, windows leaving the recording, a dropped
-    bad trace."""
+    bad trace, trials over more than one store chunk."""
     import h5py
 
     from mice2machines.neural.nwb import DFF
@@ -239,7 +239,7 @@ def test_store_equals_a_plain_reference(nwb_copy, tmp_path, cfg, poison):
         "container_id": s.container_id,
         "area": s.area,
         "cre_line": s.cre_line,
-        "mouse": s.mouse,
+        "mouse": s.mouse_label,
         "session_type": s.session_type,
         "baseline_window_frames": [-full["baseline_frames"], 0],
         "response_window_frames": [0, full["response_frames"]],
@@ -247,4 +247,6 @@ def test_store_equals_a_plain_reference(nwb_copy, tmp_path, cfg, poison):
         "source_file": str(nwb_copy),
     }
     assert {k: got.attrs[k] for k in expect} == expect
-    assert set(got.area.values) == {s.area} and set(got.mouse.values) == {s.mouse}
+    assert set(got.area.values) == {s.area} and set(got.mouse.values) == {s.mouse_label}
+    # 1,428 presentations: trials span two store chunks of presentations
+    assert got.sizes["presentation"] > open_zarr(tmp_path / "e.zarr").trials.chunks[1][0]

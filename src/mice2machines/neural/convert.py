@@ -207,8 +207,8 @@ def _attrs(session: Session, cfg: dict, hash_input: bool) -> dict:
 def _write_skeleton(ds: xr.Dataset, staging: Path) -> None:
     """Write the store's metadata and coordinates (data variables stay unwritten, all fill).
 
-    xarray lays the store out in memory, then its files are written as they are: a local
-    zarr store pays a thread round trip for each of the ~60 small objects.
+    xarray lays the store out in a zarr memory store, whose objects are then written as
+    files: a local store pays a thread round trip for each of its ~60 small operations.
     """
     import zarr
 
@@ -230,8 +230,8 @@ def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging
     """Fill the staged store block of cells by block; return which cells are bad traces.
 
     Writes go to the zarr arrays directly (an xarray region write per block costs tens of
-    ms of store round trips): trials block by block, responses and blanks (about 5% of the
-    dF/F array) gathered in memory and written once.
+    ms of store round trips): trials one store chunk at a time, responses and blanks (about
+    5% of the dF/F array) gathered in memory and written once.
     """
     import zarr
 
