@@ -27,6 +27,21 @@ def test_window_mean_matches_loop():
     np.testing.assert_allclose(got[:, 2], dff[:, 30:44].mean(1), rtol=1e-6)
 
 
+def test_window_mean_tiles_keep_the_sequential_sums():
+    """Tiled sums equal plain sequential float64 sums bit for bit, whatever the starts'
+    order, with values spread over 60 decades (where summation order shows)."""
+    rng = np.random.default_rng(5)
+    dff = (rng.normal(size=(3, 5000)) * 10.0 ** rng.integers(-30, 30, (3, 5000))).astype(np.float32)
+    starts = rng.integers(28, 4980, 3 * neural.WINDOW_TILE)
+    for order in (starts, np.sort(starts)):
+        got = neural.window_mean(dff, order, -28, 28)
+        for j, s in enumerate(order):
+            acc = np.zeros(3)
+            for k in range(28):
+                acc += dff[:, s - 28 + k]
+            np.testing.assert_array_equal(got[:, j], acc / 28)
+
+
 def test_responses_and_trials_by_hand():
     rng = np.random.default_rng(1)
     dff = rng.normal(size=(2, 400)).astype(np.float32)

