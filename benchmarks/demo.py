@@ -3,7 +3,9 @@ end to end in a fresh directory, as `make demo` runs it (install excluded).
 
 Shares come from Snakemake's own log: for each job, the time from its start line to its
 "Finished job" line; per rule, the sum over its jobs (job-seconds: with --cores 2 two jobs
-run at once, so the shares add up to about twice the wall time).
+run at once, so the shares add up to about twice the wall time). ``timeline`` lists every
+job as [rule, start s, end s] from the first job's start: the critical path and the idle
+cores can be read from it.
 
     PYTHONPATH=src python benchmarks/demo.py --out demo.json
 """
@@ -30,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 
-def job_seconds(log: str) -> dict[str, list[float]]:
-    """rule -> seconds of each of its jobs, from a Snakemake log."""
-    start, rule_of, out = {}, {}, collections.defaultdict(list)
+def timeline(log: str) -> list[dict]:
+    """Each finished job of a Snakemake log: rule, start and end (datetimes), in start order."""
+    start, rule_of, out = {}, {}, []
     stamp = rule = None
     for line in log.splitlines():
         m = STAMP.match(line.strip())
@@ -49,7 +51,15 @@ def job_seconds(log: str) -> dict[str, list[float]]:
         elif s.startswith("Finished job") or s.startswith("Finished jobid"):
             jid = re.findall(r"\d+", s)[0]
             if jid in start:
-                out[rule_of[jid]].append((stamp - start[jid]).total_seconds())
+                out.append({"rule": rule_of[jid], "start": start[jid], "end": stamp})
+    return sorted(out, key=lambda j: j["start"])
+
+
+def job_seconds(log: str) -> dict[str, list[float]]:
+    """rule -> seconds of each of its jobs, from a Snakemake log."""
+    out = collections.defaultdict(list)
+    for j in timeline(log):
+        out[j["rule"]].append((j["end"] - j["start"]).total_seconds())
     return out
 
 
@@ -80,10 +90,16 @@ def main():
     config = settings.validate_config(yaml.safe_load((work / "config" / "config.yaml").read_text()))
     results = work / config["results_dir"]
     size = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
+    jobs_in_order = timeline(proc.stderr)
+    t0 = jobs_in_order[0]["start"] if jobs_in_order else None
     out = {
         "wall_s": round(wall, 1),
         "job_s": round(total, 1),
         "jobs": sum(len(v) for v in jobs.values()),
+        "timeline": [
+            [j["rule"], (j["start"] - t0).total_seconds(), (j["end"] - t0).total_seconds()]
+            for j in jobs_in_order
+        ],
     }
     emit({**out, "results_mb": round(size / 2**20, 1), "rules": rules}, a.out)
     if not a.keep:

@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 from conftest import real_fixtures
 
+from mice2machines import settings
 from mice2machines.compare import prepare
 from mice2machines.compare.crossval import kfold, pearson_cols
 from mice2machines.compare.interanimal import (
@@ -195,6 +196,9 @@ def test_prepare_stores_the_inter_animal_ceiling(tmp_path):
         5,
     )
     np.testing.assert_allclose(ia.sel(group="area:VISp"), direct["ceiling"][0], atol=1e-6)
+    per_mouse = prepare.prepare_neural(pop, stimuli, {**cfg, "groups": ["mouse"]})
+    assert per_mouse["group"].values.tolist() == ["all"] + [f"mouse:{m}" for m in sorted(set(mice))]
+    assert settings.section("compare", {"groups": ["mouse", "area"]})["groups"][0] == "mouse"
     off = prepare.prepare_neural(pop, stimuli, {**cfg, "inter_animal": False})
     assert np.isnan(off["ceiling_inter_animal"]).all()
     assert set(off["inter_animal_reason"].values.ravel()) == {"compare.inter_animal is off"}

@@ -27,6 +27,21 @@ def test_window_mean_matches_loop():
     np.testing.assert_allclose(got[:, 2], dff[:, 30:44].mean(1), rtol=1e-6)
 
 
+def test_window_mean_tiles_keep_the_sequential_sums():
+    """Tiled sums equal plain sequential float64 sums bit for bit, whatever the starts'
+    order, with values spread over 60 decades (where summation order shows)."""
+    rng = np.random.default_rng(5)
+    dff = (rng.normal(size=(3, 5000)) * 10.0 ** rng.integers(-30, 30, (3, 5000))).astype(np.float32)
+    starts = rng.integers(28, 4980, 3 * neural.WINDOW_TILE)
+    for order in (starts, np.sort(starts)):
+        got = neural.window_mean(dff, order, -28, 28)
+        for j, s in enumerate(order):
+            acc = np.zeros(3)
+            for k in range(28):
+                acc += dff[:, s - 28 + k]
+            np.testing.assert_array_equal(got[:, j], acc / 28)
+
+
 def test_responses_and_trials_by_hand():
     rng = np.random.default_rng(1)
     dff = rng.normal(size=(2, 400)).astype(np.float32)
@@ -133,3 +148,120 @@ def test_store_trials_off_keeps_responses(nwb_paths, tmp_path):
     b = open_zarr(tmp_path / "b.zarr")
     assert "trials" in a and "trials" not in b
     np.testing.assert_array_equal(a.responses.values, b.responses.values)
+
+
+def _reference_store(path, cfg: dict, drop_rows=()) -> xr.Dataset:
+    """The experiment store's values from the NWB file by plain per-presentation loops, with
+    the same float64 arithmetic (sequential window sums) as the conversion."""
+    import h5py
+
+    from mice2machines.neural.nwb import CELL_IDS, DFF, DFF_TIME
+
+    with h5py.File(path, "r") as f:
+        dff = f[DFF][()].astype(np.float32)
+        ids, t = f[CELL_IDS][()], f[DFF_TIME][()]
+        g = f["stimulus/presentation/natural_scenes_stimulus"]
+        frames, spans = g["data"][()], g["frame_duration"][()]
+    keep = [i for i in range(len(ids)) if i not in drop_rows]
+    dff, ids = dff[keep], ids[keep]
+    order = np.argsort(spans[:, 0], kind="stable")
+    images, starts = frames[order].astype(np.int64), spans[order, 0].astype(np.int64)
+    n_cells, n_frames = dff.shape
+
+    def mean(s, offset, length):
+        if s + offset < 0 or s + offset + length > n_frames:
+            return np.full(n_cells, np.nan)
+        acc = np.zeros(n_cells)
+        for k in range(length):
+            acc += dff[:, s + offset + k]
+        return acc / length
+
+    b, r0, rn = cfg["baseline_frames"], cfg["response_offset_frames"], cfg["response_frames"]
+    per = np.stack([(mean(s, r0, rn) - mean(s, -b, b)) * 100.0 for s in starts], 1)
+    per = per.astype(np.float32)
+    lo, hi = cfg["trial_window_frames"]
+    trials = np.full((n_cells, len(starts), hi - lo), np.nan, np.float32)
+    for j, s in enumerate(starts):
+        for k, frame in enumerate(range(s + lo, s + hi)):
+            if 0 <= frame < n_frames:
+                trials[:, j, k] = dff[:, frame]
+    reps, seen = np.full(len(images), -1), {}
+    for j, img in enumerate(images):
+        if img >= 0:
+            reps[j] = seen.get(img, 0)
+            seen[img] = reps[j] + 1
+    resp = np.full((n_cells, images.max() + 1, reps.max() + 1), np.nan, np.float32)
+    for j in np.flatnonzero(images >= 0):
+        resp[:, images[j], reps[j]] = per[:, j]
+    blank = np.flatnonzero(images < 0)
+    return xr.Dataset(
+        {
+            "responses": (("cell", "image", "repeat"), resp),
+            "blank_responses": (("cell", "blank"), per[:, blank]),
+            "trials": (("cell", "presentation", "time"), trials),
+        },
+        coords={
+            "cell": ids,
+            "presentation_image": ("presentation", images),
+            "presentation_repeat": ("presentation", reps),
+            "onset_frame": ("presentation", starts),
+            "onset_time": ("presentation", t[starts]),
+            "blank_onset_time": ("blank", t[starts[blank]]),
+            "time": ("time", np.arange(lo, hi) * np.median(np.diff(t))),
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg, poison",
+    [
+        ({"cell_block": 3}, None),
+        (
+            {"cell_block": 4, "baseline_frames": 130, "trial_window_frames": [-125, 400]},
+            1,
+        ),
+    ],
+    ids=["defaults", "edges-and-a-bad-trace"],
+)
+def test_store_equals_a_plain_reference(nwb_copy, tmp_path, cfg, poison):
+    """Every value, coordinate and attribute of the store equals a loop-by-loop reference
+    read straight from the NWB file: block edges, windows leaving the recording, a dropped
+    bad trace, trials over more than one store chunk."""
+    import h5py
+
+    from mice2machines.neural.nwb import DFF
+
+    if poison is not None:
+        with h5py.File(nwb_copy, "r+") as f:
+            f[DFF][poison, 10] = np.nan
+    s = read_session(nwb_copy)
+    summary = neural.convert_session(s, tmp_path / "e.zarr", cfg)
+    got = open_zarr(tmp_path / "e.zarr").load()
+    full = neural.settings(cfg)
+    ref = _reference_store(nwb_copy, full, drop_rows=() if poison is None else (poison,))
+    assert summary == {"cells": ref.sizes["cell"], "dropped": 0 if poison is None else 1}
+    if poison is not None:  # the windows leave the recording at both ends
+        assert np.isnan(ref.responses.values).any() and np.isnan(ref.trials[:, -1]).any()
+    for name in ref.data_vars:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name].values, ref[name].values, strict=True)
+    for name, coord in ref.coords.items():
+        np.testing.assert_array_equal(got[name].values, coord.values, err_msg=name)
+    assert got.responses.attrs["units"] == "percent dF/F"
+    assert got.trials.attrs["units"] == "dF/F"
+    expect = {
+        "experiment_id": s.experiment_id,
+        "container_id": s.container_id,
+        "area": s.area,
+        "cre_line": s.cre_line,
+        "mouse": s.mouse_label,
+        "session_type": s.session_type,
+        "baseline_window_frames": [-full["baseline_frames"], 0],
+        "response_window_frames": [0, full["response_frames"]],
+        "trial_window_frames": list(full["trial_window_frames"]),
+        "source_file": str(nwb_copy),
+    }
+    assert {k: got.attrs[k] for k in expect} == expect
+    assert set(got.area.values) == {s.area} and set(got.mouse.values) == {s.mouse_label}
+    # 1,428 presentations: trials span two store chunks of presentations
+    assert got.sizes["presentation"] > open_zarr(tmp_path / "e.zarr").trials.chunks[1][0]

@@ -87,6 +87,11 @@ EDITS = [
     ("dask.n_workers", _config_edit({"dask": {"n_workers": 3}}), {}),
     ("neural.cell_block", _config_edit({"neural": {"cell_block": 5}}), {}),
     (
+        "compare.cell_block, compare.unit_chunk",
+        _config_edit({"compare": {"cell_block": 3, "unit_chunk": 100}}),
+        {},
+    ),
+    (
         "compare.n_boot",
         _config_edit({"compare": {"n_boot": 7}}),
         {"compare_model": 1, "compare_aggregate": 1},

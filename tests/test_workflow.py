@@ -185,7 +185,7 @@ def test_layer_drive_through_the_workflow(tmp_path):
 RUN_CHANGES = {
     "models": {"writers": 1, "threads": 7, "device": "cpu", "gpu": 0, "max_store_gb": 3},
     "neural": {"cell_block": 5},
-    "compare": {"device": "cpu", "unit_chunk": 1000, "gpu": 1},
+    "compare": {"device": "cpu", "unit_chunk": 1000, "cell_block": 5, "gpu": 1},
     "dask": {"cluster": "synchronous", "n_workers": 3, "cores": 5},
     "dg": {"train": {"threads": 3, "device": "cpu", "eval_batch_size": 64}},
 }

@@ -174,7 +174,7 @@ def compare(activations, population, stimuli, config: dict, model: str, workdir:
     neural_path, table_path = cmp / "neural.zarr", cmp / "selected_neurons.tsv"
     pop = open_zarr(population) if isinstance(population, str | os.PathLike) else population
     cfg = _job_cfg("compare_prepare", config)
-    ds = prepare.prepare_neural(pop, open_zarr(stimuli), cfg)
+    ds = prepare.prepare_neural(pop, open_zarr(stimuli), {**cfg, **run_settings("compare", config)})
     inputs = {"stimuli": str(stimuli)}
     if isinstance(population, str | os.PathLike):
         inputs["population"] = str(population)

@@ -29,7 +29,7 @@ from pathlib import Path
 RUN_KEYS: dict[str, tuple[str, ...]] = {
     "neural": ("cell_block",),
     "models": ("device", "writers", "threads", "gpu", "max_store_gb"),
-    "compare": ("device", "unit_chunk", "gpu"),
+    "compare": ("device", "unit_chunk", "cell_block", "gpu"),
 }
 
 #: per config section: the settings that choose which jobs exist (the DAG), not what a job

@@ -6,7 +6,8 @@ aggregated store, tidy CSV and report figures (mice2machines.compare)."""
 # reruns only the jobs that read it: compare_prepare none of the metric, bootstrap and null
 # settings (metrics, n_boot, n_perm, ...), compare_select only selection and seed. Left out,
 # read by the scripts from the config, because they cannot change a result: compare.device,
-# unit_chunk (units per streamed chunk), gpu (a resource) and every dask setting.
+# unit_chunk (units per streamed chunk), cell_block (cells compare_prepare reads at a time),
+# gpu (a resource) and every dask setting.
 
 from mice2machines.compare import settings as compare_settings
 from mice2machines.report import figure_files, registered

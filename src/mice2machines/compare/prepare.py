@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ..neural.labels import experiment_mouse
-from ..neural.reliability import NO_CEILING, cell_reliability
+from ..neural.reliability import NO_CEILING
 from . import receptive_fields as rf
 from . import settings
-from .ceilings import group_ceilings, split_half_metrics
+from .ceilings import SplitHalfSums, split_half_metrics
+
+if TYPE_CHECKING:
+    from .rdm_methods import GroupCrossnobis
 
 log = logging.getLogger("mice2machines")
 
@@ -51,38 +56,117 @@ def cell_table(ds: xr.Dataset) -> pd.DataFrame:
 def prepare_neural(
     population: xr.Dataset, stimuli: xr.Dataset, cfg: dict | None = None
 ) -> xr.Dataset:
-    """The neural store of the comparison (see compare.smk: compare_prepare)."""
+    """The neural store of the comparison (see compare.smk: compare_prepare).
+
+    The responses are read ``compare.cell_block`` cells at a time (`_stream_blocks`): memory
+    O(block x images x repeats) for the repeats, plus O(cells x (images + map pixels)) for the
+    trial means and maps, plus O(groups x splits x images^2) for the split-half sums."""
     cfg = settings(cfg)
-    pop, responses = _usable_cells(population, cfg["min_reliability"])
-    images = _stimulus_images(stimuli, pop)
-    means = _trial_means(responses)
+    pop = _reliable_cells(population, cfg["min_reliability"])
+    F, size = _stimulus_matrix(stimuli, pop, cfg["map_size"])
+    candidates = neural_groups(cell_table(pop), cfg["groups"])
+    blocks = _stream_blocks(pop, F, candidates, cfg)
+    if not blocks.keep.all():
+        log.warning(
+            "compare: dropping %d cells without usable responses (all NaN or constant)",
+            int((~blocks.keep).sum()),
+        )
+        pop = pop.isel(cell=np.flatnonzero(blocks.keep))
+    if pop.sizes["cell"] == 0:
+        raise ValueError("compare: no cells left (check compare.min_reliability)")
+    means = np.concatenate(blocks.means)
     cells = cell_table(pop)
     groups = neural_groups(cells, cfg["groups"], int(cfg["min_cells"]))
+    which = pd.Index(candidates["group"]).get_indexer(groups["group"])
     log.info("compare: %d cells, %d images, %d groups", len(cells), means.shape[1], len(groups))
-
-    size = tuple(cfg["map_size"]) if cfg["map_size"] else images.shape[1:]
-    F = rf.stimulus_matrix(images, size)
-    maps = rf.response_maps(means, F, cfg["map_center"], cfg["map_normalize"])
     log.info("compare: neuron maps %s on a %dx%d grid", cfg["map_normalize"], *size)
 
     # every registered split-half metric: prepare does not depend on compare.metrics
     ceiled = split_half_metrics()
-    note = no_ceiling_reason(responses)
+    note = None if blocks.two_repeats else NO_CEILING
     if note is None:
-        ceiling = _ceiling_table(responses, groups, ceiled, cfg)
-        reliability = _reliability(pop, responses, cfg)
+        names = list(groups["group"])
+        rmp = bool(cfg["rsa_remove_mean_pattern"])
+        ceil = blocks.split_halves.ceilings(names, which, ceiled, rmp)
+        ceiling = np.array([ceil[m] for m in ceiled], dtype=np.float64)
+        ceiling = ceiling.reshape(len(ceiled), len(groups))
+        if "reliability" in pop:
+            reliability = np.asarray(pop["reliability"].values, dtype=np.float64)
+        else:
+            reliability = blocks.split_halves.reliability()
         log.info("compare: split-half ceilings over %d splits", cfg["n_splits"])
     else:
         log.warning("compare: %s", note)
         ceiling = np.full((len(ceiled), len(groups)), np.nan)
         reliability = np.full(len(cells), np.nan)
     coords = _neural_coords(cells, groups, ceiled, pop["image"].values, size)
+    maps = np.concatenate(blocks.maps)
     ds = _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, cfg)
-    ds = ds.assign(rdm_crossnobis=_crossnobis(responses, groups, cfg))
+    ds = ds.assign(rdm_crossnobis=_crossnobis(blocks.crossnobis, which, means.shape[1], cfg))
     ds = ds.merge(inter_animal_variables(means, cells, groups, cfg))
     if note is not None:
         ds.attrs["ceiling_note"] = note
     return ds
+
+
+@dataclasses.dataclass
+class Blocks:
+    """What `_stream_blocks` gathered: per block the usable cells' trial means (float64) and
+    maps (float32); which cells are usable; whether some cell and image have 2 finite
+    repeats; the candidate groups' split-half and crossnobis sums (None without repeats)."""
+
+    keep: np.ndarray
+    means: list
+    maps: list
+    two_repeats: bool
+    split_halves: SplitHalfSums | None
+    crossnobis: GroupCrossnobis | None
+
+
+def _stream_blocks(pop: xr.Dataset, F: np.ndarray, candidates: pd.DataFrame, cfg: dict):
+    """One pass over the responses, ``compare.cell_block`` cells at a time: each block's
+    usable cells (at least 3 finite trial means, not all equal), their trial means and maps,
+    and the sums of every candidate group's split halves and crossnobis RDMs."""
+    from .rdm_methods import GroupCrossnobis
+
+    da = pop["responses"]
+    if da.dims != ("cell", "image", "repeat"):
+        raise ValueError(
+            f"compare: population responses must be (cell, image, repeat), not {da.dims}"
+        )
+    n, n_img, reps = da.shape
+    member = np.zeros((len(candidates), n), dtype=bool)
+    for g, pos in enumerate(candidates["positions"]):
+        member[g, pos] = True
+    k = min(int(cfg["rsa_crossnobis_partitions"]), reps)
+    crossnobis = (int(cfg["rsa_crossnobis_partitions"]), cfg["rsa_crossnobis_noise"])
+    out = Blocks(np.zeros(n, dtype=bool), [], [], False, None, None)
+    if reps >= 2:
+        out.split_halves = SplitHalfSums(
+            len(candidates), n_img, reps, int(cfg["n_splits"]), int(cfg["seed"]), crossnobis
+        )
+        out.crossnobis = GroupCrossnobis(len(candidates), n_img, k, crossnobis[1])
+    step = int(cfg["cell_block"])
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        R = np.asarray(da.isel(cell=slice(lo, hi)).values, dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            flat = rf.trial_average(R)
+            usable = np.isfinite(flat).sum(1) >= 3
+            usable &= np.nanstd(np.where(np.isfinite(flat), flat, np.nan), axis=1) > 0
+        R, flat = R[usable], flat[usable]
+        out.keep[lo:hi] = usable
+        means = np.where(np.isfinite(flat), flat, np.nanmean(flat, 1, keepdims=True))
+        out.means.append(means)
+        maps = rf.response_maps(means, F, cfg["map_center"], cfg["map_normalize"])
+        out.maps.append(maps.astype(np.float32))
+        out.two_repeats |= no_ceiling_reason(R) is None
+        members = [np.flatnonzero(m) for m in member[:, lo:hi][:, usable]]
+        if out.split_halves is not None:
+            out.split_halves.update(R, members)
+            out.crossnobis.update(R, members)
+        log.info("compare: cells %d-%d of %d read (%d usable)", lo, hi, n, int(usable.sum()))
+    return out
 
 
 def no_ceiling_reason(responses: np.ndarray) -> str | None:
@@ -150,19 +234,11 @@ def inter_animal_variables(
     return xr.Dataset(data, coords=coords)
 
 
-def _crossnobis(responses, groups: pd.DataFrame, cfg: dict):
-    """(group, image, image_b) crossnobis RDMs of the groups over partitions of the repeats
-    (the rsa_crossnobis_* metrics; NaN where there are fewer than 2 repeats)."""
-    from .rdm_methods import group_crossnobis
-
-    n, reps = responses.shape[1], responses.shape[-1]
-    if reps < 2:
-        rdms = np.full((len(groups), n, n), np.nan)
-    else:
-        k = min(int(cfg["rsa_crossnobis_partitions"]), reps)
-        rdms = group_crossnobis(
-            responses, list(groups["positions"]), k, cfg["rsa_crossnobis_noise"]
-        )
+def _crossnobis(acc, which, n: int, cfg: dict):
+    """(group, image, image_b) crossnobis RDMs of the groups (candidates ``which``) over
+    partitions of the repeats (the rsa_crossnobis_* metrics; NaN where there are fewer than 2
+    repeats)."""
+    rdms = np.full((len(which), n, n), np.nan) if acc is None else acc.rdms(which)
     attrs = {
         "long_name": "crossnobis RDM over partitions of the repeats",
         "partitions": int(cfg["rsa_crossnobis_partitions"]),
@@ -171,68 +247,31 @@ def _crossnobis(responses, groups: pd.DataFrame, cfg: dict):
     return (("group", "image", "image_b"), rdms, attrs)
 
 
-def _usable_cells(population: xr.Dataset, min_reliability=None) -> tuple[xr.Dataset, np.ndarray]:
-    """The cells kept for the comparison and their responses (cell, image, repeat) float32.
-
-    Cells below ``min_reliability`` (where the store has a reliability) are left out, and so,
-    with a warning, are those without usable responses: fewer than 3 finite trial means, or
-    all of them equal."""
-    pop = population
-    if min_reliability is not None and "reliability" in pop:
-        keep = (pop["reliability"] >= min_reliability).values
-        pop = pop.isel(cell=np.flatnonzero(keep))
-    responses = np.asarray(pop["responses"].values, dtype=np.float32)  # (cell, image, repeat)
-    with np.errstate(invalid="ignore"):
-        flat = rf.trial_average(responses)
-        usable = np.isfinite(flat).sum(1) >= 3
-        usable &= np.nanstd(np.where(np.isfinite(flat), flat, np.nan), axis=1) > 0
-    if not usable.all():
-        log.warning(
-            "compare: dropping %d cells without usable responses (all NaN or constant)",
-            int((~usable).sum()),
-        )
-        pop = pop.isel(cell=np.flatnonzero(usable))
-        responses = responses[usable]
-    if pop.sizes["cell"] == 0:
-        raise ValueError("compare: no cells left (check compare.min_reliability)")
-    return pop, responses
+def _reliable_cells(population: xr.Dataset, min_reliability=None) -> xr.Dataset:
+    """The cells at or above ``min_reliability`` (where the store has a reliability); the
+    responses stay lazy (`_stream_blocks` drops the cells without usable responses)."""
+    if min_reliability is not None and "reliability" in population:
+        keep = (population["reliability"] >= min_reliability).values
+        return population.isel(cell=np.flatnonzero(keep))
+    return population
 
 
-def _stimulus_images(stimuli: xr.Dataset, pop: xr.Dataset) -> np.ndarray:
-    """The stimulus images (image, y, x) float64, in the order of the population's images."""
+#: images resized at a time (the Allen stimuli are 118 x 918 x 1174: 1 GB in float64)
+IMAGE_BLOCK = 8
+
+
+def _stimulus_matrix(stimuli: xr.Dataset, pop: xr.Dataset, map_size) -> tuple[np.ndarray, tuple]:
+    """F_S (image, pixels) of the stimuli, in the order of the population's images, and the
+    map grid (``map_size``, else the stimulus size); read and resized a few images at a time."""
     images = stimuli["images"]
     if "image" in images.coords and "image" in pop.coords:
         images = images.sel(image=pop["image"].values)
-    return np.asarray(images.values, dtype=np.float64)
-
-
-def _trial_means(responses: np.ndarray) -> np.ndarray:
-    """Trial-averaged responses (cell, image); a cell's missing means are its mean over images."""
-    means = rf.trial_average(responses)
-    return np.where(np.isfinite(means), means, np.nanmean(means, 1, keepdims=True))
-
-
-def _ceiling_table(responses, groups: pd.DataFrame, metrics, cfg: dict) -> np.ndarray:
-    """Split-half noise ceilings (metric, group) of the metrics that have one."""
-    positions = dict(zip(groups["group"], groups["positions"], strict=True))
-    ceil = group_ceilings(
-        responses,
-        positions,
-        int(cfg["n_splits"]),
-        int(cfg["seed"]),
-        metrics=metrics,
-        remove_mean_pattern=bool(cfg["rsa_remove_mean_pattern"]),
-        crossnobis=(int(cfg["rsa_crossnobis_partitions"]), cfg["rsa_crossnobis_noise"]),
-    )
-    values = np.array([ceil[m] for m in metrics], dtype=np.float64)
-    return values.reshape(len(metrics), len(groups))
-
-
-def _reliability(pop: xr.Dataset, responses: np.ndarray, cfg: dict) -> np.ndarray:
-    """Each cell's split-half reliability: the store's, or computed from its responses."""
-    if "reliability" in pop:
-        return np.asarray(pop["reliability"].values, dtype=np.float64)
-    return cell_reliability(responses, int(cfg["n_splits"]), int(cfg["seed"]))
+    size = tuple(map_size) if map_size else tuple(images.shape[1:])
+    parts = [
+        rf.stimulus_matrix(np.asarray(images[lo : lo + IMAGE_BLOCK].values, np.float64), size)
+        for lo in range(0, len(images), IMAGE_BLOCK)
+    ]
+    return np.concatenate(parts), size
 
 
 def _neural_coords(cells: pd.DataFrame, groups: pd.DataFrame, metrics, image_ids, size):
@@ -281,7 +320,7 @@ def _neural_dataset(coords, means, reliability, maps, F, groups, ceiling, size, 
         ),
         "maps": (
             ("cell", "y_map", "x_map"),
-            maps.reshape(n_cells, *size).astype(np.float32),
+            maps.reshape(n_cells, *size).astype(np.float32, copy=False),
             map_attrs,
         ),
         "stimulus_matrix": (

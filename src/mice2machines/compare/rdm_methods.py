@@ -153,6 +153,43 @@ def _partition_means(R: np.ndarray, part: np.ndarray, k: int):
     return means, counts, (counts > 0).any(1).all(0)
 
 
+def _crossnobis_folds(R: np.ndarray, k: int):
+    """Per-cell pieces of the crossnobis folds of R (cells, stimuli, repeats) float64:
+    a (k, stimuli, cells) the mean of partition f, b (k, stimuli, cells) the mean of the
+    other partitions, has (k, cells, stimuli) whether the cell has a repeat in partition f."""
+    means, counts, _ = _partition_means(R, partitions(R.shape[-1], k), k)
+    a, b = [], []
+    for f in range(k):
+        rest = np.delete(np.arange(k), f)
+        w = counts[rest]
+        other = ((means[rest] * w).sum(0) / np.maximum(w.sum(0), 1)).T
+        a.append(means[f].T)  # (stimuli, cells)
+        b.append(np.where(w.sum(0).T > 0, other, means[rest].mean(0).T))
+    return np.stack(a), np.stack(b), counts > 0
+
+
+def _crossnobis_sum(a: np.ndarray, Pb: np.ndarray) -> np.ndarray:
+    """Sum over folds of d_ij = (a_i - a_j)' P (b_i - b_j): a sum over cells, so blocks of
+    cells add up."""
+    out = np.zeros((a.shape[1], a.shape[1]))
+    for f in range(len(a)):
+        K = a[f] @ Pb[f].T
+        d = np.diagonal(K)
+        out += d[:, None] + d[None, :] - K - K.T
+    return out
+
+
+def _crossnobis_finish(total: np.ndarray, has: np.ndarray, n_cells: int) -> np.ndarray:
+    """The RDM from the folds' sum over ``n_cells`` cells; has (k, stimuli): whether some
+    cell has a repeat of the stimulus in partition f (else NaN pairs)."""
+    out = total / (len(has) * n_cells)
+    np.fill_diagonal(out, 0.0)
+    ok = has.all(0)
+    out[~ok] = np.nan
+    out[:, ~ok] = np.nan
+    return out
+
+
 def rdm_crossnobis(responses, n_partitions: int = 2, precision=None) -> np.ndarray:
     """Square crossnobis RDM from (cells, stimuli, repeats) responses (NaN: missing repeat).
 
@@ -168,40 +205,51 @@ def rdm_crossnobis(responses, n_partitions: int = 2, precision=None) -> np.ndarr
     R = np.asarray(responses, dtype=np.float64)
     if R.ndim != 3:
         raise ValueError(f"crossnobis needs (cells, stimuli, repeats), got shape {R.shape}")
-    k = int(n_partitions)
-    part = partitions(R.shape[-1], k)
-    means, counts, ok = _partition_means(R, part, k)
+    a, b, has = _crossnobis_folds(R, int(n_partitions))
     P = None if precision is None else np.asarray(precision, dtype=np.float64)
-    out = np.zeros((R.shape[1], R.shape[1]))
-    for f in range(k):
-        a = means[f].T  # (stimuli, cells)
-        rest = np.delete(np.arange(k), f)
-        w = counts[rest]
-        b = ((means[rest] * w).sum(0) / np.maximum(w.sum(0), 1)).T
-        b = np.where(w.sum(0).T > 0, b, means[rest].mean(0).T)
-        Pb = b if P is None else (b * P if P.ndim == 1 else b @ P)
-        K = a @ Pb.T
-        d = np.diagonal(K)
-        out += d[:, None] + d[None, :] - K - K.T
-    out /= k * R.shape[0]
-    np.fill_diagonal(out, 0.0)
-    out[~ok] = np.nan
-    out[:, ~ok] = np.nan
-    return out
+    Pb = b if P is None else (b * P if P.ndim == 1 else b @ P)
+    return _crossnobis_finish(_crossnobis_sum(a, Pb), has.any(1), R.shape[0])
+
+
+class GroupCrossnobis:
+    """Crossnobis RDMs of cell groups, fed blocks of cells: each fold's products are sums
+    over cells, and the noise (identity or ``noise_precision_diag``) is per cell, so the
+    sums of the blocks give the RDMs of the whole groups."""
+
+    def __init__(self, n_groups: int, n_stimuli: int, n_partitions: int, noise="identity"):
+        if noise not in ("identity", "diagonal"):
+            raise ValueError(f"crossnobis noise is identity or diagonal, not {noise!r}")
+        self.k, self.noise = int(n_partitions), noise
+        self.total = np.zeros((n_groups, n_stimuli, n_stimuli))
+        self.has = np.zeros((n_groups, self.k, n_stimuli), dtype=bool)
+        self.n_cells = np.zeros(n_groups, dtype=np.int64)
+
+    def update(self, responses, members) -> None:
+        """Add a block (cells, stimuli, repeats); members: each group's positions in it."""
+        R = np.asarray(responses, dtype=np.float64)
+        a, b, has = _crossnobis_folds(R, self.k)
+        if self.noise == "diagonal":
+            b = b * noise_precision_diag(R)
+        for g, idx in enumerate(members):
+            if len(idx):
+                self.total[g] += _crossnobis_sum(a[..., idx], b[..., idx])
+                self.has[g] |= has[:, idx].any(1)
+                self.n_cells[g] += len(idx)
+
+    def rdms(self, groups=None) -> np.ndarray:
+        """(G, n, n) RDMs of the groups (indices; default all)."""
+        groups = range(len(self.total)) if groups is None else groups
+        return np.stack(
+            [_crossnobis_finish(self.total[g], self.has[g], self.n_cells[g]) for g in groups]
+        )
 
 
 def group_crossnobis(responses, groups, n_partitions: int, noise: str = "identity") -> np.ndarray:
     """(G, n, n) crossnobis RDMs of the cell groups ``groups`` (positions) of responses
     (cells, stimuli, repeats); noise: identity or diagonal (``noise_precision_diag``)."""
-    if noise not in ("identity", "diagonal"):
-        raise ValueError(f"crossnobis noise is identity or diagonal, not {noise!r}")
-    prec = noise_precision_diag(responses) if noise == "diagonal" else None
-    return np.stack(
-        [
-            rdm_crossnobis(responses[pos], n_partitions, None if prec is None else prec[pos])
-            for pos in groups
-        ]
-    )
+    acc = GroupCrossnobis(len(groups), np.shape(responses)[1], n_partitions, noise)
+    acc.update(responses, groups)
+    return acc.rdms()
 
 
 def _crossnobis_from_reps(reps) -> np.ndarray:

@@ -218,11 +218,21 @@ class RMSEAccumulator:
         v, j = torch.where(dead[None, :], torch.inf, d).min(dim=1)
         return v.cpu().numpy(), j.cpu().numpy(), d.sum(1).cpu().numpy()
 
+    #: most entries (neurons x units) of one distance matrix: the units of a chunk are
+    #: compared this many at a time, so memory stays bounded whatever the chunk
+    max_entries = 2**23
+
     def update(self, unit_maps: np.ndarray, activity: np.ndarray | None = None) -> None:
         """Add (units, pixels) maps; unit numbers continue from the previous chunks.
 
         With `activity` (stimuli, units), the best unit's activity is kept (best_activity).
         """
+        step = max(1, self.max_entries // max(1, len(self.maps)))
+        for lo in range(0, len(unit_maps), step):
+            act = None if activity is None else np.asarray(activity)[:, lo : lo + step]
+            self._update(unit_maps[lo : lo + step], act)
+
+    def _update(self, unit_maps: np.ndarray, activity: np.ndarray | None) -> None:
         if len(unit_maps) == 0:
             return
         v, j, total = self._distances(unit_maps)

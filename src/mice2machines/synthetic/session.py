@@ -63,7 +63,7 @@ def simulate_session(
     share, own = float((mice or {}).get("share", 0.0)), None
     if share > 0:
         own = mouse_component(
-            exp.mouse or str(exp.experiment_id),
+            _donor(exp),
             len(cells),
             len(images),
             int(mice.get("dims", 3)),

@@ -46,6 +46,26 @@ def _all_maps(ctx) -> tuple[np.ndarray, int]:
     return ctx.cache["rf_maps"], len(perms)
 
 
+def _unit_step(ctx) -> int:
+    return max(1, int(ctx.cfg["unit_chunk"]))
+
+
+def _channel_slices(ctx, block: np.ndarray):
+    """Slices of a (image, channel, y, x) block of at most compare.unit_chunk units (one
+    channel at least): the store's chunks can be wider."""
+    step = max(1, _unit_step(ctx) // int(np.prod(block.shape[2:])))
+    for lo in range(0, block.shape[1], step):
+        yield block[:, lo : lo + step]
+
+
+def _feed(ctx, acc: rf.RMSEAccumulator, T: np.ndarray, track: bool) -> None:
+    """Maps of the units T (images, units), compare.unit_chunk units at a time, into acc."""
+    step = _unit_step(ctx)
+    for lo in range(0, T.shape[1], step):
+        t = T[:, lo : lo + step]
+        acc.update(_maps(ctx, t), activity=t if track else None)
+
+
 def _split(ctx, best: np.ndarray, n_perm: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The observed best RMSE of the selected cells, and its null (n_perm, cells)."""
     k = int(ctx.selected.sum())
@@ -64,7 +84,8 @@ def _on_cells(ctx, values: np.ndarray, fill) -> np.ndarray:
 
 
 class RFScorer:
-    """Unit = a channel's spatially averaged activity (spatial layers) or a flat unit."""
+    """Unit = a channel's spatially averaged activity (spatial layers) or a flat unit; the
+    maps are made compare.unit_chunk units at a time, whatever the store's chunks."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -72,11 +93,11 @@ class RFScorer:
         self.acc = rf.RMSEAccumulator(maps, device=ctx.device)
 
     def update(self, block: np.ndarray) -> None:
-        if block.ndim == 4:
-            T = rf.channel_activity(block)[0]
-        else:
-            T = block.reshape(self.ctx.n_images, -1)
-        self.acc.update(_maps(self.ctx, T), activity=T)
+        if block.ndim != 4:
+            _feed(self.ctx, self.acc, block.reshape(self.ctx.n_images, -1), True)
+            return
+        for part in _channel_slices(self.ctx, block):
+            _feed(self.ctx, self.acc, rf.channel_activity(part)[0], True)
 
     def result(self, layer) -> dict:
         res = self.acc.result()
@@ -99,7 +120,8 @@ class RFScorer:
 class RFNeuRNScorer:
     """NeuRN on the feature maps first (compare.neurn); flat or 1x1 layers have no space for
     it and score NaN. With max_over: image the per-image maximum spans all channels, so the
-    chunks' scales are combined before the maps are made."""
+    chunks' scales are combined before the maps are made. The channels' activity (images,
+    channels) is kept; maps are made compare.unit_chunk channels at a time."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -107,9 +129,11 @@ class RFNeuRNScorer:
 
     def update(self, block: np.ndarray) -> None:
         if block.ndim == 4 and block.shape[2] * block.shape[3] > 1:
-            t, s = rf.channel_activity(block, dict(self.ctx.cfg["neurn"]), device=self.ctx.device)
-            self.activity.append(t)
-            self.scales.append(s)
+            neurn = dict(self.ctx.cfg["neurn"])
+            for part in _channel_slices(self.ctx, block):
+                t, s = rf.channel_activity(part, neurn, device=self.ctx.device)
+                self.activity.append(t)
+                self.scales.append(s)
 
     def result(self, layer) -> dict:
         n = int(self.ctx.selected.sum())
@@ -121,7 +145,7 @@ class RFNeuRNScorer:
                 T = T / np.where(scale > 0, scale, 1.0)[:, None]
             maps, n_perm = _all_maps(self.ctx)
             acc = rf.RMSEAccumulator(maps, device=self.ctx.device)
-            acc.update(_maps(self.ctx, T))
+            _feed(self.ctx, acc, T, False)
             res = acc.result()
             best, null = _split(self.ctx, res["best_rmse"], n_perm)
             unit = res["best_unit"][:n]
