@@ -174,7 +174,7 @@ def test_registry_follows_the_metric_registry(toy_metric, tmp_path):
     assert "dg_accuracy" not in {s.name for s in registered(["ridge"], dg=False)}
 
 
-def test_figures_drawn_in_parallel_equal_the_serial_ones(demo_run, tmp_path):
+def test_demo_figures_drawn_in_parallel_equal_the_serial_ones(demo_run, tmp_path):
     """compare_figures draws in forked processes (its threads); drawn one by one, with the
     same inputs, every PNG is the same to the byte, and each figure is logged."""
     import logging

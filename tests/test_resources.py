@@ -41,11 +41,14 @@ def test_store_sizes_come_from_the_metadata(tmp_path):
 def test_memory_grows_with_the_input_and_the_attempt(tmp_path):
     small = {"population": str(_store(tmp_path / "s.zarr", (1000, 1000)))}
     big = {"population": str(_store(tmp_path / "b.zarr", (63_000, 5_900)))}
+    f = resources.MEMORY["compare_prepare"]
     one = resources.mem_mb("compare_prepare", small, 1)
-    assert one == int(np.ceil(1500 + 6 * 4.0))
+    assert one == int(np.ceil(f.base + f.factors["population"] * 4.0))
     assert resources.mem_mb("compare_prepare", small, 2) == 2 * one
-    # 63k cells x 5,900 trials of float32: 1.49 GB of responses, 6x that held at once
-    assert resources.mem_mb("compare_prepare", big, 1) == int(np.ceil(1500 + 6 * 1486.8))
+    # 63k cells x 5,900 trials of float32: 1.49 GB of responses
+    big_mb = resources.mem_mb("compare_prepare", big, 1)
+    assert big_mb == int(np.ceil(f.base + f.factors["population"] * 1486.8))
+    assert big_mb > one
     assert resources.mem_mb("compare_prepare", big, 2, override=12000) == 24000
 
 
@@ -109,9 +112,11 @@ def test_planned_jobs_declare_memory_from_their_inputs(tmp_path):
     small = _planned_mem(tmp_path)["compare_prepare"]
     _store(pop, (63_000, 5_900))
     big = _planned_mem(tmp_path)
-    # 1,000 / 63,000 cells x 5,900 trials of float32: 23.6 / 1,486.8 MB, 6x that + 1,500
-    assert small == [1642, 3284]
-    assert big["compare_prepare"] == [10421, 20842]
+    # 1,000 / 63,000 cells x 5,900 trials of float32: 23.6 / 1,486.8 MB
+    f = resources.MEMORY["compare_prepare"]
+    first = [int(np.ceil(f.base + f.factors["population"] * mb)) for mb in (23.6, 1486.8)]
+    assert small == [first[0], 2 * first[0]]
+    assert big["compare_prepare"] == [first[1], 2 * first[1]]
     assert big["population"][1] == 2 * big["population"][0]
     over = _planned_mem(tmp_path, {"compare_prepare": {"mem_mb": 30000}})
     assert over["compare_prepare"] == [30000, 60000]

@@ -38,14 +38,18 @@ MEMORY: dict[str, Formula] = {
     "nwb_to_zarr": Formula(1500, {"nwb": 1.5}, why="one session's traces and its store"),
     "population": Formula(2000, {"stores": 1.5}, why="the sessions' responses, concatenated"),
     "compare_prepare": Formula(
-        1500, {"population": 6.0}, why="responses, their trial means and splits"
+        2000,
+        {"population": 0.5},
+        why="one block of compare.cell_block cells (about 0.4 GB at 2048) and every cell's "
+        "trial means and maps (about 0.3 x its responses)",
     ),
     "compare_select": Formula(1000, {"neural": 3.0}, why="the prepared neural store"),
     "compare_model": Formula(
-        2000,
+        4000,
         {"neural": 3.0, "activations": 4.0},
         largest=frozenset({"activations"}),
-        why="the neural store and one layer's activations with its RF maps",
+        why="the neural store, one layer's activations and the RF maps of one "
+        "compare.unit_chunk of units (about 2 GB at 65536)",
     ),
     "compare_aggregate": Formula(1500, {"stores": 2.0}, why="every model's scores"),
     "compare_figures": Formula(

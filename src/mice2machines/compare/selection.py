@@ -58,6 +58,7 @@ def embed(
         n_neighbors=min(n_neighbors, n - 1),
         min_dist=min_dist,
         random_state=seed,
+        n_jobs=1,  # what a seed implies anyway (UMAP warns when it has to override it)
         init="spectral" if n > 10 else "random",
     )
     return reducer.fit_transform(Z).astype(np.float64)
