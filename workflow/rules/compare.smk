@@ -39,6 +39,7 @@ rule compare_prepare:
         store=directory(f"{CMP}/neural.zarr"),
     log:
         f"{LOGS}/compare/prepare.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -57,6 +58,7 @@ rule compare_select:
         table=f"{CMP}/selected_neurons.tsv",
     log:
         f"{LOGS}/compare/select.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:

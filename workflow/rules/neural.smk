@@ -26,6 +26,7 @@ if SOURCE == "synthetic":
             f"{RESULTS}/synthetic/natural_scenes_template.npy",
         log:
             f"{LOGS}/synthetic_stimuli.log",
+        priority: CRITICAL_PATH
         conda:
             MAIN_ENV
         resources:
@@ -41,6 +42,7 @@ if SOURCE == "synthetic":
             manifest=MANIFEST,
         log:
             f"{LOGS}/synthetic_manifest.log",
+        priority: CRITICAL_PATH
         conda:
             MAIN_ENV
         resources:
@@ -60,6 +62,7 @@ if SOURCE == "synthetic":
             cells=f"{RESULTS}/synthetic/planted/{{eid}}_cells.tsv",
         log:
             f"{LOGS}/synthetic_session/{{eid}}.log",
+        priority: CRITICAL_PATH
         conda:
             MAIN_ENV
         resources:
@@ -179,6 +182,7 @@ rule nwb_to_zarr:
         store=directory(f"{RESULTS}/neural/experiments/{{eid}}.zarr"),
     log:
         f"{LOGS}/nwb_to_zarr/{{eid}}.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -197,6 +201,7 @@ rule stimuli:
         store=directory(f"{RESULTS}/stimuli.zarr"),
     log:
         f"{LOGS}/stimuli.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -213,6 +218,7 @@ rule population:
         store=directory(f"{RESULTS}/neural/population.zarr"),
     log:
         f"{LOGS}/population.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:

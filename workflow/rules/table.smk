@@ -22,6 +22,7 @@ rule table_population:
         store=directory(f"{RESULTS}/neural/population.zarr"),
     log:
         f"{LOGS}/population.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -41,6 +42,7 @@ rule table_stimuli:
         store=directory(f"{RESULTS}/stimuli.zarr"),
     log:
         f"{LOGS}/stimuli.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
