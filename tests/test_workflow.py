@@ -364,7 +364,8 @@ def test_null_config_through_the_workflow(tmp_path):
     cfg.setdefault("models", {})["only"] = ["mobilenet_v3_small_random"]
     metrics = ["rsa_spearman", "cka_unbiased", "ridge", "pls", "match"]
     cfg["compare"].update(n_boot=0, metrics=metrics, pls_components=5)
-    cfg["compare"]["random_projection"] = {"enabled": True}
+    # the demo zoo's block outputs are at most 2,304 units: some projected, some not
+    cfg["compare"]["random_projection"] = {"enabled": True, "n_components": 1000}
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/null/compare/scores.csv"
     proc = subprocess.run(
