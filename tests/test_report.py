@@ -174,7 +174,7 @@ def test_registry_follows_the_metric_registry(toy_metric, tmp_path):
     assert "dg_accuracy" not in {s.name for s in registered(["ridge"], dg=False)}
 
 
-def test_demo_figures_drawn_in_parallel_equal_the_serial_ones(demo_run, tmp_path):
+def test_demo_figures_drawn_in_parallel_equal_the_serial_ones(demo_run, tmp_path, caplog):
     """compare_figures draws in forked processes (its threads); drawn one by one, with the
     same inputs, every PNG is the same to the byte, and each figure is logged."""
     import logging
@@ -191,18 +191,12 @@ def test_demo_figures_drawn_in_parallel_equal_the_serial_ones(demo_run, tmp_path
     cfg = json.loads(job_params("compare_figures", config))
     load_plugins(cfg["plugins"])
     specs = [s for s in registered(cfg["metrics"]) if s.stage == "compare"][:4]
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger("mice2machines").addHandler(handler)
-    try:
+    with caplog.at_level(logging.INFO, logger="mice2machines"):
         done = draw(specs, Inputs(paths_from_results(results), cfg), tmp_path, "compare")
-    finally:
-        logging.getLogger("mice2machines").removeHandler(handler)
     assert [p.name for p in done] == [s.png(results).name for s in specs]
     for spec, png in zip(specs, done, strict=True):
         assert png.read_bytes() == spec.png(results).read_bytes(), spec.name
-    logged = [r.getMessage() for r in records if r.getMessage().startswith("figure ")]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("figure ")]
     assert len(logged) == len(specs) and logged[-1].startswith(f"figure {len(specs)}/")
     log = (demo_run / "logs" / "compare" / "figures.log").read_text()
     assert re.search(r"figure \d+/\d+ curves_\w+\.png in [\d.]+ s", log)
