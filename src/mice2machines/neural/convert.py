@@ -273,6 +273,7 @@ def _write_blocks(session: Session, ds: xr.Dataset, ix: dict, cfg: dict, staging
     group["responses"][...] = resp
     if blanks.size:
         group["blank_responses"][...] = blanks
+    log.info("experiment %s: responses of %d cells written", session.experiment_id, n)
     return bad
 
 
