@@ -100,6 +100,51 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
+#: a dry run through Snakemake's API in a fresh interpreter (argv: Snakefile, workdir, out);
+#: ``w`` is the planned workflow when the probe's body runs, ``result`` what it returns
+_DRY_RUN = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (
+    ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
+)
+snakefile, workdir, out = sys.argv[1:4]
+with SnakemakeApi(OutputSettings(quiet={{Quietness.ALL}})) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(),
+        storage_settings=StorageSettings(),
+        snakefile=Path(snakefile),
+        workdir=Path(workdir),
+    )
+    wf.dag(DAGSettings({dag})).execute_workflow(executor="dryrun")
+    w = wf._workflow
+{body}
+Path(out).write_text(json.dumps(result))
+"""
+
+
+def dry_run_probe(workdir: Path, body: str, targets=None) -> object:
+    """Plan the workflow in ``workdir`` (Snakemake's API, a dry run, under a hard timeout)
+    and return, from JSON, the ``result`` that ``body`` (Python with the planned workflow
+    ``w`` in scope) computes."""
+    import json
+    import subprocess
+    import textwrap
+
+    dag = "" if targets is None else f"targets={set(targets)!r}"
+    code = _DRY_RUN.format(dag=dag, body=textwrap.indent(textwrap.dedent(body), "    "))
+    out = Path(workdir) / "dry_run_probe.json"
+    proc = subprocess.run(
+        ["timeout", "300", sys.executable, "-c", code, str(ROOT / "Snakefile"), str(workdir),
+         str(out)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 def snakemake_cmd(workdir: Path, *args: str, timeout_s: int = 1200) -> list[str]:
     """A snakemake call on the project's Snakefile in `workdir`, under a hard timeout."""
     exe = Path(sys.executable).with_name("snakemake")

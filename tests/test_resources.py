@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from conftest import ROOT, copy_config
+from conftest import ROOT, copy_config, dry_run_probe
 
 from mice2machines import resources
 from mice2machines.io import write_zarr_atomic
@@ -57,34 +56,15 @@ def test_the_table_names_every_rule():
     assert all(f"`{rule}`" in text for rule in resources.MEMORY)
 
 
-_PROBE = """
-import json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import (
-    ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
-)
-snakefile, workdir, out = sys.argv[1:4]
-with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-    wf = api.workflow(
-        resource_settings=ResourceSettings(cores=1),
-        config_settings=ConfigSettings(),
-        storage_settings=StorageSettings(),
-        snakefile=Path(snakefile),
-        workdir=Path(workdir),
-    )
-    wf.dag(DAGSettings(targets={"compare_prepare", "population"})).execute_workflow(
-        executor="dryrun"
-    )
-    w = wf._workflow
-    got = {}
-    for job in w.dag.jobs:
-        if job.rule.name in ("compare_prepare", "population"):
-            got[job.rule.name] = [
-                job.rule.expand_resources(job.wildcards_dict, job.input, a)["mem_mb"]
-                for a in (1, 2)
-            ]
-Path(out).write_text(json.dumps(got))
+#: each planned compare_prepare and population job's mem_mb on attempts 1 and 2
+_MEM = """
+result = {}
+for job in w.dag.jobs:
+    if job.rule.name in ("compare_prepare", "population"):
+        result[job.rule.name] = [
+            job.rule.expand_resources(job.wildcards_dict, job.input, a)["mem_mb"]
+            for a in (1, 2)
+        ]
 """
 
 
@@ -92,14 +72,7 @@ def _planned_mem(workdir: Path, overrides: dict | None = None) -> dict:
     cfg = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
     cfg["resources"] = overrides or {}
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = workdir / "mem.json"
-    proc = subprocess.run(
-        ["timeout", "300", sys.executable, "-c", _PROBE, str(ROOT / "Snakefile"), str(workdir),
-         str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return dry_run_probe(workdir, _MEM, targets={"compare_prepare", "population"})
 
 
 @pytest.mark.slow

@@ -4,13 +4,12 @@ import copy
 import json
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, copy_config, snakemake_cmd
+from conftest import ROOT, copy_config, dry_run_probe, snakemake_cmd
 
 from mice2machines import synthetic
 from mice2machines import workflow_params as wp
@@ -269,45 +268,19 @@ def test_job_params_ignore_key_order_and_run_settings():
         wp.job_params("compare_figures", a, metrics=["rsa_spearman"])
 
 
-#: prints {job: its params as Snakemake records them for the params rerun trigger} of the
-#: workflow's DAG in a working directory (Snakemake's API; argv: Snakefile, workdir, out)
-_PROBE = """
-import json, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import (
-    ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings, StorageSettings
-)
-snakefile, workdir, out = sys.argv[1:4]
-with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-    wf = api.workflow(
-        resource_settings=ResourceSettings(cores=1),
-        config_settings=ConfigSettings(),
-        storage_settings=StorageSettings(),
-        snakefile=Path(snakefile),
-        workdir=Path(workdir),
-    )
-    wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
-    w = wf._workflow
-    jobs = {
-        f"{job.rule.name}:{sorted(job.wildcards_dict.items())}": w.persistence._params(job)
-        for job in w.dag.jobs
-    }
-Path(out).write_text(json.dumps(jobs))
+#: {job: its params as Snakemake records them for the params rerun trigger}
+_PARAMS = """
+result = {
+    f"{job.rule.name}:{sorted(job.wildcards_dict.items())}": w.persistence._params(job)
+    for job in w.dag.jobs
+}
 """
 
 
 def _dag_params(workdir, config: dict) -> dict:
     copy_config(workdir)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    out = workdir / "params.json"
-    proc = subprocess.run(
-        ["timeout", "300", sys.executable, "-c", _PROBE, str(ROOT / "Snakefile"), str(workdir),
-         str(out)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return dry_run_probe(workdir, _PARAMS)
 
 
 def test_every_setting_is_a_job_run_or_dag_key():
