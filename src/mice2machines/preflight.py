@@ -1,5 +1,5 @@
-"""Checks before the costly work of a neural or compare job: the disk a store will take, and
-the memory a compare_model job will peak at against the memory its rule declares.
+"""Checks before the costly work of a job (extraction, the neural and compare stages): the disk a
+store will take, and the memory a compare_model job will peak at against what its rule declares.
 
 Each estimate comes from metadata only (zarr stores' shapes, a lazy skeleton's nbytes), and a
 failed check raises :class:`PreflightError` naming the file, the setting and the problem.

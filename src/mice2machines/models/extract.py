@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ import torch
 from torch import nn
 
 from ..io import CONVENTIONS, atomic_path, consolidate
+from ..preflight import PreflightError, free_disk
 from ..settings import defaults
 from .hooks import (
     ExtractionError,
@@ -63,10 +63,6 @@ PRECISIONS = ("fp32", "bf16")
 
 
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-class PreflightError(RuntimeError):
-    """The extraction would exceed a configured memory or disk limit."""
 
 
 #: the models section's defaults and their documentation: schemas/models.schema.yaml
@@ -135,13 +131,7 @@ def preflight(
             f"MiB), over max_store_gb={settings.max_store_gb}; largest layers {biggest}. Choose "
             "fewer layers (zoo column `layers`), store_dtype float16, or raise max_store_gb."
         )
-    parent = Path(dest).resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(parent).free
-    if store > free:
-        raise PreflightError(
-            f"store would be {store / gb:.2f} GiB but only {free / gb:.2f} GiB are free in {parent}"
-        )
+    free = free_disk(dest, store, "the activation store")["free_bytes"]
     staging_one = 2 * per_image
     if staging_one > settings.max_memory_gb * gb:
         raise PreflightError(
