@@ -99,6 +99,30 @@ def test_table_level_errors(tmp_path):
         zoo.validate_zoo_deep([zoo.ModelSpec("a", "torchvision:resnet9000", "random", 32)])
 
 
+def test_deep_checks_run_once_per_zoo_and_environment(tmp_path):
+    ok = [zoo.ModelSpec("a", "torchvision:resnet18", "random", 32)]
+    cache = tmp_path / "cache"
+    assert zoo.validate_zoo_once(ok, None, cache) is True
+    assert zoo.validate_zoo_once(ok, None, cache) is False  # marked: torchvision not checked
+    other = [zoo.ModelSpec("a", "torchvision:resnet34", "random", 32)]
+    assert zoo.validate_zoo_once(other, None, cache) is True  # another row: checked again
+    weights = tmp_path / "w.pt"
+    torch.save({}, weights)
+    with_file = [zoo.ModelSpec("f", "torchvision:resnet18", f"file:{weights}", 32)]
+    assert zoo.validate_zoo_once(with_file, None, cache) is True
+    assert zoo.validate_zoo_once(with_file, None, cache) is False
+    os.utime(weights, ns=(1, 1))  # a replaced file: checked again
+    assert zoo.validate_zoo_once(with_file, None, cache) is True
+    weights.unlink()
+    with pytest.raises(zoo.ZooError, match="does not exist"):
+        zoo.validate_zoo_once(with_file, None, cache)
+    bad = [zoo.ModelSpec("b", "torchvision:resnet9000", "random", 32)]
+    for _ in range(2):  # a failed check leaves no marker
+        with pytest.raises(zoo.ZooError, match="no model"):
+            zoo.validate_zoo_once(bad, "zoo.tsv", cache)
+    assert len(list(cache.iterdir())) == 4  # ok, other, the file before and after
+
+
 def test_parse_neurn_and_layers():
     assert zoo.parse_neurn("none") is None
     assert zoo.parse_neurn("default") == defaults("neurn")

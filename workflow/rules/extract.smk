@@ -9,7 +9,7 @@
 
 import re
 
-from mice2machines.models.zoo import local_files, read_zoo, validate_zoo_deep
+from mice2machines.models.zoo import local_files, read_zoo, validate_zoo_once
 from mice2machines.workflow_params import job_params
 
 MODELS_CFG = config["models"]
@@ -20,9 +20,10 @@ ZOO_TABLE = (
 )
 ZOO = {spec.name: spec for spec in read_zoo(ZOO_TABLE)}
 # architectures, weights names, modules, factories and local files exist (nothing is built);
-# checked when the DAG is planned, not again inside each submitted job
+# checked when the DAG is planned, not again inside each submitted job, and once per zoo and
+# installed packages (a marker under .snakemake/mice2machines)
 if workflow.is_main_process:
-    validate_zoo_deep(list(ZOO.values()), ZOO_TABLE)
+    validate_zoo_once(list(ZOO.values()), ZOO_TABLE, ".snakemake/mice2machines")
 _unknown = sorted(set(MODELS_CFG["only"]) - set(ZOO))
 if _unknown:
     raise ValueError(f"models.only names models not in {ZOO_TABLE}: {_unknown}")

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -243,6 +244,44 @@ def validate_zoo_deep(specs: list[ModelSpec], table: str | os.PathLike | None = 
                 check(spec)
         except (ZooError, WeightsError) as err:
             raise type(err)(f"{where}model {spec.name!r} ({spec.builder}): {err}") from err
+
+
+def validate_zoo_once(
+    specs: list[ModelSpec], table: str | os.PathLike | None, cache_dir: str | os.PathLike
+) -> bool:
+    """`validate_zoo_deep`, skipped when these rows already passed with the same installed
+    packages and local files (a marker under ``cache_dir``): importing torchvision to check
+    names costs seconds at every workflow start. ``module:`` rows import a user's code, which
+    can change under any path, so they are checked every time. Returns whether the cached
+    rows' checks ran."""
+    validate_zoo_deep([s for s in specs if s.source == "module"], table)
+    cached = [s for s in specs if s.source != "module"]
+    mark = Path(cache_dir) / f"zoo-valid-{_zoo_key(cached)}"
+    if mark.exists():
+        return False
+    validate_zoo_deep(cached, table)
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    return True
+
+
+def _zoo_key(specs: list[ModelSpec]) -> str:
+    """Digest of what the deep checks depend on: the rows, the installed distributions'
+    versions and the local files' sizes and modification times."""
+    import hashlib
+    import importlib.metadata
+
+    h = hashlib.sha256(json.dumps([s.to_dict() for s in specs], default=str).encode())
+    dists = {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()}
+    h.update("\n".join(sorted(dists)).encode())
+    for spec in specs:
+        for path in local_files(spec):
+            try:
+                st = os.stat(path)
+                h.update(f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"{path}:missing".encode())
+    return h.hexdigest()[:24]
 
 
 def local_files(spec: ModelSpec) -> list[str]:
