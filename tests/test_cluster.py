@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
-from mice2machines.cluster import DEFAULTS, dask_client, dask_settings, slurm_cluster_kwargs
+from mice2machines.cluster import (
+    DEFAULTS,
+    dask_client,
+    dask_settings,
+    in_process,
+    slurm_cluster_kwargs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "dask.schema.yaml"
@@ -92,6 +98,17 @@ def test_synchronous_yields_no_client():
         assert client is None
         assert dask.config.get("scheduler") == "synchronous"
         assert int(x.sum().compute()) == 45
+
+
+def test_small_inputs_stay_in_process():
+    local = {"dask": {"cluster": "local", "in_process_mb": 100}}
+    assert in_process(local, 99.5) and not in_process(local, 100) and not in_process(local, None)
+    assert not in_process({"dask": {"cluster": "local", "in_process_mb": 0}}, 0.0)
+    with dask_client(local, 5.0) as client:
+        assert client is None
+        assert dask.config.get("scheduler") == "synchronous"
+    with dask_client(local, 500.0) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
 
 
 def test_local_cluster_computes_like_numpy():

@@ -211,6 +211,13 @@ def test_aggregate_tables_and_figures(results, tmp_path):
     assert set(agg.score.dims) == {"metric", "group", "model", "layer"}
     assert agg.score.sel(model="part", layer="1").isnull().all()
     assert int(agg.layer_index.sel(model="part", layer="4")) == 3
+    loaded = aggregate.aggregate(
+        [results["planted_net"], results["other_net"], tmp_path / "part.zarr"],
+        ["planted_net", "other_net", "part"],
+        load=True,
+    )  # small inputs, in memory: the same store
+    xr.testing.assert_identical(loaded.compute(), agg.compute())
+    assert loaded.score.chunks == agg.score.chunks
     write_zarr_atomic(agg, tmp_path / "scores.zarr")
     agg = aggregate.open_store(tmp_path / "scores.zarr")
     df = aggregate.tidy(agg)

@@ -53,6 +53,12 @@ def dask_settings(cfg: Mapping | None = None) -> dict[str, Any]:
     return out
 
 
+def in_process(cfg: Mapping | None, input_mb: float | None) -> bool:
+    """Whether inputs of ``input_mb`` MB are small enough (under ``in_process_mb``) to be
+    computed in the job's process, without a cluster; unknown sizes (None) are not."""
+    return input_mb is not None and input_mb < float(dask_settings(cfg)["in_process_mb"])
+
+
 def slurm_cluster_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``dask_jobqueue.SLURMCluster`` from dask settings."""
     s = {**DEFAULTS, **settings}
@@ -85,16 +91,17 @@ def _squeue() -> str:
 
 
 @contextlib.contextmanager
-def dask_client(cfg: Mapping | None = None) -> Iterator[Any]:
+def dask_client(cfg: Mapping | None = None, input_mb: float | None = None) -> Iterator[Any]:
     """Yield a distributed Client on the cluster the ``dask:`` settings ask for.
 
-    Yields None for ``cluster: synchronous`` (dask's synchronous scheduler is active inside
-    the block). Workers, SLURM jobs and the scheduler are shut down on exit.
+    Yields None for ``cluster: synchronous``, and for inputs of fewer than ``in_process_mb``
+    MB (`in_process`): dask's synchronous scheduler is active inside the block. Workers,
+    SLURM jobs and the scheduler are shut down on exit.
     """
     import dask
 
     s = dask_settings(cfg)
-    if s["cluster"] == "synchronous":
+    if s["cluster"] == "synchronous" or in_process(s, input_mb):
         with dask.config.set(scheduler="synchronous"):
             yield None
         return

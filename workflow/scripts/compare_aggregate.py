@@ -3,16 +3,26 @@
 
 import json
 
-from mice2machines.cluster import dask_client
+from mice2machines.cluster import dask_client, in_process
 from mice2machines.compare import aggregate
 from mice2machines.compare.registry import load_plugins
 from mice2machines.io import provenance, script_logger, write_zarr_atomic
+from mice2machines.resources import input_mb
 
 log = script_logger(snakemake.log[0])
 cfg = json.loads(snakemake.params.cfg)
 load_plugins(cfg["plugins"])
-with dask_client(snakemake.config["dask"]):
-    ds = aggregate.aggregate(list(snakemake.input.stores), cfg["models"])
+stores = list(snakemake.input.stores)
+size = input_mb(stores)
+small = in_process(snakemake.config["dask"], size)
+with dask_client(snakemake.config["dask"], size) as client:
+    log.info(
+        "%d model stores, %.1f MB: %s",
+        len(stores),
+        size,
+        "in memory, synchronous scheduler" if small else client or "synchronous scheduler",
+    )
+    ds = aggregate.aggregate(stores, cfg["models"], load=small)
     ds.attrs["provenance"] = provenance(config=cfg)
     write_zarr_atomic(ds, snakemake.output.store)
 log.info("wrote %s", snakemake.output.store)

@@ -27,8 +27,12 @@ def open_store(path) -> xr.Dataset:
     return open_zarr(path)
 
 
-def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Dataset:
-    """One Dataset with dims (metric, group, model, layer[, cell]), lazily (dask) concatenated.
+def aggregate(
+    paths: Sequence, models: Sequence[str] | None = None, load: bool = False
+) -> xr.Dataset:
+    """One Dataset with dims (metric, group, model, layer[, cell]), lazily (dask) concatenated,
+    or from stores loaded into memory first (``load``: small inputs, where dask's per-task
+    overhead would be most of the work).
 
     Layers are the union over models (NaN where a model has no such layer); each model's own
     layer order is in `layer_index` / `layer_depth` (model, layer).
@@ -39,6 +43,8 @@ def aggregate(paths: Sequence, models: Sequence[str] | None = None) -> xr.Datase
     parts = []
     for name, p in zip(models, paths, strict=True):
         ds = open_store(p)
+        if load:
+            ds = ds.load()
         ds = ds.reset_coords([c for c in LAYER_VARS if c in ds.coords])
         ds.attrs = {}
         parts.append(ds.expand_dims(model=[name]))
