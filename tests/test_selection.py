@@ -74,3 +74,34 @@ def test_single_class_and_errors():
         selection.select_neurons(maps, ["excitatory"] * 3)
     with pytest.raises(ValueError):
         selection.embed(maps, method="tsne")
+
+
+def test_exact_neighbours_give_umaps_own_small_data_graph():
+    umap = pytest.importorskip("umap")
+    from sklearn.neighbors import NearestNeighbors
+
+    Z, _ = blobs(200, 100, seed=2, dim=12)
+    idx, dist, index = selection.exact_knn(Z, 15)
+    d_ref, i_ref = NearestNeighbors(n_neighbors=15).fit(Z).kneighbors(Z)
+    np.testing.assert_array_equal(idx, i_ref)
+    np.testing.assert_allclose(dist, d_ref, atol=1e-9)
+    assert index is None and (idx[:, 0] == np.arange(len(Z))).all()  # itself first
+    own = umap.UMAP(n_neighbors=15, random_state=0, n_jobs=1, n_epochs=1).fit(Z)
+    given = umap.UMAP(
+        n_neighbors=15, random_state=0, n_jobs=1, n_epochs=1, precomputed_knn=(idx, dist, None)
+    )
+    with pytest.warns(UserWarning, match="precomputed_knn"):
+        given.fit(Z)
+    assert own._small_data and not given._small_data  # two routes, one fuzzy graph
+    np.testing.assert_allclose(given.graph_.toarray(), own.graph_.toarray(), atol=1e-5)
+
+
+def test_embedding_is_quiet():
+    pytest.importorskip("umap")
+    import warnings
+
+    maps = np.random.default_rng(0).normal(size=(100, 20))  # one connected cloud
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        E = selection.embed(maps, n_neighbors=10, seed=1)
+    assert E.shape == (100, 2) and np.isfinite(E).all()

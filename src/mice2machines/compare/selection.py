@@ -11,6 +11,8 @@ deterministic (UMAP runs single-threaded with a random_state).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -53,15 +55,36 @@ def embed(
         raise ValueError(f"unknown embedding {method!r} (umap or pca)")
     import umap
 
+    k = min(n_neighbors, n - 1)
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(n_neighbors, n - 1),
+        n_neighbors=k,
         min_dist=min_dist,
         random_state=seed,
         n_jobs=1,  # what a seed implies anyway (UMAP warns when it has to override it)
         init="spectral" if n > 10 else "random",
+        precomputed_knn=exact_knn(Z, k) if n < EXACT_KNN_BELOW else (None, None, None),
     )
-    return reducer.fit_transform(Z).astype(np.float64)
+    with warnings.catch_warnings():
+        # an exact kNN has no search index: only transform() of new data would need one
+        warnings.filterwarnings("ignore", "precomputed_knn", UserWarning)
+        return reducer.fit_transform(Z).astype(np.float64)
+
+
+#: below this many rows the neighbours are exact (all distances), as UMAP's own small-data path
+EXACT_KNN_BELOW = 4096
+
+
+def exact_knn(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """Each row's k nearest rows (itself first) and their Euclidean distances, from all pairs.
+
+    What UMAP computes for small data, given to it precomputed: its own route compiles
+    numba kernels in every new process (about 7 s of a demo's selection)."""
+    from sklearn.metrics import pairwise_distances
+
+    D = pairwise_distances(Z)
+    idx = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(D, idx, 1), None
 
 
 def _quotas(total: int, k: int) -> np.ndarray:
