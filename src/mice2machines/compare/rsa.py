@@ -6,7 +6,6 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import kendalltau, rankdata
 
 from ..devices import cpu_workers, thread_pool
 
@@ -86,6 +85,8 @@ def _rank_rows(v: np.ndarray) -> np.ndarray:
     s = np.take_along_axis(v, order, axis=-1)
     odd = (s[:, 1:] == s[:, :-1]).any(axis=-1) | np.isnan(s[:, -1])
     if odd.any():
+        from scipy.stats import rankdata
+
         ranks[odd] = rankdata(v[odd], axis=-1)
     return ranks
 
@@ -135,6 +136,8 @@ def tau_a(x: np.ndarray, y: np.ndarray) -> float:
     def ties(v):
         c = np.unique(v, return_counts=True)[1].astype(np.float64)
         return (c * (c - 1) / 2).sum()
+
+    from scipy.stats import kendalltau
 
     tb = kendalltau(x, y).statistic
     return float(np.clip(tb * np.sqrt((tot - ties(x)) * (tot - ties(y))) / tot, -1, 1))

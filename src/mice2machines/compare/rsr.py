@@ -19,7 +19,6 @@ the same weighted fit and weighted r.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
 
 from .ridge import kfold
 from .rsa import upper_tri
@@ -65,6 +64,8 @@ def _fold_fit(X: np.ndarray, Y: np.ndarray, tr, te, w=None):
     (W^1/2 X, W^1/2 y) up to a constant (X'Wy lies in the range of C), so a fold costs one
     L x L eigendecomposition, whatever the number of columns of Y.
     """
+    from scipy.optimize import nnls
+
     wt = np.ones(len(tr)) if w is None else w[tr]
     we = np.ones(len(te)) if w is None else w[te]
     Xt, Yt = X[tr], Y[tr]
