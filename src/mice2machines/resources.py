@@ -55,8 +55,8 @@ MEMORY: dict[str, Formula] = {
         4000,
         {"neural": 3.0, "activations": 4.0},
         largest=frozenset({"activations"}),
-        why="the neural store, one layer's activations and the RF maps of one "
-        "compare.unit_chunk of units (about 2 GB at 65536)",
+        why="the neural store, one layer's activations and the RF maps of at most 65536 "
+        "units (about 2 GB, whatever compare.unit_chunk)",
     ),
     "compare_aggregate": Formula(1500, {"stores": 2.0}, why="every model's scores"),
     "compare_figures": Formula(
