@@ -50,7 +50,12 @@ MEMORY: dict[str, Formula] = {
         why="one block of compare.cell_block cells (about 0.4 GB at 2048) and every cell's "
         "trial means and maps (about 0.3 x its responses)",
     ),
-    "compare_select": Formula(1000, {"neural": 3.0}, why="the prepared neural store"),
+    "compare_select": Formula(
+        1000,
+        {"neural": 12.0},
+        why="every cell's map in float64 several times over (the full PCA's copies and U, "
+        "UMAP's neighbour graph): about 8.5 x the neural store at 63,000 cells",
+    ),
     "compare_model": Formula(
         4000,
         {"neural": 3.0, "activations": 4.0},
