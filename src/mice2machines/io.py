@@ -336,7 +336,9 @@ def _route_stderr(log_path: Path):
 def peak_rss_mb() -> tuple[float, float, str]:
     """Peak resident memory in MB (10^6 bytes, Snakemake's ``mem_mb`` unit) of this process
     and of its largest finished child, and where the first came from: VmHWM (/proc), else
-    ru_maxrss (which a process inherits across exec: an upper bound there)."""
+    ru_maxrss (which a process inherits across exec: an upper bound there). A child's
+    ru_maxrss counts the pages it shared with this process when forked, so a ``git`` run
+    late in a job reads about as large as the job then was."""
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale / 1e6
     try:
