@@ -331,6 +331,24 @@ def test_demo_comparison_outputs(demo_run):
     assert all("layer" in p.read_text() for p in log)  # a progress line per layer
 
 
+def test_example_unit_maps_read_one_unit_of_a_flat_layer(stores, neural):
+    """The example figure's unit maps: a flat layer's unit read alone (not the whole layer:
+    it can be 10^6 wide) gives the map of that column of the whole layer."""
+    from mice2machines.compare import figures_cells as fc
+    from mice2machines.compare import receptive_fields as rf
+    from mice2machines.models.store import open_layer
+
+    cells = pd.DataFrame({"layer": ["7", "7"], "unit": [3, 39]})
+    cfg = settings(CFG)
+    got = fc.best_unit_maps(cells, neural, stores["planted_net"], cfg)
+    X = open_layer(stores["planted_net"], "7").sel(image=neural["image"].values).values
+    F = neural["stimulus_matrix"].values
+    maps = rf.unit_maps(
+        X[:, [3, 39]], F.reshape(len(F), -1), cfg["map_center"], cfg["map_normalize"]
+    )
+    np.testing.assert_allclose(got, maps.reshape(got.shape), rtol=1e-12)
+
+
 @pytest.mark.parametrize("remove", [True, False])
 def test_rsa_mean_pattern_option(stores, neural, selected, remove):
     """RSA scores and RSA ceilings follow compare.rsa_remove_mean_pattern, on both sides."""

@@ -100,6 +100,34 @@ def test_script_stderr_warnings_and_traceback_go_to_the_rule_log(tmp_path):
     assert python_warnings(proc.stderr) == []
 
 
+def test_script_log_ends_with_the_peak_memory_of_the_process_and_its_children(tmp_path):
+    """A script holding a 200 MB array, after a child that held 100 MB: the log's last line
+    is the peak, at least what each allocated."""
+    proc = _script(
+        tmp_path,
+        "import subprocess\n"
+        "import numpy as np\n"
+        "from mice2machines.io import script_logger\n"
+        "log = script_logger(sys.argv[1])\n"
+        "child = 'import numpy as np; np.ones(100 * 10**6 // 8)'\n"
+        "subprocess.run([sys.executable, '-c', child], check=True)\n"
+        "x = np.ones(200 * 10**6 // 8)\n"
+        "log.info('holding %d MB', x.nbytes // 10**6)\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    last = (tmp_path / "rule.log").read_text().splitlines()[-1]
+    m = re.search(r"INFO peak memory (\d+) MB \(VmHWM; largest child process (\d+) MB\)$", last)
+    assert m, last
+    assert int(m[1]) >= 200 and int(m[2]) >= 100, last
+    assert "peak memory" not in proc.stderr
+
+
+def test_peak_rss_is_at_least_what_the_process_holds():
+    x = np.ones(50 * 10**6 // 8)
+    peak, child, source = io.peak_rss_mb()
+    assert source == "VmHWM" and peak >= x.nbytes / 1e6 and child >= 0
+
+
 def test_network_failure_is_one_line_with_the_url_and_what_to_do_offline(tmp_path):
     """A refused connection (a loopback port nobody listens on) through the package's fetcher."""
     import socket

@@ -78,3 +78,21 @@ def test_a_store_bigger_than_the_free_disk_is_refused(tmp_path, stores):
         preflight.free_disk(dest, 1e18, "the population")
     assert str(dest) in str(err.value) and "1000000000.00 GB" in str(err.value)
     assert not dest.exists()
+
+
+def test_the_population_preflight_counts_what_it_reads(tmp_path):
+    """Experiment stores of 135 cells with their trials (5,950 presentations x 75 frames,
+    metadata only): the population needs their responses, not 75 x more for trials."""
+    from mice2machines.neural.population import READS
+
+    stores = []
+    for i in range(3):
+        root = zarr.open_group(str(tmp_path / f"{i}.zarr"), mode="w", zarr_format=3)
+        for name, shape in [("responses", (135, 118, 50)), ("blank_responses", (135, 50)),
+                            ("trials", (135, 5950, 75))]:  # fmt: skip
+            root.create_array(name, shape=shape, dtype="float32")
+        zarr.consolidate_metadata(str(tmp_path / f"{i}.zarr"))
+        stores.append(tmp_path / f"{i}.zarr")
+    every = preflight.stores_bytes(stores)
+    assert preflight.stores_bytes(stores, READS) == pytest.approx(3 * 135 * 4 * (118 * 50 + 50))
+    assert every > 70 * preflight.stores_bytes(stores, READS)

@@ -198,6 +198,21 @@ def test_rf_path_is_bounded_by_unit_chunk(tmp_path):
         assert np.isfinite(a["rf_rmse_neurn"]).all()
 
 
+def test_rf_maps_are_bounded_whatever_unit_chunk(tmp_path, monkeypatch):
+    """A unit_chunk wider than the layer: the maps are still made at most MAP_BYTES at a
+    time (here 500 units of the 6 x 8 grid), with the same results and a fraction of the
+    memory."""
+    from mice2machines.compare.metrics import rf_rmse
+
+    g = np.random.default_rng(5)
+    flat = _layer(tmp_path, "flat", g.normal(size=(30, 20000)).astype(np.float32))
+    whole, peak_whole = _score(rf_rmse.RFScorer, flat, 10**9)
+    monkeypatch.setattr(rf_rmse, "MAP_BYTES", 500 * 6 * 8 * 8)
+    capped, peak_capped = _score(rf_rmse.RFScorer, flat, 10**9)
+    _same(capped, whole, "rf_unit", ("rf_rmse", "rf_mean_rmse", "rf_unit_activity", "null"))
+    assert peak_capped < peak_whole / 5, (peak_capped, peak_whole)
+
+
 def _same(a: dict, b: dict, unit: str, values) -> None:
     """The same best units; the same RMSEs up to the rounding of other matrix shapes."""
     np.testing.assert_array_equal(a[unit], b[unit])

@@ -51,6 +51,29 @@ def test_memory_grows_with_the_input_and_the_attempt(tmp_path):
     assert resources.mem_mb("compare_prepare", big, 2, override=12000) == 24000
 
 
+def test_population_memory_counts_the_arrays_it_reads(tmp_path):
+    """An experiment store's trials (unwritten chunks, 5,950 presentations x 75 frames) do
+    not count: the population reads responses and blank responses only."""
+    import zarr
+
+    from mice2machines.neural.population import READS
+
+    path = tmp_path / "e.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for name, shape in [("responses", (1000, 118, 50)), ("blank_responses", (1000, 50)),
+                        ("trials", (1000, 5950, 75))]:  # fmt: skip
+        root.create_array(name, shape=shape, dtype="float32")
+    zarr.consolidate_metadata(str(path))
+    f = resources.MEMORY["population"]
+    assert f.arrays["stores"] == READS
+    assert resources.input_mb(path) == pytest.approx(4 * 1000 * (118 * 50 + 50 + 5950 * 75) / 1e6)
+    reads_mb = 4 * 1000 * (118 * 50 + 50) / 1e6
+    assert resources.input_mb(path, names=READS) == pytest.approx(reads_mb)
+    want = int(np.ceil(f.base + f.factors["stores"] * 3 * reads_mb))
+    assert resources.mem_mb("population", {"stores": [str(path)] * 3}) == want
+    assert "`stores` (`responses`, `blank_responses`)" in resources.table()
+
+
 def test_the_table_names_every_rule():
     text = resources.table()
     assert all(f"`{rule}`" in text for rule in resources.MEMORY)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -313,6 +315,7 @@ def error_line(exc: BaseException, log_path: str | os.PathLike | None = None) ->
     return line + (f" (traceback: {log_path})" if log_path else "")
 
 
+_PEAK_AT_EXIT: set[str] = set()  # loggers whose peak memory is logged at exit
 _CONSOLE: list = []  # the console's stderr, kept from the first redirection of a process
 
 
@@ -330,6 +333,32 @@ def _route_stderr(log_path: Path):
     return console
 
 
+def peak_rss_mb() -> tuple[float, float, str]:
+    """Peak resident memory in MB (10^6 bytes, Snakemake's ``mem_mb`` unit) of this process
+    and of its largest finished child, and where the first came from: VmHWM (/proc), else
+    ru_maxrss (which a process inherits across exec: an upper bound there). A child's
+    ru_maxrss counts the pages it shared with this process when forked, so a ``git`` run
+    late in a job reads about as large as the job then was."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale / 1e6
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6, child, "VmHWM"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6, child, "ru_maxrss"
+
+
+def _log_peak_rss(name: str) -> None:
+    peak, child, source = peak_rss_mb()
+    with contextlib.suppress(Exception):
+        logging.getLogger(name).info(
+            "peak memory %.0f MB (%s; largest child process %.0f MB)", peak, source, child
+        )
+
+
 def script_logger(
     log_path: str | os.PathLike | None, name: str = "mice2machines"
 ) -> logging.Logger:
@@ -337,7 +366,8 @@ def script_logger(
 
     With a log file, everything a script writes to stderr (Python warnings, library logging,
     native libraries' output, tracebacks) goes into it too; the console gets only the
-    script's warnings and, on a failure, one line naming the error and the log.
+    script's warnings and, on a failure, one line naming the error and the log. The log ends
+    with the process's peak memory (`peak_rss_mb`), to set beside the job's ``mem_mb``.
     """
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
@@ -372,4 +402,7 @@ def script_logger(
         console.flush()
 
     sys.excepthook = excepthook
+    if name not in _PEAK_AT_EXIT:
+        _PEAK_AT_EXIT.add(name)
+        atexit.register(_log_peak_rss, name)
     return logger

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from .resources import MB, store_arrays
+from .resources import MB, input_mb, store_arrays
 from .settings import defaults
 
 log = logging.getLogger("mice2machines")
@@ -41,10 +41,10 @@ def free_disk(dest: str | os.PathLike, need_bytes: float, what: str) -> dict:
     return {"need_bytes": int(need_bytes), "free_bytes": int(free)}
 
 
-def stores_bytes(paths) -> float:
-    """Uncompressed bytes of every array of the zarr stores ``paths`` (an upper bound of what
-    a store built from them takes on disk)."""
-    return sum(a.mb for p in paths for a in store_arrays(p).values()) * MB
+def stores_bytes(paths, names=None) -> float:
+    """Uncompressed bytes of every array (only those called ``names``, if given) of the zarr
+    stores ``paths``: an upper bound of what a store built from them takes on disk."""
+    return input_mb(list(paths), names=names) * MB
 
 
 def _dim(arrays: Mapping, name: str, path) -> int:

@@ -25,31 +25,43 @@ MB = 1e6
 @dataclass(frozen=True)
 class Formula:
     """``(base + sum(factor * MB of input)) * attempt``; ``largest`` inputs count their largest
-    array only (a job streams one layer at a time)."""
+    array only (a job streams one layer at a time); ``arrays`` inputs only the arrays of these
+    names (the ones the job reads)."""
 
     base: int
     factors: dict[str, float] = field(default_factory=dict)
     largest: frozenset[str] = frozenset()
+    arrays: dict[str, tuple[str, ...]] = field(default_factory=dict)
     why: str = ""
 
 
 #: per-rule memory (MB): measured peaks at release shape (benchmarks/release.py) with headroom
 MEMORY: dict[str, Formula] = {
     "nwb_to_zarr": Formula(1500, {"nwb": 1.5}, why="one session's traces and its store"),
-    "population": Formula(2000, {"stores": 1.5}, why="the sessions' responses, concatenated"),
+    "population": Formula(
+        2000,
+        {"stores": 1.5},
+        arrays={"stores": ("responses", "blank_responses")},  # neural.population.READS
+        why="the sessions' responses, concatenated (their trials are not read)",
+    ),
     "compare_prepare": Formula(
         2000,
         {"population": 0.5},
         why="one block of compare.cell_block cells (about 0.4 GB at 2048) and every cell's "
         "trial means and maps (about 0.3 x its responses)",
     ),
-    "compare_select": Formula(1000, {"neural": 3.0}, why="the prepared neural store"),
+    "compare_select": Formula(
+        1000,
+        {"neural": 12.0},
+        why="every cell's map in float64 several times over (the full PCA's copies and U, "
+        "UMAP's neighbour graph): about 8.5 x the neural store at 63,000 cells",
+    ),
     "compare_model": Formula(
         4000,
         {"neural": 3.0, "activations": 4.0},
         largest=frozenset({"activations"}),
-        why="the neural store, one layer's activations and the RF maps of one "
-        "compare.unit_chunk of units (about 2 GB at 65536)",
+        why="the neural store, one layer's activations and the RF maps of at most 65536 "
+        "units (about 2 GB, whatever compare.unit_chunk)",
     ),
     "compare_aggregate": Formula(1500, {"stores": 2.0}, why="every model's scores"),
     "compare_figures": Formula(
@@ -101,18 +113,21 @@ def store_arrays(path: str | os.PathLike) -> dict[str, ArrayMeta]:
     return {k: _meta(v) for k, v in nodes.items() if v.get("node_type") == "array"}
 
 
-def array_mb(path: str | os.PathLike) -> list[float]:
-    """MB of each array of a zarr store (uncompressed, from its metadata), or of a file."""
+def array_mb(path: str | os.PathLike, names=None) -> list[float]:
+    """MB of each array of a zarr store (uncompressed, from its metadata; only the arrays
+    called ``names``, if given), or of a file."""
     p = Path(path)
     if p.is_file():
         return [p.stat().st_size / MB]
-    return [a.mb for a in store_arrays(p).values()]
+    arrays = store_arrays(p).items()
+    return [a.mb for k, a in arrays if names is None or k.rpartition("/")[2] in names]
 
 
-def input_mb(paths, largest: bool = False) -> float:
-    """Total MB of the arrays of ``paths`` (one path or several), or the largest array."""
+def input_mb(paths, largest: bool = False, names=None) -> float:
+    """Total MB of the arrays of ``paths`` (one path or several; only the arrays called
+    ``names``, if given), or the largest array."""
     paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    sizes = [s for p in paths for s in array_mb(p)]
+    sizes = [s for p in paths for s in array_mb(p, names)]
     if not sizes:
         return 0.0
     return max(sizes) if largest else sum(sizes)
@@ -125,7 +140,7 @@ def mem_mb(rule: str, inputs: Mapping, attempt: int = 1, override: int | None = 
         return int(override) * int(attempt)
     f = MEMORY[rule]
     total = f.base + sum(
-        k * input_mb(inputs[name], name in f.largest)
+        k * input_mb(inputs[name], name in f.largest, f.arrays.get(name))
         for name, k in f.factors.items()
         if name in inputs.keys()
     )
@@ -138,7 +153,10 @@ def table() -> str:
     for rule, f in MEMORY.items():
         terms = [str(f.base)]
         for name, k in f.factors.items():
-            terms.append(f"{k:g} x {'largest array of ' if name in f.largest else ''}`{name}`")
+            term = f"{k:g} x {'largest array of ' if name in f.largest else ''}`{name}`"
+            if name in f.arrays:
+                term += f" ({', '.join(f'`{a}`' for a in f.arrays[name])})"
+            terms.append(term)
         rows.append(f"| `{rule}` | {' + '.join(terms)} | {f.why} |")
     return "\n".join(rows)
 

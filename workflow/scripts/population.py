@@ -11,7 +11,7 @@ from mice2machines.workflow_params import run_settings
 log = script_logger(snakemake.log[0])
 cfg = {**json.loads(snakemake.params.cfg), **run_settings("neural", snakemake.config)}
 log.info("assembling %d experiment stores", len(snakemake.input.stores))
-need = preflight.stores_bytes(snakemake.input.stores)
+need = preflight.stores_bytes(snakemake.input.stores, population.READS)
 log.info("preflight: %s", preflight.free_disk(snakemake.output.store, need, "the population"))
 with dask_client(snakemake.config["dask"]) as client:
     log.info("dask: %s", "synchronous scheduler" if client is None else client)

@@ -142,7 +142,7 @@ def best_unit_maps(cells: pd.DataFrame, neural, activations, cfg) -> np.ndarray:
         if da.ndim == 4:
             x = rf.channel_activity(da[:, int(unit) : int(unit) + 1].values)[0]
         else:
-            x = da.values.reshape(len(da), -1)[:, [int(unit)]]
+            x = da[:, [int(unit)]].values  # the unit's column only: a layer can be 10^6 wide
         m = rf.unit_maps(x, F, bool(cfg["map_center"]), cfg["map_normalize"])
         out.append(m.reshape(shape))
     return np.asarray(out)

@@ -18,6 +18,9 @@ from .reliability import split_half_reliability
 
 log = logging.getLogger("mice2machines")
 
+#: the arrays of the experiment stores the population reads (not their trials)
+READS = ("responses", "blank_responses")
+
 
 def stimuli_dataset(template: np.ndarray, source: str, prov: str) -> xr.Dataset:
     """The stimulus store: `images` (image, y, x) float32 on the 0-255 template scale."""
@@ -78,7 +81,7 @@ def population_dataset(paths: Sequence[str | Path], cfg: dict | None = None) -> 
     Filters (areas, cre_lines, min_reliability) come from the `neural` config section. Stores
     sharing a cell or an experiment are refused (`check_unique_cells`).
     """
-    parts = [open_zarr(p)[["responses", "blank_responses"]] for p in paths]
+    parts = [open_zarr(p)[list(READS)] for p in paths]
     check_unique_cells(parts, paths)
     pop = concat_stores(parts, "cell", coords="different", compat="equals", combine_attrs="drop")
     return finish_population(pop, cfg)

@@ -46,8 +46,19 @@ def _all_maps(ctx) -> tuple[np.ndarray, int]:
     return ctx.cache["rf_maps"], len(perms)
 
 
+#: most bytes of unit maps made at once (float64, a few times that while they are
+#: normalised): the maps of 65536 units on the default 32 x 40 grid, whatever
+#: compare.unit_chunk (a wider chunk streams faster on a GPU; the maps are made on the host)
+MAP_BYTES = 65536 * 32 * 40 * 8
+
+
 def _unit_step(ctx) -> int:
     return max(1, int(ctx.cfg["unit_chunk"]))
+
+
+def _map_step(ctx) -> int:
+    """Units whose maps are made at once: compare.unit_chunk, at most MAP_BYTES of maps."""
+    return max(1, min(_unit_step(ctx), MAP_BYTES // (8 * ctx.stimulus_matrix.shape[1])))
 
 
 def _channel_slices(ctx, block: np.ndarray):
@@ -59,8 +70,8 @@ def _channel_slices(ctx, block: np.ndarray):
 
 
 def _feed(ctx, acc: rf.RMSEAccumulator, T: np.ndarray, track: bool) -> None:
-    """Maps of the units T (images, units), compare.unit_chunk units at a time, into acc."""
-    step = _unit_step(ctx)
+    """Maps of the units T (images, units), `_map_step` units at a time, into acc."""
+    step = _map_step(ctx)
     for lo in range(0, T.shape[1], step):
         t = T[:, lo : lo + step]
         acc.update(_maps(ctx, t), activity=t if track else None)
@@ -85,7 +96,7 @@ def _on_cells(ctx, values: np.ndarray, fill) -> np.ndarray:
 
 class RFScorer:
     """Unit = a channel's spatially averaged activity (spatial layers) or a flat unit; the
-    maps are made compare.unit_chunk units at a time, whatever the store's chunks."""
+    maps are made `_map_step` units at a time, whatever the store's chunks."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -121,7 +132,7 @@ class RFNeuRNScorer:
     """NeuRN on the feature maps first (compare.neurn); flat or 1x1 layers have no space for
     it and score NaN. With max_over: image the per-image maximum spans all channels, so the
     chunks' scales are combined before the maps are made. The channels' activity (images,
-    channels) is kept; maps are made compare.unit_chunk channels at a time."""
+    channels) is kept; maps are made `_map_step` channels at a time."""
 
     def __init__(self, ctx):
         self.ctx = ctx
