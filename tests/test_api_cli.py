@@ -225,5 +225,6 @@ def test_failed_weights_fetch_is_one_line_naming_model_and_url(tmp_path, monkeyp
         server.shutdown()
     assert proc.returncode != 0
     log = (work / "logs" / "fetch_weights" / "r10p.log").read_text()
-    assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+    lines = log.strip().splitlines()
+    assert "Traceback" not in log and len(lines) == 2 and "peak memory" in lines[1], log
     assert "model 'r10p'" in log and f"{endpoint}/timm/resnet10t.c3_in1k" in log
