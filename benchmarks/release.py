@@ -422,7 +422,7 @@ def experiment_stores(wd: Path, cfg: dict, session: Path) -> list[Path]:
     table = manifest(cfg)
     src = open_zarr(session)
     trials = src["trials"]
-    src = src[["responses", "blank_responses"]].load()
+    src = src[list(READS)].load()
     sd = float(np.nanstd(src["responses"].values))
     out, g = [], np.random.default_rng(0)
     for k, row in enumerate(table.itertuples()):
