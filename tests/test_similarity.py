@@ -539,3 +539,25 @@ def test_metric_registry():
     g = rng(12)
     a = S.Representations.from_arrays([g.normal(size=(10, 8))], dtype=np.float64)
     assert S.METRICS["cka_unbiased"].score(a, a)[0, 0] == pytest.approx(1.0)
+
+
+def test_auto_device_without_a_gpu_driver_is_cpu_and_agrees_with_torch():
+    """'auto' answers 'cpu' without importing torch only where no GPU driver is loaded, and
+    there torch sees no GPU either; where one is loaded (a GPU machine) it asks torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mice2machines.devices import gpu_driver_absent, resolve_device; "
+        "a = gpu_driver_absent(); d = resolve_device('auto'); "
+        "print(a, d, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    absent, device, imported = out.stdout.split()
+    torch = pytest.importorskip("torch")
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if absent == "True":
+        assert device == "cpu" and imported == "False"
+    else:
+        assert imported == "True"

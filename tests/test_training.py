@@ -154,6 +154,26 @@ def test_split_and_subsets_are_seeded_and_disjoint():
     assert len(training.eval_subset(50, None)) == 50
 
 
+def test_determinism_is_torchs_warn_only_mode_without_its_compiler():
+    """set_determinism is use_deterministic_algorithms(..., warn_only=True), and a fresh
+    process that sets it does not load torch's compiler (2 s of every training job)."""
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from mice2machines.dg.training import set_determinism
+        set_determinism(True)
+        on = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+        set_determinism(False)
+        print(on, torch.are_deterministic_algorithms_enabled(),
+              "torch._inductor" in sys.modules, "torch._dynamo" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(True,", "True)", "False", "False", "False"]
+
+
 def test_device_selection_and_config_checks():
     assert training.select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():

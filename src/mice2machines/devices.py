@@ -12,12 +12,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+#: files one of which exists wherever a GPU driver torch can use is loaded (NVIDIA, ROCm)
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+
+def gpu_driver_absent() -> bool:
+    """True on a Linux machine with no GPU driver loaded: no CUDA device can exist there,
+    which 'auto' then knows without importing torch (2 s a process)."""
+    import sys
+
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return False
+    return not any(os.path.exists(f) for f in GPU_DRIVER_FILES)
+
 
 def resolve_device(device: str | None = None) -> str:
     """'cpu' (numpy) or a torch device ('cuda', 'cuda:N'; 'torch:cpu' runs the torch code on
     the CPU); None/'auto' picks CUDA when torch sees one."""
     if device not in (None, "auto"):
         return str(device)
+    if gpu_driver_absent():
+        return "cpu"
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is installed wherever CUDA is

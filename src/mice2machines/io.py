@@ -266,7 +266,9 @@ def is_consolidated(path: str | os.PathLike) -> bool:
 
 
 def open_zarr(path: str | os.PathLike, **kwargs):
-    """Open a store written by write_zarr_atomic, lazily (dask-backed), labels as strings."""
+    """Open a store written by write_zarr_atomic, lazily (dask-backed), labels as strings.
+    ``chunks=None``: lazily indexed numpy instead of dask, for a store read in slices or
+    whole (no dask import: half a second of every job that needs no dask)."""
     import xarray as xr
 
     path = Path(path)

@@ -22,7 +22,7 @@ inputs = Inputs(
     },
     cfg,
 )
-note = open_zarr(snakemake.input.neural).attrs.get("ceiling_note")
+note = open_zarr(snakemake.input.neural, chunks=None).attrs.get("ceiling_note")
 if note:
     log.warning("figures: %s", note)
 results = Path(snakemake.output.figures[0]).parents[2]  # results/compare/figures/x.png

@@ -23,7 +23,7 @@ preflight.check_compare_model(
     getattr(snakemake.resources, "mem_mb", None),
     per_cell,
 )
-neural = open_zarr(snakemake.input.neural).load()
+neural = open_zarr(snakemake.input.neural, chunks=None).load()
 selected = prepare.read_selected(snakemake.input.selected, neural)
 ds = job.compare_model(
     snakemake.input.activations, neural, selected, cfg, model=snakemake.wildcards.model

@@ -59,28 +59,26 @@ def _fold_setup(K: np.ndarray, alphas: np.ndarray, tr, te, relative: bool) -> di
     a = alphas * scale if scale > 0 else alphas  # a zero Gram: any penalty, r is NaN
     keep = a[:, None] / (s[None, :] + a[:, None])  # (alphas, nt)
     one_minus_h = keep @ (Q * Q).T - 1.0 / nt  # (alphas, nt)
+    w = 1.0 / one_minus_h
     return {
         "tr": tr,
         "te": te,
-        "Q": Q,
         "Qt": np.ascontiguousarray(Q.T),
         "KteQ": Kc[te] @ Q,
-        "keep": keep,
-        "w": 1.0 / one_minus_h,
+        "loo": (w[:, :, None] * Q[None] * keep[:, None, :]).reshape(len(a) * nt, nt),
         "inv": 1.0 / (s[None, :] + a[:, None]),
         "alpha": a if scale > 0 else np.full_like(a, np.nan),
     }
 
 
-def _loo_error(Q, keep, w, Z, xp):
-    """(alphas, C) mean squared leave-one-out residual, w * Q diag(keep_a) Z, for every
-    penalty in one matrix product (one BLAS call instead of one per penalty)."""
-    r, c = Z.shape
-    a = keep.shape[0]
-    R = Q @ xp.reshape(xp.moveaxis(keep[:, :, None] * Z[None], 0, 1), (r, a * c))
-    R = xp.reshape(R, (Q.shape[0], a, c))
-    R *= w.T[:, :, None]
-    return (R * R).mean(0)
+def _loo_error(loo, Z, xp):
+    """(alphas, C) mean squared leave-one-out residual for every penalty in one matrix
+    product: ``loo`` stacks the alphas' diag(w_a) Q diag(keep_a), so the residuals of
+    penalty a are rows a * nt to (a + 1) * nt of ``loo @ Z``."""
+    nt, c = Z.shape
+    R = loo @ Z
+    R *= R
+    return xp.reshape(R, (loo.shape[0] // nt, nt, c)).mean(1)
 
 
 def _fit_fold(fd: dict, ytr, yte, xp):
@@ -88,7 +86,7 @@ def _fit_fold(fd: dict, ytr, yte, xp):
     held-out prediction minus the training mean (n_te, C), training mean (C,))."""
     ybar = ytr.mean(0)
     Z = fd["Qt"] @ (ytr - ybar)
-    err = _loo_error(fd["Q"], fd["keep"], fd["w"], Z, xp)
+    err = _loo_error(fd["loo"], Z, xp)
     idx = err.argmin(0)  # the first minimum, as scikit-learn
     dev = fd["KteQ"] @ (Z * fd["inv"][idx].T)
     dev = xp.where((ytr == ytr[:1]).all(0), 0.0, dev)
@@ -124,7 +122,7 @@ class _Engine:
     @property
     def column_bytes(self) -> int:
         """Bytes one response column and its temporaries take."""
-        return 8 * (12 * self.n + self.n_alphas * (3 * self.n + 1))
+        return 8 * (12 * self.n + self.n_alphas * (self.n + 1))
 
     def run(self, cols, want_pred: bool):
         """(fold r (folds, C), alpha index (folds, C), held-out predictions (n, C) or None),

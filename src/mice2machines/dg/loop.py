@@ -38,10 +38,13 @@ def select_device(name: str = "auto", log: logging.Logger | None = None) -> torc
 
 
 def set_determinism(enabled: bool) -> None:
-    """Deterministic kernels where torch has them (warn, not fail, where it has none)."""
+    """Deterministic kernels where torch has them (warn, not fail, where it has none).
+
+    The debug mode is ``use_deterministic_algorithms(enabled, warn_only=True)`` without its
+    import of torch's compiler (2 s a process), whose setting only torch.compile reads."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.set_deterministic_debug_mode("warn" if enabled else "default")
     torch.backends.cudnn.benchmark = not enabled
     torch.backends.cudnn.deterministic = enabled
 

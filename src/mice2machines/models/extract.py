@@ -351,7 +351,7 @@ def extract_model(
     else:
         wsha = None
     layers = select_layers(model, *zoo.parse_layers(spec.layers, layer_types))
-    images = open_zarr(stimuli)["images"]
+    images = open_zarr(stimuli, chunks=None)["images"]
     extra = {
         "random_seed": seed if spec.weights_kind == "random" else None,
         "precision": s.precision,

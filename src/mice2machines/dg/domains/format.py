@@ -138,7 +138,7 @@ def load_domain(path: str | os.PathLike):
     if not path.exists():
         raise FileNotFoundError(f"{path}: domain store does not exist (build it with the dg rules)")
     try:
-        ds = open_zarr(path).load()
+        ds = open_zarr(path, chunks=None).load()
     except Exception as err:
         raise DomainFileError(
             f"{path}: cannot read domain store ({type(err).__name__}: {err}); delete it and "

