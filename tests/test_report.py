@@ -104,6 +104,33 @@ def test_best_layer_and_ei_are_grids_with_labels():
     assert all(a.get_ylabel() and a.get_xlabel() for a in fig.axes if a.get_visible())
 
 
+def test_tight_layout_is_applied_once_not_redone_at_every_save(tmp_path, monkeypatch):
+    """A laid-out figure keeps no layout engine, so saving PNG + SVG draws it twice, not four
+    times, and the subplot parameters are tight_layout's own."""
+    from matplotlib.figure import Figure
+
+    df = pd.concat([_tidy(m) for m in list(METRICS)[:8]])
+    fig = figures.best_layer(df, list(METRICS)[:8])
+    assert fig.get_layout_engine() is None
+    ours = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top")}
+    draws = []
+    original = Figure.draw
+
+    def counted(self, renderer):
+        draws.append(1)
+        return original(self, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counted)
+    figures.save(fig, tmp_path / "best.png")
+    monkeypatch.undo()
+    assert len(draws) == 2 and (tmp_path / "best.svg").stat().st_size > 0
+    ref = figures.best_layer(df, list(METRICS)[:8])
+    ref.tight_layout(rect=(0, 0.08, 1, 1))
+    assert ours == pytest.approx(
+        {k: getattr(ref.subplotpars, k) for k in ("left", "right", "bottom", "top")}
+    )
+
+
 def test_rmse_distributions_one_panel_per_model():
     """The paper's RMSE figure keeps models (random twins included) apart."""
     rng = np.random.default_rng(1)

@@ -21,6 +21,15 @@ def _plt():
     return plt
 
 
+def tight(fig, rect=None) -> None:
+    """``fig.tight_layout(rect=rect)`` applied once, as fixed subplot parameters: a figure
+    that keeps tight_layout's engine is laid out again in every savefig (an extra draw of
+    every text for each of the PNG and the SVG, a fifth of the drawing time)."""
+    from matplotlib.layout_engine import TightLayoutEngine
+
+    TightLayoutEngine(rect=rect if rect is not None else (0, 0, 1, 1)).execute(fig)
+
+
 #: the longest side of a figure: inches (a report page's height) and PNG pixels
 MAX_INCHES = 40
 MAX_PIXELS = 4800
@@ -119,7 +128,7 @@ def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
     if not models:
         axes[0, 0].text(0.5, 0.5, "no data", ha="center")
     fig.suptitle(f"{metric}: {group_by} x layer (grey: not significant)")
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 
@@ -219,7 +228,7 @@ def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alph
     ]
     _model_legend(fig, colours, extra)
     fig.suptitle(f"{metric} by {group_by} over layer depth (error bars: bootstrap CI)")
-    fig.tight_layout(rect=(0, 0.1 if len(areas) > 3 else 0.16, 1, 1))
+    tight(fig, (0, 0.1 if len(areas) > 3 else 0.16, 1, 1))
     return fig
 
 
@@ -262,7 +271,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
         ax.set_xlabel(group_by, fontsize=8)
         ax.tick_params(labelleft=True)
     _model_legend(fig, colours, [_plt().Line2D([], [], color="k", label="median")])
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    tight(fig, (0, 0.08, 1, 1))
     return fig
 
 
@@ -290,7 +299,7 @@ def ei_profile(df: pd.DataFrame, metrics):
     ]
     handles.append(_plt().Line2D([], [], color="grey", lw=1, alpha=0.5, label="one model"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    tight(fig, (0, 0.07, 1, 1))
     return fig
 
 
@@ -360,7 +369,7 @@ def rmse_distributions(ds, by: str = "area"):
     handles = [_plt().Line2D([], [], color=c, lw=6, alpha=0.6, label=v) for v, c in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"neuron vs best-unit receptive-field maps, by {by}")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    tight(fig, (0, 0.07, 1, 1))
     return fig
 
 

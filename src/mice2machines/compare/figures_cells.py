@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import as_str
-from .figures import _grid, _order, _plt
+from .figures import _grid, _order, _plt, tight
 
 
 def reliability_histogram(reliability, area, selected=None, bins: int = 30):
@@ -31,7 +31,7 @@ def reliability_histogram(reliability, area, selected=None, bins: int = 30):
     ax.set_ylabel("cells")
     ax.set_title(f"response reliability of {int(ok.sum())} cells")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 
@@ -71,7 +71,7 @@ def umap_selection(table: pd.DataFrame):
         ax.set_ylabel("UMAP 2")
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("neuron selection (UMAP + K-means; colour: cluster)")
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 
