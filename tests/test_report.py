@@ -104,15 +104,10 @@ def test_best_layer_and_ei_are_grids_with_labels():
     assert all(a.get_ylabel() and a.get_xlabel() for a in fig.axes if a.get_visible())
 
 
-def test_tight_layout_is_applied_once_not_redone_at_every_save(tmp_path, monkeypatch):
-    """A laid-out figure keeps no layout engine, so saving PNG + SVG draws it twice, not four
-    times, and the subplot parameters are tight_layout's own."""
+def _draws_to_save(fig, png, monkeypatch) -> int:
+    """How many times `figures.save` (PNG + SVG) draws ``fig``."""
     from matplotlib.figure import Figure
 
-    df = pd.concat([_tidy(m) for m in list(METRICS)[:8]])
-    fig = figures.best_layer(df, list(METRICS)[:8])
-    assert fig.get_layout_engine() is None
-    ours = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top")}
     draws = []
     original = Figure.draw
 
@@ -121,14 +116,61 @@ def test_tight_layout_is_applied_once_not_redone_at_every_save(tmp_path, monkeyp
         return original(self, renderer)
 
     monkeypatch.setattr(Figure, "draw", counted)
-    figures.save(fig, tmp_path / "best.png")
+    figures.save(fig, png)
     monkeypatch.undo()
-    assert len(draws) == 2 and (tmp_path / "best.svg").stat().st_size > 0
+    assert png.with_suffix(".svg").stat().st_size > 0
+    return len(draws)
+
+
+def test_tight_layout_is_applied_once_not_redone_at_every_save(tmp_path, monkeypatch):
+    """A laid-out figure keeps no layout engine, so saving PNG + SVG draws it twice, not four
+    times, and the subplot parameters are tight_layout's own."""
+    df = pd.concat([_tidy(m) for m in list(METRICS)[:8]])
+    fig = figures.best_layer(df, list(METRICS)[:8])
+    assert fig.get_layout_engine() is None
+    ours = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top")}
+    assert _draws_to_save(fig, tmp_path / "best.png", monkeypatch) == 2
     ref = figures.best_layer(df, list(METRICS)[:8])
     ref.tight_layout(rect=(0, 0.08, 1, 1))
+    assert _draws_to_save(ref, tmp_path / "ref.png", monkeypatch) == 4
     assert ours == pytest.approx(
         {k: getattr(ref.subplotpars, k) for k in ("left", "right", "bottom", "top")}
     )
+
+
+def _dg_summary(tmp_path) -> pd.DataFrame:
+    from mice2machines.dg import results
+
+    paths = []
+    for seed, variant, acc in [(0, "baseline", 0.5), (1, "baseline", 0.6)] + [
+        (0, "neurn", 0.7),
+        (1, "neurn", 0.8),
+    ]:
+        p = tmp_path / variant / f"seed{seed}" / "metrics.json"
+        p.parent.mkdir(parents=True)
+        targets = {"svhn": {"acc": acc, "n": 100, "split": "all"}}
+        p.write_text(
+            json.dumps(
+                {"arch": "small_cnn", "variant": variant, "source": "mnist", "seed": seed}
+                | {"val_acc": 0.9, "selected_epoch": 1, "targets": targets, "config": {}}
+            )
+        )
+        paths.append(p)
+    return results.summarize(results.collect(paths))
+
+
+@pytest.mark.parametrize("stage", ["archsim", "dg"])
+def test_report_stage_figures_are_laid_out_once(stage, tmp_path, monkeypatch):
+    """The report stage's own figures (architecture matrix, DG accuracy) draw once a format."""
+    if stage == "archsim":
+        from mice2machines.models import archsim
+
+        fig = archsim.plot_similarity(archsim.similarity_matrix({"x": "CRM", "y": "CRCRM"}))
+    else:
+        from mice2machines.dg import results
+
+        fig = results.plot_figure(_dg_summary(tmp_path))
+    assert _draws_to_save(fig, tmp_path / f"{stage}.png", monkeypatch) == 2
 
 
 def test_rmse_distributions_one_panel_per_model():

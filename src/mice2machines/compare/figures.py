@@ -7,27 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..plotting import pyplot, tight
 from .registry import get_metric
 
 AREA_ORDER = ("VISp", "VISl", "VISal", "VISpm", "VISam", "VISrl")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def tight(fig, rect=None) -> None:
-    """``fig.tight_layout(rect=rect)`` applied once, as fixed subplot parameters: a figure
-    that keeps tight_layout's engine is laid out again in every savefig (an extra draw of
-    every text for each of the PNG and the SVG, a fifth of the drawing time)."""
-    from matplotlib.layout_engine import TightLayoutEngine
-
-    TightLayoutEngine(rect=rect if rect is not None else (0, 0, 1, 1)).execute(fig)
 
 
 #: the longest side of a figure: inches (a report page's height) and PNG pixels
@@ -40,7 +23,7 @@ def save(fig, png, dpi: int = 120, note: str | None = None) -> list[Path]:
     the scores have no noise ceiling (the neural store's ``ceiling_note``), written on the
     figure and into the PNG's metadata (Description). The PNG's longer side is at most
     MAX_PIXELS (a lower dpi for a bigger figure): the renderer's memory grows with its area."""
-    plt = _plt()
+    plt = pyplot()
     dpi = min(dpi, MAX_PIXELS / max(fig.get_size_inches()))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +64,7 @@ def _per_layer(metrics) -> list:
 def heatmap(df: pd.DataFrame, metric: str, group_by: str = "area"):
     """Score per area (rows) x layer (columns), one panel per model; cells that are not
     significant against their permutation null (BH q >= compare.fdr_alpha) are greyed out."""
-    plt = _plt()
+    plt = pyplot()
     d = df[(df["metric"] == metric) & (df["group_by"] == group_by)]
     models = list(dict.fromkeys(d["model"]))
     fig, axes = plt.subplots(
@@ -146,7 +129,7 @@ def _grid(plt, n: int, ncol: int = 3, size=(4.2, 3.3), **kw):
 
 def model_colours(models) -> dict:
     """One fixed colour per model (tab10, then tab20), the same in every figure."""
-    plt = _plt()
+    plt = pyplot()
     models = list(dict.fromkeys(models))
     cmap = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
     return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
@@ -158,7 +141,7 @@ def _score_label(metric: str) -> str:
 
 def _model_legend(fig, colours: dict, extra=()) -> None:
     handles = [
-        _plt().Line2D([], [], color=c, marker="o", lw=1.5, label=m) for m, c in colours.items()
+        pyplot().Line2D([], [], color=c, marker="o", lw=1.5, label=m) for m, c in colours.items()
     ]
     fig.legend(
         handles=handles + list(extra),
@@ -174,7 +157,7 @@ def layer_curves(df: pd.DataFrame, metric: str, group_by: str = "area", fdr_alph
     bootstrap interval as error bars, the chance band (null mean +- 2 null sd, per model),
     the noise-ceiling band (its range over models), the inter-animal ceiling of a mapping
     metric (dashed) and stars where q < fdr_alpha."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -243,7 +226,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
     """Relative depth of each model's best layer per area, one panel per metric, among the
     layers that pass the FDR threshold; a model with none for an area is counted below the
     axis ("none")."""
-    plt = _plt()
+    plt = pyplot()
     metrics = [m for m in _per_layer(metrics) if m in set(df["metric"])]
     colours = model_colours(df["model"])
     fig, axes = _grid(plt, len(metrics), ncol=4, size=(3.6, 3.2), sharey=True)
@@ -270,7 +253,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
         ax.set_ylabel("best layer (relative depth)", fontsize=8)
         ax.set_xlabel(group_by, fontsize=8)
         ax.tick_params(labelleft=True)
-    _model_legend(fig, colours, [_plt().Line2D([], [], color="k", label="median")])
+    _model_legend(fig, colours, [pyplot().Line2D([], [], color="k", label="median")])
     tight(fig, (0, 0.08, 1, 1))
     return fig
 
@@ -278,7 +261,7 @@ def best_layer(df: pd.DataFrame, metrics, group_by: str = "area"):
 def ei_profile(df: pd.DataFrame, metrics):
     """Score against relative layer depth for excitatory and inhibitory groups, one panel per
     metric: thin lines per model, thick the median over models in depth bins of 0.1."""
-    plt = _plt()
+    plt = pyplot()
     metrics = [m for m in _per_layer(metrics) if m in set(df["metric"])]
     fig, axes = _grid(plt, len(metrics), ncol=4, size=(3.6, 3.0))
     colours = {"excitatory": "tab:red", "inhibitory": "tab:blue"}
@@ -295,9 +278,9 @@ def ei_profile(df: pd.DataFrame, metrics):
         ax.set_xlabel("relative layer depth", fontsize=8)
         ax.set_ylabel(_score_label(metric), fontsize=8)
     handles = [
-        _plt().Line2D([], [], color=c, lw=2.5, label=f"{k} (median)") for k, c in colours.items()
+        pyplot().Line2D([], [], color=c, lw=2.5, label=f"{k} (median)") for k, c in colours.items()
     ]
-    handles.append(_plt().Line2D([], [], color="grey", lw=1, alpha=0.5, label="one model"))
+    handles.append(pyplot().Line2D([], [], color="grey", lw=1, alpha=0.5, label="one model"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     tight(fig, (0, 0.07, 1, 1))
     return fig
@@ -323,7 +306,7 @@ def rmse_distributions(ds, by: str = "area"):
     """The paper's figure, one panel per model (random twins apart from trained ones): each
     selected neuron's RMSE to its best unit over all layers, per area (or Cre line), without
     (grey) and with (green) NeuRN on the feature maps; medians printed."""
-    plt = _plt()
+    plt = pyplot()
     t = rmse_table(ds, by)
     models = list(dict.fromkeys(t["model"].astype(str))) if len(t) else []
     groups = _order(t[by].astype(str)) if len(t) else []
@@ -366,7 +349,9 @@ def rmse_distributions(ds, by: str = "area"):
         axes[0].text(
             0.5, 0.5, "no receptive-field scores", ha="center", transform=axes[0].transAxes
         )
-    handles = [_plt().Line2D([], [], color=c, lw=6, alpha=0.6, label=v) for v, c in colours.items()]
+    handles = [
+        pyplot().Line2D([], [], color=c, lw=6, alpha=0.6, label=v) for v, c in colours.items()
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"neuron vs best-unit receptive-field maps, by {by}")
     tight(fig, (0, 0.07, 1, 1))

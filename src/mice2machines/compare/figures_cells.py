@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 
 from ..io import as_str
-from .figures import _grid, _order, _plt, tight
+from ..plotting import pyplot, tight
+from .figures import _grid, _order
 
 
 def reliability_histogram(reliability, area, selected=None, bins: int = 30):
     """Split-half reliability of every cell, one stacked histogram per area; the selected
     neurons (the receptive-field analysis) outlined in black."""
-    plt = _plt()
+    plt = pyplot()
     rel = np.asarray(reliability, float)
     area = as_str(area)
     ok = np.isfinite(rel)
@@ -38,7 +39,7 @@ def reliability_histogram(reliability, area, selected=None, bins: int = 30):
 def umap_selection(table: pd.DataFrame):
     """The neuron selection: each E/I class's UMAP embedding of the receptive-field maps,
     coloured by K-means cluster; the neuron nearest each centre (selected) ringed."""
-    plt = _plt()
+    plt = pyplot()
     classes = list(dict.fromkeys(table["ei_class"].astype(str)))
     fig, axes = _grid(plt, len(classes), ncol=2, size=(4.6, 4.0))
     for ax, cls in zip(axes, classes, strict=False):
@@ -78,7 +79,7 @@ def umap_selection(table: pd.DataFrame):
 def example_maps(neuron: np.ndarray, unit: np.ndarray, labels, unit_labels):
     """Neuron receptive-field maps (top row) beside the maps of their best-matching units
     (bottom row), on one symmetric colour scale."""
-    plt = _plt()
+    plt = pyplot()
     k = len(neuron)
     fig, axes = plt.subplots(
         2, max(1, k), squeeze=False, figsize=(2.6 * max(1, k) + 1, 5.4), layout="constrained"

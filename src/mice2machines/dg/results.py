@@ -193,10 +193,9 @@ def plot_figure(summary: pd.DataFrame):
     """Left: accuracy per target (bars: variants, error bars: standard error over seeds,
     std / sqrt(n)). Right: the paired
     NeuRN - baseline difference with its t interval. One row per (arch, source)."""
-    import matplotlib
+    from ..plotting import pyplot, tight
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = list(summary.groupby(["arch", "source"], sort=True))
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.2 * len(groups)), squeeze=False)
@@ -235,7 +234,7 @@ def plot_figure(summary: pd.DataFrame):
         ax_diff.set_ylabel("NeuRN - baseline (points)")
         ax_diff.set_xlabel("target domain")
         ax_diff.set_title(f"paired by seed, {conf:.0%} t interval")
-    fig.tight_layout()
+    tight(fig)
     return fig
 
 

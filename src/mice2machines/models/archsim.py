@@ -229,11 +229,9 @@ def cluster_order(sim: pd.DataFrame) -> list[str]:
 
 def plot_similarity(sim: pd.DataFrame, path=None, title: str | None = None, cluster: bool = True):
     """Heatmap of a similarity matrix (clustered order by default); saved if ``path`` given."""
-    import matplotlib
+    from ..plotting import pyplot, tight
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = cluster_order(sim) if cluster else list(sim.index)
     data = sim.loc[order, order]
     size = max(4.0, 0.35 * len(order) + 2)
@@ -245,7 +243,7 @@ def plot_similarity(sim: pd.DataFrame, path=None, title: str | None = None, clus
     ax.set_xlabel("architecture")
     ax.set_ylabel("architecture")
     ax.set_title(title or "Needleman-Wunsch similarity\nof layer sequences", fontsize=10)
-    fig.tight_layout()
+    tight(fig)
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig
