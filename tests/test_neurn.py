@@ -47,6 +47,40 @@ def test_matches_loop_float64(k, max_over, padding):
     np.testing.assert_allclose(out.max(axis=axes), 1.0)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "circular", "zeros"])
+def test_numpy_local_std_equals_torch_float64_and_the_loop(k, padding):
+    """The torch-free CPU path (summed-area tables) is the same function as the torch one."""
+    from mice2machines import neurn_numpy
+    from mice2machines.neurn import local_std
+
+    rng = np.random.default_rng(10 + k)
+    x = rng.normal(size=(2, 3, 9, 11)) * rng.uniform(0.1, 10, size=(1, 3, 1, 1)) + 5
+    ours = neurn_numpy.local_std(x, k, padding)
+    assert ours.dtype == np.float64 and ours.shape == x.shape
+    torch_std = local_std(torch.from_numpy(x), k, padding).numpy()
+    np.testing.assert_allclose(ours, torch_std, rtol=1e-10, atol=1e-12)
+    if k > 1:
+        for max_over, axes in (("image", (1, 2, 3)), ("channel", (2, 3))):
+            np.testing.assert_allclose(
+                ours / ours.max(axes, keepdims=True),
+                reference(x, k, max_over, padding),
+                rtol=1e-9,
+                atol=1e-12,
+            )
+    flat = np.full((1, 2, 7, 9), 0.0 if padding == "zeros" else -1e6)  # zeros pad: 0 is flat
+    flat[0, 1] = rng.normal(size=(7, 9))
+    out = neurn_numpy.local_std(flat, k, padding)
+    assert np.all(out[0, 0] == 0) and np.isfinite(out).all()
+
+
+def test_numpy_padding_modes_are_the_schemas():
+    from mice2machines.neurn_numpy import PAD_MODES
+    from mice2machines.neurn_settings import allowed
+
+    assert set(PAD_MODES) == set(allowed("padding")) == set(NP_MODE)
+
+
 @pytest.mark.parametrize("k", [3, 4])
 def test_float32_close_to_loop_on_0_255_images(k):
     rng = np.random.default_rng(0)

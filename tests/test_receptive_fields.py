@@ -95,6 +95,36 @@ def test_channel_activity_neurn_chunks_equal_full_layer():
     assert np.isfinite(tiny).all()
 
 
+@pytest.mark.parametrize("max_over", ["image", "channel"])
+def test_channel_activity_numpy_on_cpu_equals_torch_device(max_over):
+    """'cpu' scores NeuRN in numpy float64, 'torch:cpu' in torch float32: the same numbers."""
+    pytest.importorskip("torch")
+    x = rng(6).normal(size=(5, 7, 8, 10)).astype(np.float32)
+    cfg = {"kernel_size": 4, "max_over": max_over, "padding": "circular"}
+    ours, scale = rf.channel_activity(x, cfg, device="cpu")
+    ref, ref_scale = rf.channel_activity(x, cfg, device="torch:cpu")
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+    if max_over == "image":
+        np.testing.assert_allclose(scale, ref_scale, rtol=1e-5)
+    else:
+        assert scale is None and ref_scale is None
+
+
+def test_channel_activity_with_neurn_on_cpu_does_not_import_torch():
+    """A comparison job without a GPU pays no torch import (2-3 s) for its NeuRN maps."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from mice2machines.compare import receptive_fields as rf\n"
+        "t, s = rf.channel_activity(np.ones((2, 3, 6, 6)) + np.arange(6), {}, device='cpu')\n"
+        "assert t.shape == (2, 3) and s.shape == (2,)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_unit_map_matches_its_own_neuron():
     g = rng(5)
     F = g.uniform(0, 1, (50, 24))

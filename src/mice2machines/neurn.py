@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .neurn_settings import allowed, default, settings  # noqa: F401
+from .neurn_settings import EPS, allowed, default, settings  # noqa: F401
 
 MAX_OVER = allowed("max_over")
 PADDING = allowed("padding")
@@ -107,7 +107,7 @@ def neurn(
     kernel_size: int = DEFAULT["kernel_size"],
     max_over: str = DEFAULT["max_over"],
     padding: str = DEFAULT["padding"],
-    eps: float = 1e-12,
+    eps: float = EPS,
 ) -> torch.Tensor:
     """NeuRN of a (B, C, H, W) tensor: local std divided by its max; same shape and dtype.
 
@@ -130,7 +130,7 @@ class NeuRN(nn.Module):
         kernel_size: int = DEFAULT["kernel_size"],
         max_over: str = DEFAULT["max_over"],
         padding: str = DEFAULT["padding"],
-        eps: float = 1e-12,
+        eps: float = EPS,
     ):
         super().__init__()
         self.kernel_size = _check(kernel_size, max_over, padding)

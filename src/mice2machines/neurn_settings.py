@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 from .settings import ConfigError, check, defaults, schema
 
+#: the floor of NeuRN's divisor (its maximum): an all-constant image maps to 0, not NaN
+EPS = 1e-12
 #: zoo-column spellings of "no NeuRN" and "the defaults"
 OFF = ("none", "no", "false", "-", "")
 ON = ("default", "yes", "true")

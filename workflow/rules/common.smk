@@ -19,9 +19,10 @@ ALLENSDK_ENV = "../../envs/allensdk.yaml"
 RESULTS = config["results_dir"].rstrip("/")
 LOGS = config["logs_dir"].rstrip("/")
 
-# Rules on the way to the comparison (sessions, their stores, the neural preparation and the
-# selection) run before independent work (extraction, DG training) that could take the cores
-# the long chain needs: the demo's wall time is that chain plus the comparisons after it.
+# The comparison's chain (sessions, their stores, the neural preparation and selection, the
+# weights and extractions, the comparisons, their aggregate, figures and the report) runs
+# before DG training, which fills the cores the chain leaves free: the demo's wall time is
+# that chain, and DG jobs left waiting would otherwise start the extractions late.
 CRITICAL_PATH = 1
 
 # Each stage file appends a zero-argument function returning its final targets.

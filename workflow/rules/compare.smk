@@ -79,6 +79,7 @@ rule compare_model:
         store=directory(f"{CMP}/models/{{model}}.zarr"),
     log:
         f"{LOGS}/compare/model/{{model}}.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     threads: res("compare_model", "threads", 2)
@@ -101,6 +102,7 @@ rule compare_aggregate:
         cells=f"{CMP}/cells.csv",
     log:
         f"{LOGS}/compare/aggregate.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -131,6 +133,7 @@ rule compare_figures:
         svg=[s.files(RESULTS)[1] for s in FIGURES if s.stage == "compare"],
     log:
         f"{LOGS}/compare/figures.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     threads: res("compare_figures", "threads", 2)

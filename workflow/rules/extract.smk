@@ -56,6 +56,7 @@ rule fetch_weights:
         f"{RESULTS}/weights/{{model}}.json",
     log:
         f"{LOGS}/fetch_weights/{{model}}.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:
@@ -76,6 +77,7 @@ rule extract_activations:
         store=directory(f"{RESULTS}/activations/{{model}}.zarr"),
     log:
         f"{LOGS}/extract/{{model}}.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     threads: MODELS_CFG["threads"]

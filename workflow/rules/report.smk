@@ -17,6 +17,7 @@ rule report:
         figures=figure_files(FIGURES, RESULTS, "report"),
     log:
         f"{LOGS}/report.log",
+    priority: CRITICAL_PATH
     conda:
         MAIN_ENV
     resources:

@@ -63,8 +63,10 @@ def _sum(x, axis, xp, keep: bool = False):
     return x.sum(axis, keepdims=keep) if xp is np else x.sum(axis, keepdim=keep)
 
 
-def _along(x, idx, axis, xp):
-    return np.take_along_axis(x, idx, axis) if xp is np else xp.take_along_dim(x, idx, axis)
+def _columns(x, idx, xp):
+    """``x[:, idx]`` for a 2-D ``x`` and an integer array ``idx`` (np.take: 2x faster than
+    fancy indexing or take_along_axis on the rank tables)."""
+    return np.take(x, idx, axis=1) if xp is np else x[:, idx]
 
 
 def _tie_bounds(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,8 +116,12 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
     nonfinite = np.isnan(X) if spearman else ~np.isfinite(X)
     nan_d = put64(nonfinite, tdev)
     out = np.empty((len(counts), G, L))
-    if spearman:
-        order, lo_pos, hi_pos = (put64(x, tdev, integer=True) for x in _tie_bounds(X))
+    if spearman:  # a pair's tie bounds as flat positions in its row of the (R, m + 1) sums
+        order, lo_pos, hi_pos = _tie_bounds(X)
+        row = (m + 1) * np.arange(len(X))[:, None]
+        order, lo_pos, hi_pos = (
+            put64(x, tdev, integer=True) for x in (order, lo_pos + row, hi_pos + row)
+        )
         per_resample = 8 * 6 * (G + L) * m
     else:  # centred by the full sample's mean (less cancellation), non-finite entries zeroed
         Z = np.where(nonfinite, 0.0, X)
@@ -136,10 +142,11 @@ def rsa_bootstrap(neural_rdms, model_rdms, indices, method: str = "spearman", de
         bad = (kept @ nan_d.T) > 0  # (B, R): a NaN among the kept pairs
         bad = bad | (_sum(kept, -1, xp) < 2)[:, None]  # one distinct pair: constant, no r
         if spearman:  # (S + E + 1) / 2 - (k + 1) / 2, S / E: cumulative weight to the group
-            cs = xp.cumsum(W[:, order], -1)  # (B, R, m)
+            cs = xp.cumsum(_columns(W, order, xp), -1)  # (B, R, m)
             zero = cs[..., :1] * 0
             cs = xp.concatenate([zero, cs], -1) if xp is np else xp.cat([zero, cs], -1)
-            V = _along(cs, lo_pos[None], -1, xp) + _along(cs, hi_pos[None], -1, xp)
+            cs = cs.reshape(len(cs), -1)
+            V = _columns(cs, lo_pos, xp) + _columns(cs, hi_pos, xp)
             V = (V - k[:, :, None]) / 2
             VW = V[:, :G] * W[:, None, :]
             cross = VW @ xp.swapaxes(V[:, G:], -1, -2)

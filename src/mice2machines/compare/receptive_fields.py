@@ -122,36 +122,40 @@ def channel_activity(x, neurn: dict | None = None, device: str = "cpu"):
 
     With ``neurn`` (NeuRN settings; partial ones, True or the zoo form are completed by
     `mice2machines.neurn_settings.settings`) the maps pass NeuRN first (maps too small for
-    reflect padding use replicate). Returns (activity, scale): for max_over="image" the
-    activity is not yet divided by the per-image maximum, which is returned as `scale`
-    (stimuli,) so that chunks of channels can be combined (divide by the maximum of their
-    scales); otherwise scale is None.
+    reflect padding use replicate): in torch float32 on a torch ``device`` ('cuda',
+    'torch:cpu'), in numpy float64 on 'cpu' (`mice2machines.neurn_numpy`, no torch import).
+    Returns (activity, scale): for max_over="image" the activity is not yet divided by the
+    per-image maximum, which is returned as `scale` (stimuli,) so that chunks of channels can
+    be combined (divide by the maximum of their scales); otherwise scale is None.
     """
-    from ..neurn_settings import settings
+    from ..devices import uses_torch
+    from ..neurn_settings import EPS, settings
 
     neurn = settings(neurn)
     if neurn is None:
         arr = np.asarray(x, dtype=np.float64) if not hasattr(x, "detach") else x.double()
         out = arr.mean((2, 3))
         return (out.cpu().numpy() if hasattr(out, "cpu") else out), None
-    import torch
-
-    from ..neurn import NeuRN, local_std
-
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.to(device=str(device).removeprefix("torch:"), dtype=torch.float32)
     k = int(neurn["kernel_size"])
     pad = neurn["padding"]
-    if pad == "reflect" and k // 2 >= min(t.shape[-2:]):
+    if pad == "reflect" and k // 2 >= min(x.shape[-2:]):
         pad = "replicate"  # maps too small to reflect (e.g. 1x1, 2x2)
+    if uses_torch(device) or hasattr(x, "detach"):
+        import torch
+
+        from ..neurn import local_std
+
+        t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        t = t.to(device=str(device).removeprefix("torch:"), dtype=torch.float32)
+        sigma = local_std(t, k, pad).double().cpu().numpy()
+    else:
+        from ..neurn_numpy import local_std
+
+        sigma = local_std(x, k, pad)
     if neurn["max_over"] == "image":
-        sigma = local_std(t, k, pad)
-        return (
-            sigma.mean((2, 3)).double().cpu().numpy(),
-            sigma.amax((1, 2, 3)).double().cpu().numpy(),
-        )
-    y = NeuRN(kernel_size=k, max_over="channel", padding=pad)(t)
-    return y.mean((2, 3)).double().cpu().numpy(), None
+        return sigma.mean((2, 3)), sigma.max((1, 2, 3))
+    smax = sigma.max((2, 3), keepdims=True)
+    return (sigma / np.maximum(smax, EPS)).mean((2, 3)), None
 
 
 def unit_maps(
