@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .neurn_numpy import check_reflect, pad_widths
 from .neurn_settings import EPS, allowed, default, settings  # noqa: F401
 
 MAX_OVER = allowed("max_over")
@@ -46,11 +47,6 @@ def _check(kernel_size: int, max_over: str, padding: str) -> int:
     if padding not in PADDING:
         raise ValueError(f"padding must be one of {PADDING}, got {padding!r}")
     return k
-
-
-def pad_widths(kernel_size: int) -> tuple[int, int]:
-    """(before, after) padding per axis that keeps the size; after >= before for even k."""
-    return (kernel_size - 1) // 2, kernel_size // 2
 
 
 def box_means(xp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,12 +78,7 @@ def local_std(
     xc = x.to(compute)
     lo, hi = pad_widths(k)
     if lo or hi:
-        h, w = x.shape[-2:]
-        if padding == "reflect" and (hi >= h or hi >= w):
-            raise ValueError(
-                f"reflect padding of {hi} needs height and width > {hi}, got {h}x{w}; "
-                "use a smaller kernel_size or padding='replicate'"
-            )
+        check_reflect(k, padding, *x.shape[-2:])
         mode = "constant" if padding == "zeros" else padding
         xp = F.pad(xc, (lo, hi, lo, hi), mode=mode)
     else:

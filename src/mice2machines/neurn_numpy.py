@@ -15,6 +15,21 @@ from numpy.lib.stride_tricks import sliding_window_view
 PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap", "zeros": "constant"}
 
 
+def pad_widths(kernel_size: int) -> tuple[int, int]:
+    """(before, after) padding per axis that keeps the size; after >= before for even k."""
+    return (kernel_size - 1) // 2, kernel_size // 2
+
+
+def check_reflect(kernel_size: int, padding: str, height: int, width: int) -> None:
+    """Reflect padding needs maps larger than the padding it adds."""
+    hi = pad_widths(kernel_size)[1]
+    if padding == "reflect" and (hi >= height or hi >= width):
+        raise ValueError(
+            f"reflect padding of {hi} needs height and width > {hi}, got {height}x{width}; "
+            "use a smaller kernel_size or padding='replicate'"
+        )
+
+
 def _box_mean(x: np.ndarray, k: int) -> np.ndarray:
     """Means over k x k windows (valid, stride 1) of the last two axes: k-term sums along
     each axis in turn, so rounding stays that of the window, as in avg_pool2d (a
@@ -30,11 +45,8 @@ def local_std(x, kernel_size: int, padding: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 4:
         raise ValueError(f"expected a (batch, channel, height, width) array, got {x.shape}")
-    lo, hi = (k - 1) // 2, k // 2
-    if padding == "reflect" and (hi >= x.shape[-2] or hi >= x.shape[-1]):
-        raise ValueError(
-            f"reflect padding of {hi} needs height and width > {hi}, got {x.shape[-2:]}"
-        )
+    lo, hi = pad_widths(k)
+    check_reflect(k, padding, *x.shape[-2:])
     xp = np.pad(x, ((0, 0), (0, 0), (lo, hi), (lo, hi)), mode=PAD_MODES[padding])
     xp -= x.mean(axis=(2, 3), keepdims=True)
     mu = _box_mean(xp, k)
