@@ -159,7 +159,11 @@ def test_layer_drive_through_the_workflow(tmp_path):
         areas=["VISp"],
         cre_lines=["Cux2-CreERT2"],
         cells_per_experiment=40,
-        drive={"kind": "layer", "model": "resnet18_random", "layer": "layer2.0.conv1"},
+        drive={
+            "kind": "layer",
+            "model": "mobilenet_v3_small_random",
+            "layer": "features.3.block.0.0",
+        },
     )
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     eid = int(synthetic.experiment_table(cfg["synthetic"]).experiment_id[0])
@@ -172,10 +176,10 @@ def test_layer_drive_through_the_workflow(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = pd.read_csv(tmp_path / target, sep="\t")
     assert cells.drive_view.value_counts().to_dict() == {"channel": 20, "neurn": 12, "unit": 8}
-    # layer2.0.conv1 of a ResNet-18 at 48 px: 128 channels x 6 x 6 stored units
-    assert cells.drive_unit.between(0, 128 * 6 * 6 - 1).all() and cells.drive_unit.nunique() > 1
+    # features.3.block.0.0 of a MobileNetV3-Small at 48 px: 88 channels x 6 x 6 stored units
+    assert cells.drive_unit.between(0, 88 * 6 * 6 - 1).all() and cells.drive_unit.nunique() > 1
     log = (tmp_path / "logs" / "synthetic_session" / f"{eid}.log").read_text()
-    assert "layer drive: resnet18_random / layer2.0.conv1" in log
+    assert "layer drive: mobilenet_v3_small_random / features.3.block.0.0" in log
 
 
 # ---------------------------------------------------------------- rule params (rerun triggers)
